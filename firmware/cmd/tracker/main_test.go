@@ -1,0 +1,41 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func runArgs(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, stdio{&out, &errb})
+	return code, out.String(), errb.String()
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runArgs(t, "version")
+	if code != exitOK || out != "tracker "+version+"\n" {
+		t.Errorf("tracker version = %d, %q; want 0, %q", code, out, "tracker "+version+"\n")
+	}
+}
+
+func TestUsage(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{nil, exitUsage, "usage: tracker"},
+		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
+		{[]string{"help"}, exitOK, "version"},
+		{[]string{"version", "extra"}, exitUsage, "takes no arguments"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runArgs(t, tt.args...)
+		if code != tt.wantCode || !strings.Contains(stderr, tt.wantErr) {
+			t.Errorf("tracker %q = %d, stderr %q; want %d containing %q", tt.args, code, stderr, tt.wantCode, tt.wantErr)
+		}
+	}
+}
