@@ -71,6 +71,7 @@ type Dev struct {
 
 	mu     sync.Mutex
 	dev    *bmxx80.Dev
+	guard  *guardBus
 	closed bool
 }
 
@@ -130,9 +131,10 @@ func Open(bus i2c.Bus, addr uint16, log *slog.Logger) (*Dev, error) {
 
 func open(bus i2c.Bus, addr uint16, chip string, log *slog.Logger) (*Dev, error) {
 	o := opts
-	dev, err := bmxx80.NewI2C(bus, addr, &o)
+	guard := &guardBus{Bus: bus}
+	dev, err := bmxx80.NewI2C(guard, addr, &o)
 	if err != nil {
-		return nil, fmt.Errorf("bme280 on %s at %s: init: %w", bus, hexAddr(addr), err)
+		return nil, fmt.Errorf("bme280 on %s at %s: init: %w", bus, hexAddr(addr), guard.cause(err))
 	}
 	// bmxx80 reads the chip id again and names the variant in String()
 	// ("BME280{...}"). Disagreement means the bus returned different bytes
@@ -141,7 +143,7 @@ func open(bus i2c.Bus, addr uint16, chip string, log *slog.Logger) (*Dev, error)
 		return nil, fmt.Errorf("bme280 on %s at %s: chip id changed between reads: %s then %s",
 			bus, hexAddr(addr), chip, got)
 	}
-	d := &Dev{bus: bus, addr: addr, chip: chip, log: log, now: time.Now, dev: dev}
+	d := &Dev{bus: bus, addr: addr, chip: chip, log: log, now: time.Now, dev: dev, guard: guard}
 	log.Info("env sensor found", "bus", bus.String(), "addr", hexAddr(addr), "chip", chip)
 	if chip == "BMP280" {
 		log.Warn("env sensor is a BMP280, which has no humidity sensor; humidity will be reported absent",
@@ -151,8 +153,8 @@ func open(bus i2c.Bus, addr uint16, chip string, log *slog.Logger) (*Dev, error)
 }
 
 // Sense takes one forced-mode measurement. It blocks for the conversion
-// time (about 8 ms) and cannot be interrupted during it; ctx is checked
-// before starting.
+// time (about 8 ms); ctx is checked before starting and between bus
+// transfers. A chip that never finishes converting yields ErrStuck.
 func (d *Dev) Sense(ctx context.Context) (drivers.Env, error) {
 	if err := ctx.Err(); err != nil {
 		return drivers.Env{}, d.wrap(err)
@@ -163,8 +165,12 @@ func (d *Dev) Sense(ctx context.Context) (drivers.Env, error) {
 		return drivers.Env{}, d.wrap(ErrClosed)
 	}
 	var pe physic.Env
-	if err := d.dev.Sense(&pe); err != nil {
-		return drivers.Env{}, d.wrap(fmt.Errorf("sense: %w", err))
+	d.guard.takeErr() // a stale error must not be blamed on this Sense
+	d.guard.setContext(ctx)
+	err := d.dev.Sense(&pe)
+	d.guard.setContext(nil)
+	if err != nil {
+		return drivers.Env{}, d.wrap(fmt.Errorf("sense: %w", d.guard.cause(err)))
 	}
 	e := drivers.Env{
 		Time:         d.now(),

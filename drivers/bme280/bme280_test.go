@@ -62,6 +62,9 @@ type faultBus struct {
 	i2ctest.Playback
 	absent map[uint16]bool
 	failAt int
+	// busy, when set, answers status reads (0xF3) with "measuring" (0x08)
+	// outside the playback, and is called with the poll count.
+	busy func(n int)
 
 	mu sync.Mutex
 	n  int
@@ -77,6 +80,11 @@ func (b *faultBus) Tx(addr uint16, w, r []byte) error {
 	}
 	if n == b.failAt {
 		return errIO
+	}
+	if b.busy != nil && len(w) == 1 && w[0] == 0xF3 {
+		b.busy(n)
+		r[0] = 0x08
+		return nil
 	}
 	return b.Playback.Tx(addr, w, r)
 }
@@ -264,6 +272,9 @@ func TestIOErrors(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "bme280 on I2C1 at 0x76: ") || !strings.Contains(err.Error(), errIO.Error()) {
 				t.Errorf("error = %q; want it to name bus, address and cause", err)
 			}
+			if !errors.Is(err, errIO) {
+				t.Errorf("error = %v; want it to unwrap to the bus error", err)
+			}
 			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrWrongChip) {
 				t.Errorf("error = %v; an I/O error after a good probe is neither ErrNotFound nor ErrWrongChip", err)
 			}
@@ -286,6 +297,48 @@ func TestSenseRecoversAfterIOError(t *testing.T) {
 	e, err := d.Sense(context.Background())
 	if err != nil || e.TemperatureC != 23.72 {
 		t.Fatalf("Sense after transient error = %v, %v; want 23.72 °C", e.TemperatureC, err)
+	}
+	closeBus(t, bus)
+}
+
+func TestSenseStuckStatus(t *testing.T) {
+	t.Parallel()
+	bus := newBus(initOps(0x76, idBME280), senseOps(0x76, recorded)[:1])
+	polls := 0
+	bus.busy = func(int) { polls++ }
+	d, err := Open(bus, 0x76, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Sense(context.Background()); !errors.Is(err, ErrStuck) {
+		t.Errorf("Sense with status stuck busy error = %v; want ErrStuck", err)
+	}
+	if polls != maxStatusPolls {
+		t.Errorf("status polled %d times; want %d", polls, maxStatusPolls)
+	}
+	closeBus(t, bus)
+}
+
+func TestSenseCanceledWhilePolling(t *testing.T) {
+	t.Parallel()
+	bus := newBus(initOps(0x76, idBME280), senseOps(0x76, recorded)[:1])
+	ctx, cancel := context.WithCancel(context.Background())
+	polls := 0
+	bus.busy = func(int) {
+		polls++
+		if polls == 3 {
+			cancel()
+		}
+	}
+	d, err := Open(bus, 0x76, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Sense(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Sense canceled while polling error = %v; want context.Canceled", err)
+	}
+	if polls != 3 {
+		t.Errorf("status polled %d times; want 3 (stop at cancel)", polls)
 	}
 	closeBus(t, bus)
 }
