@@ -69,7 +69,7 @@ check_days "$days"
 need_openssl
 
 mkdir -p "$dir"
-make_tmp
+make_tmp "$dir"
 write_extensions "$TMP/ext.cnf"
 
 # have_pair BASE: 0 if BASE.pem and BASE.key both exist, 1 if neither does;

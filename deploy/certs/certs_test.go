@@ -261,11 +261,26 @@ func TestCAAndDevice(t *testing.T) {
 			if len(chain) != 2 || !chain[0].Equal(leaf) || !chain[1].Equal(inter) {
 				t.Errorf("%s holds %d certificates; want leaf then intermediate", chainFile, len(chain))
 			}
+			noTempLeft(t, dir)
 			// What the device does with the two files.
 			if _, err := tls.LoadX509KeyPair(chainFile, keyFile); err != nil {
 				t.Errorf("tls.LoadX509KeyPair(chain, key): %v", err)
 			}
 		})
+	}
+}
+
+// noTempLeft checks that the scripts cleaned up their temporary directory.
+func noTempLeft(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp") {
+			t.Errorf("%s left behind in %s", e.Name(), dir)
+		}
 	}
 }
 
@@ -362,6 +377,7 @@ func TestIdempotent(t *testing.T) {
 			t.Errorf("device.sh --force left %s unchanged", f)
 		}
 	}
+	noTempLeft(t, dir)
 	checkMode(t, keyFile, 0o600)
 	checkKeyType(t, "forced device", readCert(t, pemFile).PublicKey, "rsa")
 	opensslVerify(t, dir, pemFile)

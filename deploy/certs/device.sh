@@ -145,7 +145,7 @@ if ! openssl x509 -in "$dir/intermediate.pem" -noout -checkend $((days * 86400))
 	say "warning: the certificate will outlive the intermediate CA ($(openssl x509 -in "$dir/intermediate.pem" -noout -enddate | cut -d= -f2)); the chain stops verifying then" >&2
 fi
 
-make_tmp
+make_tmp "$dir"
 write_extensions "$TMP/ext.cnf"
 new_key "$key_type" "$TMP/device.key"
 openssl req -new -config "$TMP/ext.cnf" -key "$TMP/device.key" -subj "/CN=$id" \

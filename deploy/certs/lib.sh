@@ -129,9 +129,11 @@ sign_csr() {
 		die "openssl could not sign $7: $(cat "$TMP/openssl.err")"
 }
 
-# make_tmp creates $TMP, removed when the script exits.
+# make_tmp DIR creates $TMP inside DIR, removed when the script exits. Files
+# are made there and renamed into place: same file system, so the rename is
+# atomic and keys never pass through a shared /tmp.
 make_tmp() {
-	TMP=$(mktemp -d "${TMPDIR:-/tmp}/certs.XXXXXX")
+	TMP=$(mktemp -d "$1/.tmp.XXXXXX") || die "cannot create a temporary directory in $1"
 	trap 'rm -rf "$TMP"' EXIT
 }
 

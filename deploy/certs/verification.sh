@@ -62,7 +62,7 @@ esac
 need_openssl
 require_ca "$dir"
 
-make_tmp
+make_tmp "$dir"
 write_extensions "$TMP/ext.cnf"
 # The certificate's own key proves nothing and is thrown away; what DPS
 # checks is the CA signature on it.

@@ -166,6 +166,9 @@ func loadKey(keyFile string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device key: %w", err)
 	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("device key %s is not a regular file", keyFile)
+	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("%s: %w (mode %04o); fix: chmod 600 %s", keyFile, ErrKeyPermissions, perm, keyFile)
 	}
@@ -270,7 +273,7 @@ func checkOrder(certFile string, chain []*x509.Certificate) error {
 	leaf := chain[0]
 	for j := 1; j < len(chain); j++ {
 		if signed(chain[j], leaf) || (leaf.IsCA && !chain[j].IsCA) {
-			return fmt.Errorf("%s: %w: %s is a CA certificate but comes first; %s", certFile, ErrChainOrder, describe(0, leaf), fix)
+			return fmt.Errorf("%s: %w: %s is an issuer (CA) certificate but comes first; %s", certFile, ErrChainOrder, describe(0, leaf), fix)
 		}
 	}
 	if selfSigned(leaf) {

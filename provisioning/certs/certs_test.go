@@ -284,6 +284,7 @@ func TestLoadIdentityBadFiles(t *testing.T) {
 	}{
 		{"no key file", certFile, filepath.Join(dir, "missing.key"), "no such file"},
 		{"no cert file", filepath.Join(dir, "missing.pem"), keyFile, "no such file"},
+		{"key is a directory", certFile, dir, "not a regular file"},
 		{"empty key", certFile, write("empty.key", ""), "no private key PEM block"},
 		{"cert as key", certFile, write("cert.key", string(certstest.PEM(p.leaf.Cert))), "no private key PEM block"},
 		{"encrypted key", certFile, write("enc.key", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"), "encrypted"},
