@@ -1,0 +1,120 @@
+package certs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"embed"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// Azure's server roots (spec A.1, B.1): DigiCert Global Root G2 and
+// Microsoft RSA Root Certificate Authority 2017 for DPS and IoT Hub, and
+// DigiCert Global Root G3 for hubs with ECC certificates. Copied from
+// Debian's ca-certificates. Intermediates and leaves are not pinned: Azure
+// rotates them (spec A.1).
+//
+//go:embed roots/*.pem
+var rootsFS embed.FS
+
+// ServerRoots returns the pool the device trusts for DPS and IoT Hub
+// server certificates. With caFile empty it is Azure's roots, embedded in
+// the binary so that trust doesn't depend on the board's CA bundle. A
+// caFile REPLACES them (for the local emulator, or a future Azure root
+// migration): it must hold at least one PEM certificate.
+func ServerRoots(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		certs, err := embeddedRoots()
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		for _, c := range certs {
+			pool.AddCert(c)
+		}
+		return pool, nil
+	}
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("server CA file: %w", err)
+	}
+	certs, err := parsePEMCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("server CA file %s: %w", caFile, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+func embeddedRoots() ([]*x509.Certificate, error) {
+	files, err := fs.Glob(rootsFS, "roots/*.pem")
+	if err != nil {
+		return nil, err
+	}
+	var all []*x509.Certificate
+	for _, f := range files {
+		data, err := rootsFS.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		certs, err := parsePEMCerts(data)
+		if err != nil {
+			return nil, fmt.Errorf("embedded %s: %w", f, err)
+		}
+		all = append(all, certs...)
+	}
+	return all, nil
+}
+
+func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("no PEM CERTIFICATE block")
+	}
+	return certs, nil
+}
+
+// TLSConfig is the client configuration for DPS and IoT Hub: TLS 1.2 or
+// later (spec A.1, B.1), the server verified against roots, SNI and name
+// check against serverName (spec A.1: send SNI), and the device chain as
+// client certificate (mutual TLS, spec B.1). It never skips verification.
+// id may be nil for a connection without a client certificate.
+func TLSConfig(id *Identity, roots *x509.CertPool, serverName string) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    roots,
+		ServerName: serverName,
+	}
+	if id != nil {
+		cert := id.Cert
+		cfg.Certificates = []tls.Certificate{cert}
+		// Present the chain whatever CA names the server lists in its
+		// certificate request: with Certificates alone, crypto/tls sends
+		// nothing when the list doesn't name our issuer, and the server
+		// (not the device) should be the one to decide.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &cert, nil
+		}
+	}
+	return cfg
+}
