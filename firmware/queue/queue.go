@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -124,12 +125,29 @@ func Open(path string, opts Options) (*Queue, error) {
 				return err
 			}
 		}
-		q.dropped = getUint(tx.Bucket(bucketMeta), keyDropped)
-		return tx.Bucket(bucketMsgs).ForEach(func(_, v []byte) error {
+		meta := tx.Bucket(bucketMeta)
+		q.dropped = getUint(meta, keyDropped)
+		// Count what is queued, and drop records that no longer decode (a
+		// flipped bit on an SD card) so they cannot block the sender forever.
+		var corrupt [][]byte
+		err := tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
+			if _, err := decode(v); err != nil {
+				corrupt = append(corrupt, bytes.Clone(k))
+				return nil
+			}
 			q.count++
 			q.bytes += int64(len(v))
 			return nil
 		})
+		if err != nil || len(corrupt) == 0 {
+			return err
+		}
+		if err := dropKeys(tx, corrupt); err != nil {
+			return err
+		}
+		q.dropped += uint64(len(corrupt))
+		log.Error("queue dropped corrupt records", "path", path, "dropped", len(corrupt), "total_dropped", q.dropped)
+		return putUint(meta, keyDropped, q.dropped)
 	})
 	if err != nil {
 		db.Close()
@@ -171,6 +189,8 @@ func (q *Queue) Put(msg Message) error {
 	count, total := q.count, q.bytes
 	var droppedIDs []string
 	err := q.db.Update(func(tx *bolt.Tx) error {
+		droppedIDs = droppedIDs[:0]
+		var corrupt [][]byte
 		msgs, ids := tx.Bucket(bucketMsgs), tx.Bucket(bucketIDs)
 		if ids.Get([]byte(msg.ID)) != nil {
 			return ErrDuplicate
@@ -183,7 +203,10 @@ func (q *Queue) Put(msg Message) error {
 			}
 			id, err := decodeID(v)
 			if err != nil {
-				return fmt.Errorf("drop oldest: %w", err)
+				// Corrupted since Open: drop it all the same, and its ids
+				// entry below.
+				corrupt = append(corrupt, bytes.Clone(k))
+				id = fmt.Sprintf("(corrupt record %x)", k)
 			}
 			total -= int64(len(v))
 			count--
@@ -192,6 +215,11 @@ func (q *Queue) Put(msg Message) error {
 				return err
 			}
 			if err := ids.Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		if len(corrupt) > 0 {
+			if err := dropKeys(tx, corrupt); err != nil {
 				return err
 			}
 		}
@@ -224,7 +252,7 @@ func (q *Queue) Put(msg Message) error {
 }
 
 // Peek returns up to n messages, oldest first, without removing them.
-// n <= 0 returns none.
+// n <= 0 returns none. Records that no longer decode are skipped (logged).
 func (q *Queue) Peek(n int) ([]Message, error) {
 	if n <= 0 {
 		return nil, nil
@@ -238,7 +266,10 @@ func (q *Queue) Peek(n int) ([]Message, error) {
 		for k, v := c.First(); k != nil && len(out) < n; k, v = c.Next() {
 			m, err := decode(v)
 			if err != nil {
-				return fmt.Errorf("record %x: %w", k, err)
+				// Skip rather than block the sender; the next Open or a
+				// full queue drops it.
+				q.log.Error("queue skipping corrupt record", "key", fmt.Sprintf("%x", k), "err", err)
+				continue
 			}
 			out = append(out, m)
 		}
@@ -349,6 +380,33 @@ func (q *Queue) wrap(op string, err error) error {
 		err = ErrClosed
 	}
 	return fmt.Errorf("queue %s: %w", op, err)
+}
+
+// dropKeys deletes records by insertion key, and any ids entries pointing
+// at them.
+func dropKeys(tx *bolt.Tx, keys [][]byte) error {
+	msgs, ids := tx.Bucket(bucketMsgs), tx.Bucket(bucketIDs)
+	for _, k := range keys {
+		if err := msgs.Delete(k); err != nil {
+			return err
+		}
+	}
+	var stale [][]byte
+	err := ids.ForEach(func(id, k []byte) error {
+		if slices.ContainsFunc(keys, func(d []byte) bool { return bytes.Equal(d, k) }) {
+			stale = append(stale, bytes.Clone(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range stale {
+		if err := ids.Delete(id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func getUint(b *bolt.Bucket, key []byte) uint64 {

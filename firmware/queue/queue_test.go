@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func open(t testing.TB, path string, opts Options) *Queue {
@@ -409,5 +411,51 @@ func BenchmarkPutBacklogAckBatch(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// A record that no longer decodes is dropped (and counted) at Open instead
+// of failing every Peek.
+func TestOpenDropsCorruptRecords(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "q.db")
+	q := open(t, path, Options{})
+	for i := range 3 {
+		if err := q.Put(msg(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.Close()
+
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		key := tx.Bucket(bucketIDs).Get([]byte("m0001"))
+		rec := tx.Bucket(bucketMsgs).Get(key)
+		return tx.Bucket(bucketMsgs).Put(key, rec[:len(rec)-3])
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	q = open(t, path, Options{})
+	got, err := q.Peek(10)
+	if err != nil {
+		t.Fatalf("Peek after corruption = %v", err)
+	}
+	if w := []string{"m0000", "m0002"}; !reflect.DeepEqual(ids(got), w) {
+		t.Errorf("Peek = %v; want %v", ids(got), w)
+	}
+	if n, _ := q.Len(); n != 2 {
+		t.Errorf("Len() = %d; want 2", n)
+	}
+	if d := q.Dropped(); d != 1 {
+		t.Errorf("Dropped() = %d; want 1", d)
+	}
+	if err := q.Put(msg(1)); err != nil {
+		t.Errorf("Put(id of the corrupt record) = %v; want nil", err)
 	}
 }
