@@ -1,0 +1,429 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultPath is where the tracker looks for its config file.
+const DefaultPath = "/etc/tracker/tracker.json"
+
+// Version is the only file format version this firmware reads.
+const Version = 1
+
+// ErrNoConfig means the config file does not exist.
+var ErrNoConfig = errors.New("no config file")
+
+// Mode selects real or simulated hardware for a sensor.
+type Mode string
+
+// Sensor modes. Auto uses the hardware when it answers and the simulation
+// otherwise (and says so in the telemetry).
+const (
+	ModeAuto      Mode = "auto"
+	ModeHardware  Mode = "hardware"
+	ModeSimulated Mode = "simulated"
+)
+
+// Config is the tracker's configuration. See the package doc for each key.
+type Config struct {
+	Version                   int     `json:"version"`
+	IDScope                   string  `json:"idScope"`
+	DPSEndpoint               string  `json:"dpsEndpoint"`
+	CertFile                  string  `json:"certFile"`
+	KeyFile                   string  `json:"keyFile"`
+	CAFile                    string  `json:"caFile"`
+	StateDir                  string  `json:"stateDir"`
+	Sensors                   Sensors `json:"sensors"`
+	TelemetryDelay            int     `json:"telemetryDelay"` // seconds
+	TemperatureAlertThreshold float64 `json:"temperatureAlertThreshold"`
+	Queue                     Queue   `json:"queue"`
+	ReprovisionRetry          Retry   `json:"reprovisionRetry"`
+	LogLevel                  string  `json:"logLevel"`
+
+	path   string            // file read, for errors; "" when none
+	source map[string]string // key -> "env X" / "flag --x" when overridden
+}
+
+// Sensors configures the two sensors.
+type Sensors struct {
+	Env EnvSensor `json:"env"`
+	GPS GPSSensor `json:"gps"`
+}
+
+// EnvSensor configures the BME280 (temperature, humidity, pressure).
+type EnvSensor struct {
+	Mode    Mode   `json:"mode"`
+	Bus     string `json:"bus"`     // periph I2C bus name or number; "" is the first bus
+	Address int    `json:"address"` // 7-bit I2C address
+}
+
+// GPSSensor configures the NMEA GPS receiver.
+type GPSSensor struct {
+	Mode Mode   `json:"mode"`
+	Port string `json:"port"`
+	Baud int    `json:"baud"`
+}
+
+// Queue bounds the on-disk store-and-forward queue.
+type Queue struct {
+	MaxMessages int   `json:"maxMessages"`
+	MaxBytes    int64 `json:"maxBytes"`
+}
+
+// Retry bounds, in minutes, the backoff before asking DPS again after it
+// answered "disabled" or refused the certificate: an operator has to act,
+// so hammering DPS is pointless (spec A, 401 row), but re-enrollment must
+// still be picked up without a technician.
+type Retry struct {
+	Min int `json:"min"`
+	Max int `json:"max"`
+}
+
+// MinDuration is Min as a duration.
+func (r Retry) MinDuration() time.Duration { return time.Duration(r.Min) * time.Minute }
+
+// MaxDuration is Max as a duration.
+func (r Retry) MaxDuration() time.Duration { return time.Duration(r.Max) * time.Minute }
+
+// TelemetryInterval is TelemetryDelay as a duration.
+func (c *Config) TelemetryInterval() time.Duration {
+	return time.Duration(c.TelemetryDelay) * time.Second
+}
+
+// SlogLevel is LogLevel for log/slog. Validate guarantees it parses.
+func (c *Config) SlogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// Path is the file the config was read from, "" if none.
+func (c *Config) Path() string { return c.path }
+
+// Default returns the configuration with every default filled in and the
+// required keys empty.
+func Default() *Config {
+	return &Config{
+		Version:     Version,
+		DPSEndpoint: "global.azure-devices-provisioning.net:8883",
+		StateDir:    "/var/lib/tracker",
+		Sensors: Sensors{
+			Env: EnvSensor{Mode: ModeAuto, Address: 0x76},
+			GPS: GPSSensor{Mode: ModeAuto, Port: "/dev/serial0", Baud: 9600},
+		},
+		TelemetryDelay:            10,
+		TemperatureAlertThreshold: 30,
+		Queue:                     Queue{MaxMessages: 100_000, MaxBytes: 64 << 20},
+		ReprovisionRetry:          Retry{Min: 5, Max: 60},
+		LogLevel:                  "info",
+	}
+}
+
+// Error is one problem with the configuration.
+type Error struct {
+	Path   string // config file, "" if none
+	Key    string // dotted JSON key, e.g. "sensors.gps.baud"; "" for the file as a whole
+	Source string // "env TRACKER_GPS_BAUD" or "flag --gps-baud" when overridden
+	Msg    string // what is wrong and how to fix it
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("config")
+	if e.Path != "" {
+		b.WriteString(" " + e.Path)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": key %q", e.Key)
+	}
+	if e.Source != "" {
+		fmt.Fprintf(&b, " (set by %s)", e.Source)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+// Load reads the file at path, applies the environment (getenv may be nil)
+// and then the flag overrides, and validates the result. All errors are
+// *Error values (joined when several), or wrap ErrNoConfig.
+func Load(path string, getenv func(string) string, o Overrides) (*Config, error) {
+	c, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	if getenv != nil {
+		if err := c.ApplyEnv(getenv); err != nil {
+			return nil, err
+		}
+	}
+	c.Apply(o)
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Read reads and parses the file at path without validating it.
+func Read(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf(`config %s: %w; create it with at least {"version": 1, "idScope": ..., "certFile": ..., "keyFile": ...}`, path, ErrNoConfig)
+	}
+	if err != nil {
+		return nil, &Error{Path: path, Msg: err.Error()}
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data (read from path, used in errors) over the defaults,
+// without validating the values.
+func Parse(path string, data []byte) (*Config, error) {
+	fail := func(key, format string, args ...any) error {
+		return &Error{Path: path, Key: key, Msg: fmt.Sprintf(format, args...)}
+	}
+
+	// First pass, generic: syntax, the version, and exact key names (the
+	// strict decoder below matches keys case-insensitively and does not say
+	// where an unknown key sits).
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var raw any
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fail("", "%s", syntaxMsg(data, err))
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, fail("", "unexpected data after the closing }")
+	}
+	obj, ok := raw.(map[string]any)
+	if !ok {
+		return nil, fail("", "must be a JSON object like {\"version\": 1, ...}")
+	}
+	v, ok := obj["version"]
+	if !ok {
+		return nil, fail("version", "required; add \"version\": %d", Version)
+	}
+	if n, ok := v.(json.Number); !ok || n.String() != strconv.Itoa(Version) {
+		return nil, fail("version", "must be %d (the only version this firmware reads), got %s", Version, jsonText(v))
+	}
+	if errs := checkKeys(path, "", obj, reflect.TypeFor[Config]()); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	// Second pass: decode over the defaults, so omitted keys keep them and
+	// explicit values (even 0) are validated.
+	c := Default()
+	dec = json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, fail(te.Field, "must be %s, got %s", typeName(te.Type), te.Value)
+		}
+		return nil, fail("", "%v", err) // checkKeys should have caught it
+	}
+	c.path = path
+	return c, nil
+}
+
+// checkKeys reports keys of obj that are not fields of t (matching the JSON
+// tags exactly), and null values, recursing into nested objects.
+func checkKeys(path, prefix string, obj map[string]any, t reflect.Type) []error {
+	fields := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && f.IsExported() {
+			fields[name] = f.Type
+		}
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []error
+	for _, k := range keys {
+		full := prefix + k
+		ft, ok := fields[k]
+		if !ok {
+			errs = append(errs, &Error{Path: path, Key: full, Msg: unknownMsg(k, fields)})
+			continue
+		}
+		switch v := obj[k].(type) {
+		case nil:
+			errs = append(errs, &Error{Path: path, Key: full, Msg: "must not be null; remove the key to use the default"})
+		case map[string]any:
+			if ft.Kind() == reflect.Struct {
+				errs = append(errs, checkKeys(path, full+".", v, ft)...)
+			}
+		}
+	}
+	return errs
+}
+
+func unknownMsg(k string, fields map[string]reflect.Type) string {
+	names := make([]string, 0, len(fields))
+	for n := range fields {
+		if strings.EqualFold(n, k) {
+			return fmt.Sprintf("unknown key; did you mean %q? (keys are case-sensitive)", n)
+		}
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return "unknown key; remove it or use one of: " + strings.Join(names, ", ")
+}
+
+// syntaxMsg turns a decoding error into "line L, column C: ...".
+func syntaxMsg(data []byte, err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line, col := lineCol(data, se.Offset)
+		return fmt.Sprintf("line %d, column %d: invalid JSON: %v", line, col, err)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "invalid JSON: the file is empty or ends too early"
+	}
+	return "invalid JSON: " + err.Error()
+}
+
+func lineCol(data []byte, offset int64) (line, col int) {
+	offset = min(max(offset, 0), int64(len(data)))
+	before := data[:offset]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = int(offset) - (bytes.LastIndexByte(before, '\n') + 1)
+	return line, max(col, 1)
+}
+
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int64:
+		return "a whole number"
+	case reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Struct:
+		return "an object"
+	}
+	return t.String()
+}
+
+// Validate checks every value and returns all problems, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Path: c.path, Key: key, Source: c.source[key], Msg: fmt.Sprintf(format, args...)})
+	}
+
+	if c.Version != Version {
+		bad("version", "must be %d, got %d", Version, c.Version)
+	}
+	switch {
+	case c.IDScope == "":
+		bad("idScope", `required: the DPS ID scope, e.g. "0ne00000A0A" (az iot dps show --name <dps> --query properties.idScope), or set TRACKER_ID_SCOPE`)
+	case !alnum(c.IDScope):
+		bad("idScope", "must contain only letters and digits, got %q", c.IDScope)
+	}
+	if host, port, err := net.SplitHostPort(c.DPSEndpoint); err != nil || host == "" || !validPort(port) || strings.Contains(c.DPSEndpoint, "/") {
+		bad("dpsEndpoint", `must be host:port without a scheme, e.g. "global.azure-devices-provisioning.net:8883", got %q`, c.DPSEndpoint)
+	}
+	file := func(key, what, val string, required bool) {
+		switch {
+		case val == "" && required:
+			bad(key, "required: absolute path of the %s", what)
+		case val != "" && !filepath.IsAbs(val):
+			bad(key, "must be an absolute path (the %s), got %q", what, val)
+		}
+	}
+	file("certFile", "device certificate chain (PEM)", c.CertFile, true)
+	file("keyFile", "device private key (PEM)", c.KeyFile, true)
+	file("caFile", "trust roots (PEM); leave it out to use Azure's roots", c.CAFile, false)
+	file("stateDir", "state directory", c.StateDir, true)
+
+	mode := func(key string, m Mode) {
+		if !slices.Contains([]Mode{ModeAuto, ModeHardware, ModeSimulated}, m) {
+			bad(key, `must be "auto", "hardware" or "simulated", got %q`, m)
+		}
+	}
+	mode("sensors.env.mode", c.Sensors.Env.Mode)
+	if a := c.Sensors.Env.Address; a < 0x08 || a > 0x77 {
+		bad("sensors.env.address", "must be a 7-bit I2C address from 8 to 119 (0x08-0x77); the BME280 answers at 118 (0x76) or 119 (0x77), got %d", a)
+	}
+	mode("sensors.gps.mode", c.Sensors.GPS.Mode)
+	file("sensors.gps.port", "GPS serial device, e.g. /dev/serial0", c.Sensors.GPS.Port, true)
+	if b := c.Sensors.GPS.Baud; !slices.Contains(baudRates, b) {
+		bad("sensors.gps.baud", "must be one of %s, got %d", joinInts(baudRates), b)
+	}
+
+	if d := c.TelemetryDelay; d < 1 || d > 3600 {
+		bad("telemetryDelay", "must be between 1 and 3600 seconds, got %d", d)
+	}
+	if v := c.TemperatureAlertThreshold; math.IsNaN(v) || v < -40 || v > 85 {
+		bad("temperatureAlertThreshold", "must be between -40 and 85 °C (the BME280's range), got %v", v)
+	}
+	if n := c.Queue.MaxMessages; n < 1 || n > 10_000_000 {
+		bad("queue.maxMessages", "must be between 1 and 10000000, got %d", n)
+	}
+	if n := c.Queue.MaxBytes; n < 64<<10 || n > 1<<30 {
+		bad("queue.maxBytes", "must be between 65536 (64 KiB) and 1073741824 (1 GiB), got %d", n)
+	}
+	r := c.ReprovisionRetry
+	if r.Min < 1 || r.Min > 1440 {
+		bad("reprovisionRetry.min", "must be between 1 and 1440 minutes (a day), got %d", r.Min)
+	}
+	if r.Max < max(r.Min, 1) || r.Max > 10080 {
+		bad("reprovisionRetry.max", "must be between reprovisionRetry.min (%d) and 10080 minutes (a week), got %d", r.Min, r.Max)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		bad("logLevel", `must be "debug", "info", "warn" or "error", got %q`, c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+var baudRates = []int{4800, 9600, 19200, 38400, 57600, 115200}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+func alnum(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
+}
