@@ -41,6 +41,10 @@ fmt-check: ## fail if any Go file is not gofmt'ed
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+.PHONY: lint-sh
+lint-sh: ## shellcheck every shell script
+	shellcheck $$(git ls-files '*.sh') .ci/run
+
 .PHONY: vet
 vet: ## go vet for the host, arm64 and armv7
 	$(GO) vet ./...
@@ -52,7 +56,7 @@ smoke: cross ## run the cross-built binaries under qemu-user and read a simulate
 	./.ci/smoke.sh bin/tracker-linux-arm64 bin/tracker-linux-armv7
 
 .PHONY: check
-check: fmt-check vet test smoke ## everything CI checks
+check: fmt-check lint-sh vet test smoke ## everything CI checks
 
 .PHONY: demo
 demo: ## run the end-to-end demo (see README)

@@ -88,8 +88,11 @@ setup() {
 		--query properties.isVerified --output tsv)
 	if [ "$verified" != "true" ]; then
 		etag=$(az iot dps certificate show --dps-name "$DPS" --resource-group "$RG" --certificate-name "$CA_NAME" --query etag --output tsv)
-		read -r code etag < <(az iot dps certificate generate-verification-code --dps-name "$DPS" --resource-group "$RG" \
-			--certificate-name "$CA_NAME" --etag "$etag" --query '[properties.verificationCode, etag]' --output tsv | tr '\n' ' ')
+		local out
+		out=$(az iot dps certificate generate-verification-code --dps-name "$DPS" --resource-group "$RG" \
+			--certificate-name "$CA_NAME" --etag "$etag" --query '[properties.verificationCode, etag]' --output tsv)
+		code=$(sed -n 1p <<<"$out") etag=$(sed -n 2p <<<"$out")
+		if [ -z "$code" ] || [ -z "$etag" ]; then die "no verification code from DPS for $CA_NAME (got: $out)"; fi
 		"$here/../certs/verification.sh" --dir "$CERTS" --ca root "$code" >/dev/null
 		az iot dps certificate verify --dps-name "$DPS" --resource-group "$RG" --certificate-name "$CA_NAME" \
 			--path "$CERTS/verification.pem" --etag "$etag" --output none

@@ -110,7 +110,7 @@ func TestSetupIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fleet.sh setup: %v\n%s", err, stderr)
 	}
-	for _, verb := range []string{"group create", "hub create", "dps create", "certificate create", "enrollment-group create"} {
+	for _, verb := range []string{"group create", "iot hub create", "iot dps create", "certificate create", "enrollment-group create"} {
 		if hasCall(calls, verb) {
 			t.Errorf("setup with everything present still ran %q", verb)
 		}
