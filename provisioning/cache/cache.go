@@ -1,0 +1,164 @@
+// Package cache persists the DPS assignment (hub, device id) in the state
+// directory so a restarted tracker goes straight to its hub instead of
+// registering again (DPS registrations are billable and rate-limited, spec F).
+//
+// The file is written atomically: a temporary file in the same directory is
+// written, fsynced and renamed over the old one, then the directory is
+// fsynced, so a power cut leaves either the old or the new assignment.
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// FileName is the cache file inside the state directory.
+const FileName = "dps-assignment.json"
+
+// version is bumped when the file format changes incompatibly.
+const version = 1
+
+// ErrNoCache means there is no usable assignment: the file is missing, or it
+// is unreadable or corrupt (then the error says why and also wraps
+// ErrCorrupt). Either way the caller registers with DPS.
+var ErrNoCache = errors.New("no cached assignment")
+
+// ErrCorrupt marks a cache file that exists but cannot be used.
+var ErrCorrupt = errors.New("corrupt assignment cache")
+
+// Assignment is a DPS result bound to the certificate that obtained it.
+type Assignment struct {
+	Hub                   string    `json:"hub"` // host[:port]
+	DeviceID              string    `json:"deviceId"`
+	CertFingerprintSHA256 string    `json:"certFingerprintSha256"` // hex
+	AssignedAt            time.Time `json:"assignedAt"`
+}
+
+type file struct {
+	Version int `json:"version"`
+	Assignment
+}
+
+// Path returns the cache file path in dir.
+func Path(dir string) string { return filepath.Join(dir, FileName) }
+
+// Load reads the assignment from dir. A missing file returns ErrNoCache; a
+// corrupt one returns an error wrapping both ErrNoCache and ErrCorrupt.
+func Load(dir string) (*Assignment, error) {
+	p := Path(dir)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("cache load %s: %w", p, ErrNoCache)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cache load %s: %w", p, err)
+	}
+	var f file
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("cache load %s: %w: %w: %v", p, ErrNoCache, ErrCorrupt, err)
+	}
+	if f.Version != version {
+		return nil, fmt.Errorf("cache load %s: %w: %w: version %d, want %d", p, ErrNoCache, ErrCorrupt, f.Version, version)
+	}
+	if err := f.validate(); err != nil {
+		return nil, fmt.Errorf("cache load %s: %w: %w: %v", p, ErrNoCache, ErrCorrupt, err)
+	}
+	a := f.Assignment
+	return &a, nil
+}
+
+func (a *Assignment) validate() error {
+	switch {
+	case a.Hub == "":
+		return errors.New("hub is empty")
+	case a.DeviceID == "":
+		return errors.New("deviceId is empty")
+	case a.CertFingerprintSHA256 == "":
+		return errors.New("certFingerprintSha256 is empty")
+	}
+	return nil
+}
+
+// Save writes a to dir atomically with mode 0600.
+func Save(dir string, a *Assignment) error {
+	p := Path(dir)
+	if err := a.validate(); err != nil {
+		return fmt.Errorf("cache save %s: %w", p, err)
+	}
+	b, err := json.MarshalIndent(file{Version: version, Assignment: *a}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cache save %s: %w", p, err)
+	}
+	if err := writeAtomic(dir, FileName, append(b, '\n')); err != nil {
+		return fmt.Errorf("cache save %s: %w", p, err)
+	}
+	return nil
+}
+
+// Remove deletes the cache (for example after the hub refused the device, so
+// the next start registers again). A missing file is not an error.
+func Remove(dir string) error {
+	if err := os.Remove(Path(dir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cache remove: %w", err)
+	}
+	return nil
+}
+
+// Valid reports whether a may be used with the certificate whose SHA-256
+// fingerprint is given. A renewed certificate needs a fresh DPS run: the hub
+// identity stores the old thumbprint and refuses the new one (spec B.1).
+func Valid(a *Assignment, fingerprintSHA256 string) bool {
+	if a == nil || a.validate() != nil || fingerprintSHA256 == "" {
+		return false
+	}
+	return normFP(a.CertFingerprintSHA256) == normFP(fingerprintSHA256)
+}
+
+// normFP compares fingerprints regardless of case and ":" separators.
+func normFP(s string) string {
+	return strings.ToLower(strings.ReplaceAll(s, ":", ""))
+}
+
+func writeAtomic(dir, name string, data []byte) (err error) {
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	// CreateTemp already uses 0600; Chmod makes it independent of that detail.
+	if err = tmp.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err = tmp.Write(data); err != nil {
+		return err
+	}
+	if err = tmp.Sync(); err != nil {
+		return err
+	}
+	if err = tmp.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	// Make the rename itself durable.
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

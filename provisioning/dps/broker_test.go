@@ -1,0 +1,217 @@
+package dps
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// This test runs Register through real paho, real TLS with a client
+// certificate and a real MQTT broker (mochi) on 127.0.0.1, with a tiny hook
+// that answers like DPS. It checks the wire-level assumptions the unit tests
+// make about paho (nil-callback subscriptions reach the default handler,
+// CONNACK refusals surface as ErrUnauthorized). The full emulator tests
+// live with deploy/emulator.
+
+type testPKI struct {
+	roots  *x509.CertPool
+	server tls.Certificate
+	client tls.Certificate
+}
+
+func newTestPKI(t *testing.T, clientCN string) *testPKI {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) tls.Certificate {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	}
+	p := &testPKI{roots: x509.NewCertPool()}
+	p.roots.AddCert(ca)
+	p.server = leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)})
+	p.client = leaf(3, clientCN, x509.ExtKeyUsageClientAuth, nil)
+	return p
+}
+
+// dpsHook answers register and poll requests.
+type dpsHook struct {
+	mqtt.HookBase
+	srv      *mqtt.Server
+	allow    bool
+	mu       sync.Mutex
+	users    []string
+	certCNs  []string
+	payloads []string
+}
+
+func (h *dpsHook) ID() string { return "dps" }
+func (h *dpsHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+}
+
+func (h *dpsHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.users = append(h.users, string(pk.Connect.Username)+"|"+cl.ID+"|"+string(pk.Connect.Password))
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
+			h.certCNs = append(h.certCNs, st.PeerCertificates[0].Subject.CommonName)
+		}
+	}
+	return h.allow
+}
+
+func (h *dpsHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+func (h *dpsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // our own responses
+	}
+	topic := pk.TopicName
+	h.mu.Lock()
+	h.payloads = append(h.payloads, topic+" "+string(pk.Payload))
+	h.mu.Unlock()
+	var resTopic, body string
+	switch {
+	case strings.HasPrefix(topic, "$dps/registrations/PUT/iotdps-register/?$rid="):
+		rid := strings.TrimPrefix(topic, "$dps/registrations/PUT/iotdps-register/?$rid=")
+		resTopic = "$dps/registrations/res/202/?$rid=" + rid + "&retry-after=1"
+		body = `{"operationId":"4.op","status":"assigning"}`
+	case strings.HasPrefix(topic, "$dps/registrations/GET/iotdps-get-operationstatus/?$rid="):
+		rid, _, _ := strings.Cut(strings.TrimPrefix(topic, "$dps/registrations/GET/iotdps-get-operationstatus/?$rid="), "&")
+		resTopic = "$dps/registrations/res/200/?$rid=" + rid
+		body = `{"operationId":"4.op","status":"assigned","registrationState":{"registrationId":"sensor-thl-001","assignedHub":"127.0.0.1:40002","deviceId":"sensor-thl-001","status":"assigned","substatus":"initialAssignment"}}`
+	default:
+		return pk, nil
+	}
+	go h.srv.Publish(resTopic, []byte(body), false, 0)
+	return pk, nil
+}
+
+func startBroker(t *testing.T, pki *testPKI, allow bool) (addr string, hook *dpsHook) {
+	t.Helper()
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	hook = &dpsHook{srv: srv, allow: allow}
+	if err := srv.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: &tls.Config{
+		Certificates: []tls.Certificate{pki.server},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pki.roots,
+		MinVersion:   tls.VersionTLS12,
+	}})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return l.Address(), hook
+}
+
+func TestRegisterAgainstBroker(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, testRID)
+	addr, hook := startBroker(t, pki, true)
+	s := &sleepRecorder{}
+	res, err := Register(context.Background(), Config{
+		Endpoint:       addr,
+		IDScope:        testScope,
+		RegistrationID: testRID,
+		TLS:            &tls.Config{Certificates: []tls.Certificate{pki.client}, RootCAs: pki.roots, MinVersion: tls.VersionTLS12},
+		Sleep:          s.sleep,
+		MaxWait:        10 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if res.AssignedHub != "127.0.0.1:40002" || res.DeviceID != testRID || res.Substatus != "initialAssignment" {
+		t.Errorf("Register = %+v", res)
+	}
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if want := testScope + "/registrations/" + testRID + "/api-version=2019-03-31|" + testRID + "|"; len(hook.users) != 1 || hook.users[0] != want {
+		t.Errorf("CONNECT user|client|password = %v; want %q", hook.users, want)
+	}
+	if len(hook.certCNs) != 1 || hook.certCNs[0] != testRID {
+		t.Errorf("client certificate CNs = %v", hook.certCNs)
+	}
+	want := []string{
+		`$dps/registrations/PUT/iotdps-register/?$rid=1 {"registrationId":"sensor-thl-001"}`,
+		`$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=4.op `,
+	}
+	if strings.Join(hook.payloads, "\n") != strings.Join(want, "\n") {
+		t.Errorf("publishes:\n%s\nwant:\n%s", strings.Join(hook.payloads, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestRegisterAgainstBrokerRefused(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, testRID)
+	addr, _ := startBroker(t, pki, false)
+	_, err := Register(context.Background(), Config{
+		Endpoint:       addr,
+		IDScope:        testScope,
+		RegistrationID: testRID,
+		TLS:            &tls.Config{Certificates: []tls.Certificate{pki.client}, RootCAs: pki.roots},
+		Sleep:          (&sleepRecorder{}).sleep,
+	})
+	if !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("Register = %v; want ErrUnauthorized from CONNACK 5", err)
+	}
+}
+
+func TestRegisterAgainstBrokerWithoutClientCert(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, testRID)
+	addr, _ := startBroker(t, pki, true)
+	_, err := Register(context.Background(), Config{
+		Endpoint:       addr,
+		IDScope:        testScope,
+		RegistrationID: testRID,
+		TLS:            &tls.Config{RootCAs: pki.roots},
+		Sleep:          (&sleepRecorder{}).sleep,
+	})
+	if !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("Register = %v; want ErrUnauthorized from the server's TLS alert", err)
+	}
+	if !strings.Contains(err.Error(), "remote error") {
+		t.Errorf("Register = %v; want the TLS alert as cause", err)
+	}
+}

@@ -1,0 +1,111 @@
+package iothub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// Outcomes callers act on; test with errors.Is.
+var (
+	// ErrNotAuthorized: the hub refused the CONNECT (CONNACK 5, or 4, or a
+	// TLS alert) NotAuthorizedLimit times in a row: the device is disabled,
+	// deleted or unknown, or its certificate no longer matches (spec B.7,
+	// B.1). The caller should go back to DPS.
+	ErrNotAuthorized = errors.New("not authorized by IoT Hub")
+	// ErrTakenOver: the connection keeps being closed by the hub shortly after
+	// it was accepted, the pattern of another client connecting with the same
+	// device id (spec B.7). A heuristic; see Client.
+	ErrTakenOver = errors.New("connection repeatedly closed by the hub (another client with the same device id?)")
+	// ErrNotConnected: no connection at the moment; the call sent nothing.
+	ErrNotConnected = errors.New("not connected")
+	// ErrConnectionLost: the connection dropped before the operation was
+	// acknowledged; it may or may not have reached the hub.
+	ErrConnectionLost = errors.New("connection lost")
+	// ErrTimeout: no acknowledgement or response within OperationTimeout.
+	ErrTimeout = errors.New("timed out")
+	// ErrBadRequest: the hub answered 400, or the request is invalid locally.
+	ErrBadRequest = errors.New("bad request")
+	// ErrThrottled: the hub answered 429 (spec B.5, B.7).
+	ErrThrottled = errors.New("throttled")
+	// ErrServer: the hub answered 5xx; retry later.
+	ErrServer = errors.New("server error")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("client closed")
+)
+
+// StatusError is a non-success status from a twin response topic.
+type StatusError struct {
+	Op     string // "twin get", "twin update reported"
+	Status int
+	Body   []byte
+	Kind   error // ErrBadRequest, ErrThrottled, ErrServer, ErrTooLarge or nil
+}
+
+func (e *StatusError) Error() string {
+	s := fmt.Sprintf("%s: status %d", e.Op, e.Status)
+	if len(e.Body) > 0 {
+		s += ": " + string(e.Body)
+	}
+	return s
+}
+
+func (e *StatusError) Unwrap() error { return e.Kind }
+
+func statusError(op string, r twinResponse) error {
+	e := &StatusError{Op: op, Status: r.Status, Body: r.Body}
+	switch s := r.Status; {
+	case s == 400:
+		e.Kind = ErrBadRequest
+	case s == 413: // spec G.5: the code for an oversized patch is unconfirmed
+		e.Kind = ErrTooLarge
+	case s == 429:
+		e.Kind = ErrThrottled
+	case s >= 500:
+		e.Kind = ErrServer
+	}
+	return e
+}
+
+// classifyConnect sorts a paho Connect error: refusal of our identity, or
+// anything else (treated as transient and retried).
+func classifyConnect(err error) error {
+	var op *net.OpError
+	switch {
+	case errors.Is(err, packets.ErrorRefusedNotAuthorised),
+		errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword),
+		errors.As(err, &op) && op.Op == "remote error":
+		return ErrNotAuthorized
+	}
+	return nil
+}
+
+// backoff is full jitter over min(max, base·2^attempt) (see provisioning/dps).
+func backoff(attempt int, base, max time.Duration, rnd float64) time.Duration {
+	ceil := base
+	for i := 0; i < attempt && ceil < max; i++ {
+		ceil *= 2
+	}
+	if ceil > max {
+		ceil = max
+	}
+	return time.Duration(rnd * float64(ceil))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
