@@ -74,12 +74,17 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	if err != nil {
 		t.Fatalf("service.New: %v", err)
 	}
+	return &env{t: t, st: st, svc: svc, srv: newTLSServer(t, svc), now: time.Now()}
+}
+
+// newTLSServer serves svc over TLS on 127.0.0.1 until the test ends.
+func newTLSServer(t *testing.T, svc *service.Service) *httptest.Server {
 	srv := httptest.NewTLSServer(svc)
 	t.Cleanup(func() {
 		svc.Close()
 		srv.Close()
 	})
-	return &env{t: t, st: st, svc: svc, srv: srv, now: time.Now()}
+	return srv
 }
 
 // inlineToken signs a token independently of service.SASToken, with the
