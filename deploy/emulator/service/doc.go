@@ -57,9 +57,11 @@
 //	PUT|GET|DELETE /enrollmentGroups/{id}               If-Match honoured, 412 on mismatch
 //	POST /enrollmentGroups/{id}/attestationmechanism
 //	POST /enrollmentGroups/query                       {"query":"*"}; x-ms-max-item-count, x-ms-continuation
+//	POST /enrollmentGroups                             bulk: {"enrollmentGroups":[..≤10],"mode":"create|update|updateIfMatchETag|delete"}
 //	PUT|GET|DELETE /enrollments/{registrationId}
 //	POST /enrollments/{registrationId}/attestationmechanism
 //	POST /enrollments/query
+//	POST /enrollments                                  bulk: {"enrollments":[..≤10],"mode":...}
 //	GET|DELETE /registrations/{registrationId}
 //	POST /registrations/{enrollmentGroupId}/query
 //
@@ -70,6 +72,7 @@
 //
 //	PUT|GET|DELETE /devices/{id}                        409001, 412001, 404001
 //	GET /devices?top=N
+//	POST /devices/query                                 SELECT * FROM devices [WHERE deviceId|status|connectionState|tags.x = '..'] -> twins
 //	GET|PATCH|PUT /twins/{id}                           desired changes reach a connected device
 //	POST /twins/{id}/methods                            via Config.Methods; 404103, 504101
 //

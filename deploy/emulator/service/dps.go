@@ -2,6 +2,7 @@ package service
 
 import (
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"regexp"
 	"sort"
@@ -20,12 +21,14 @@ func (s *Service) dpsRoutes(m *http.ServeMux) {
 	m.HandleFunc("DELETE /enrollmentGroups/{id}", s.deleteGroup)
 	m.HandleFunc("POST /enrollmentGroups/{id}/attestationmechanism", s.groupAttestation)
 	m.HandleFunc("POST /enrollmentGroups/query", s.queryGroups)
+	m.HandleFunc("POST /enrollmentGroups", s.bulkGroups)
 
 	m.HandleFunc("PUT /enrollments/{id}", s.putEnrollment)
 	m.HandleFunc("GET /enrollments/{id}", s.getEnrollment)
 	m.HandleFunc("DELETE /enrollments/{id}", s.deleteEnrollment)
 	m.HandleFunc("POST /enrollments/{id}/attestationmechanism", s.enrollmentAttestation)
 	m.HandleFunc("POST /enrollments/query", s.queryEnrollments)
+	m.HandleFunc("POST /enrollments", s.bulkEnrollments)
 
 	m.HandleFunc("GET /registrations/{id}", s.getRegistration)
 	m.HandleFunc("DELETE /registrations/{id}", s.deleteRegistration)
@@ -278,4 +281,135 @@ func (s *Service) writePage(w http.ResponseWriter, r *http.Request, itemType str
 	}
 	w.Header().Set("x-ms-item-type", itemType)
 	writeJSON(w, http.StatusOK, slice(start, end))
+}
+
+// ---- bulk operations ----
+
+// Bulk operation modes (spec D).
+const (
+	bulkCreate      = "create"
+	bulkUpdate      = "update"
+	bulkUpdateMatch = "updateIfMatchETag"
+	bulkDelete      = "delete"
+	maxBulkItems    = 10
+)
+
+// bulkError is one failed item of a bulk operation.
+type bulkError struct {
+	EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+	RegistrationID    string `json:"registrationId,omitempty"`
+	ErrorCode         int    `json:"errorCode"`
+	ErrorStatus       string `json:"errorStatus"`
+}
+
+// bulkResult is BulkEnrollmentOperationResult / BulkEnrollmentGroupOperationResult.
+type bulkResult struct {
+	IsSuccessful bool        `json:"isSuccessful"`
+	Errors       []bulkError `json:"errors"`
+}
+
+// bulkApply runs one item: create refuses an existing id (409), update
+// upserts, updateIfMatchETag needs the item's etag to match, delete
+// removes (honouring the item's etag).
+func bulkApply(mode, etag string, exists bool, put func(ifMatch string) error, del func(ifMatch string) error) error {
+	switch mode {
+	case bulkCreate:
+		if exists {
+			return store.ErrConflict.With("already exists")
+		}
+		return put("")
+	case bulkUpdate:
+		return put("*")
+	case bulkUpdateMatch:
+		if etag == "" {
+			return store.ErrInvalid.With("updateIfMatchETag needs the item's etag")
+		}
+		return put(etag)
+	case bulkDelete:
+		return del(etag)
+	}
+	return store.ErrInvalid.With("unknown mode %q", mode)
+}
+
+func checkBulk(mode string, n int) error {
+	switch mode {
+	case bulkCreate, bulkUpdate, bulkUpdateMatch, bulkDelete:
+	default:
+		return store.ErrInvalid.With("mode must be create, update, updateIfMatchETag or delete, not %q", mode)
+	}
+	if n == 0 || n > maxBulkItems {
+		return store.ErrInvalid.With("a bulk operation takes 1 to %d items, not %d", maxBulkItems, n)
+	}
+	return nil
+}
+
+func bulkFailure(err error) (int, string) {
+	var e *store.Error
+	if errors.As(err, &e) {
+		msg := e.Message
+		if msg == "" {
+			msg = e.Name
+		}
+		return e.Code, msg
+	}
+	return store.ErrInternal.Code, err.Error()
+}
+
+// bulkGroups is POST /enrollmentGroups with
+// {"enrollmentGroups":[...],"mode":...} (spec D).
+func (s *Service) bulkGroups(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		EnrollmentGroups []store.EnrollmentGroup `json:"enrollmentGroups"`
+		Mode             string                  `json:"mode"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := checkBulk(req.Mode, len(req.EnrollmentGroups)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res := bulkResult{IsSuccessful: true, Errors: []bulkError{}}
+	for _, g := range req.EnrollmentGroups {
+		_, gerr := s.st.GetEnrollmentGroup(g.EnrollmentGroupID)
+		err := bulkApply(req.Mode, g.ETag, gerr == nil,
+			func(ifMatch string) error { _, err := s.st.PutEnrollmentGroup(g, ifMatch); return err },
+			func(ifMatch string) error { return s.st.DeleteEnrollmentGroup(g.EnrollmentGroupID, ifMatch) })
+		if err != nil {
+			code, msg := bulkFailure(err)
+			res.IsSuccessful = false
+			res.Errors = append(res.Errors, bulkError{EnrollmentGroupID: g.EnrollmentGroupID, ErrorCode: code, ErrorStatus: msg})
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// bulkEnrollments is POST /enrollments with {"enrollments":[...],"mode":...}.
+func (s *Service) bulkEnrollments(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Enrollments []store.IndividualEnrollment `json:"enrollments"`
+		Mode        string                       `json:"mode"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := checkBulk(req.Mode, len(req.Enrollments)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res := bulkResult{IsSuccessful: true, Errors: []bulkError{}}
+	for _, e := range req.Enrollments {
+		_, gerr := s.st.GetIndividualEnrollment(e.RegistrationID)
+		err := bulkApply(req.Mode, e.ETag, gerr == nil,
+			func(ifMatch string) error { _, err := s.st.PutIndividualEnrollment(e, ifMatch); return err },
+			func(ifMatch string) error { return s.st.DeleteIndividualEnrollment(e.RegistrationID, ifMatch) })
+		if err != nil {
+			code, msg := bulkFailure(err)
+			res.IsSuccessful = false
+			res.Errors = append(res.Errors, bulkError{RegistrationID: e.RegistrationID, ErrorCode: code, ErrorStatus: msg})
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
 }

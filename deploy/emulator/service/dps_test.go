@@ -319,3 +319,76 @@ func TestRegistrationRecords(t *testing.T) {
 	want(t, "get deleted", e.do("GET", dpsPath("/registrations/dev-a"), tok, nil), 404, 404203)
 	want(t, "delete missing", e.do("DELETE", dpsPath("/registrations/dev-a"), tok, nil), 404, 404203)
 }
+
+func TestBulkEnrollmentOperations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ca := newRoot(t, "bulk root")
+	tok := dpsToken()
+	groups := func(mode string, gs ...map[string]any) map[string]any {
+		return map[string]any{"mode": mode, "enrollmentGroups": gs}
+	}
+	type result struct {
+		IsSuccessful bool
+		Errors       []struct {
+			EnrollmentGroupID string
+			RegistrationID    string
+			ErrorCode         int
+		}
+	}
+	var res result
+	r := e.do("POST", dpsPath("/enrollmentGroups"), tok, groups("create", groupBody("b1", ca.PEM()), groupBody("b2", ca.PEM())))
+	want(t, "bulk create", r, 200, 0)
+	r.json(t, &res)
+	if !res.IsSuccessful || len(res.Errors) != 0 {
+		t.Fatalf("bulk create = %s; want success", r.body)
+	}
+	r = e.do("POST", dpsPath("/enrollmentGroups"), tok, groups("create", groupBody("b2", ca.PEM()), groupBody("b3", ca.PEM())))
+	r.json(t, &res)
+	if res.IsSuccessful || len(res.Errors) != 1 || res.Errors[0].EnrollmentGroupID != "b2" || res.Errors[0].ErrorCode/1000 != 409 {
+		t.Errorf("bulk create of an existing group = %s; want one 409 error for b2", r.body)
+	}
+	if _, err := e.st.GetEnrollmentGroup("b3"); err != nil {
+		t.Errorf("b3 not created by the partially failing bulk call: %v", err)
+	}
+	stale := groupBody("b1", ca.PEM())
+	stale["etag"] = `"stale"`
+	r = e.do("POST", dpsPath("/enrollmentGroups"), tok, groups("updateIfMatchETag", stale))
+	r.json(t, &res)
+	if res.IsSuccessful || len(res.Errors) != 1 || res.Errors[0].ErrorCode != 412001 {
+		t.Errorf("bulk update with stale etag = %s; want 412001", r.body)
+	}
+	g, _ := e.st.GetEnrollmentGroup("b1")
+	fresh := groupBody("b1", ca.PEM())
+	fresh["etag"] = g.ETag
+	fresh["provisioningStatus"] = "disabled"
+	r = e.do("POST", dpsPath("/enrollmentGroups"), tok, groups("updateIfMatchETag", fresh))
+	r.json(t, &res)
+	if g, _ := e.st.GetEnrollmentGroup("b1"); !res.IsSuccessful || g.ProvisioningStatus != "disabled" {
+		t.Errorf("bulk update with etag = %s, status %s; want success and disabled", r.body, g.ProvisioningStatus)
+	}
+	r = e.do("POST", dpsPath("/enrollmentGroups"), tok, groups("delete", map[string]any{"enrollmentGroupId": "b1"}, map[string]any{"enrollmentGroupId": "b2"}))
+	r.json(t, &res)
+	if !res.IsSuccessful || len(e.st.ListEnrollmentGroups()) != 1 {
+		t.Errorf("bulk delete = %s, %d groups left; want success and 1 left", r.body, len(e.st.ListEnrollmentGroups()))
+	}
+	var eleven []map[string]any
+	for i := 0; i < 11; i++ {
+		eleven = append(eleven, groupBody(fmt.Sprintf("x%d", i), ca.PEM()))
+	}
+	want(t, "more than 10", e.do("POST", dpsPath("/enrollmentGroups"), tok, groups("create", eleven...)), 400, 400004)
+	want(t, "bad mode", e.do("POST", dpsPath("/enrollmentGroups"), tok, groups("upsert", groupBody("b9", ca.PEM()))), 400, 400004)
+
+	r = e.do("POST", dpsPath("/enrollments"), tok, map[string]any{"mode": "update", "enrollments": []map[string]any{
+		{"registrationId": "i1", "attestation": map[string]any{"type": "symmetricKey"}},
+		{"registrationId": "bad id", "attestation": map[string]any{"type": "symmetricKey"}},
+	}})
+	want(t, "bulk enrollments", r, 200, 0)
+	r.json(t, &res)
+	if res.IsSuccessful || len(res.Errors) != 1 || res.Errors[0].RegistrationID != "bad id" || res.Errors[0].ErrorCode != 400004 {
+		t.Errorf("bulk enrollments = %s; want one 400004 error for 'bad id'", r.body)
+	}
+	if _, err := e.st.GetIndividualEnrollment("i1"); err != nil {
+		t.Errorf("i1 not created: %v", err)
+	}
+}

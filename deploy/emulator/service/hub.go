@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,7 @@ func (s *Service) hubRoutes(m *http.ServeMux, hub string) {
 	m.HandleFunc("GET /devices/{id}", h.getDevice)
 	m.HandleFunc("DELETE /devices/{id}", h.deleteDevice)
 	m.HandleFunc("GET /devices", h.listDevices)
+	m.HandleFunc("POST /devices/query", h.queryDevices)
 
 	m.HandleFunc("GET /twins/{id}", h.getTwin)
 	m.HandleFunc("PATCH /twins/{id}", h.patchTwin)
@@ -106,6 +109,68 @@ func (h *hubAPI) listDevices(w http.ResponseWriter, r *http.Request) {
 		ds = ds[:top]
 	}
 	writeJSON(w, http.StatusOK, ds)
+}
+
+// deviceQueryRe is the subset of the IoT Hub query language the emulator
+// answers: SELECT * FROM devices, optionally WHERE <field> = '<value>' on
+// deviceId, status, connectionState or tags.<name>.
+var deviceQueryRe = regexp.MustCompile(`(?i)^\s*select\s+\*\s+from\s+devices(?:\s+where\s+([A-Za-z0-9_.]+)\s*=\s*'([^']*)')?\s*$`)
+
+// queryDevices is POST /devices/query {"query":"SELECT * FROM devices"}
+// (what az iot hub query and device-identity list send). It answers twins,
+// paged with x-ms-max-item-count / x-ms-continuation.
+func (h *hubAPI) queryDevices(w http.ResponseWriter, r *http.Request) {
+	var q struct {
+		Query string `json:"query"`
+	}
+	if err := decodeJSON(r, &q); err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	m := deviceQueryRe.FindStringSubmatch(q.Query)
+	if m == nil {
+		h.s.fail(w, r, store.ErrInvalid.With("unsupported query %q: the emulator supports SELECT * FROM devices [WHERE field = 'value']", q.Query))
+		return
+	}
+	field, value := m[1], m[2]
+	ds, err := h.s.st.ListDevices(h.hub)
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	var twins []store.Twin
+	var keys []string
+	for _, d := range ds {
+		t, err := h.s.st.GetTwin(h.hub, d.DeviceID)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		if field != "" && !twinFieldIs(t, field, value) {
+			continue
+		}
+		twins = append(twins, t)
+		keys = append(keys, t.DeviceID)
+	}
+	if twins == nil {
+		twins = []store.Twin{}
+	}
+	h.s.writePage(w, r, "twin", keys, func(i, j int) any { return twins[i:j] })
+}
+
+func twinFieldIs(t store.Twin, field, value string) bool {
+	switch strings.ToLower(field) {
+	case "deviceid":
+		return t.DeviceID == value
+	case "status":
+		return t.Status == value
+	case "connectionstate":
+		return t.ConnectionState == value
+	}
+	if name, ok := strings.CutPrefix(field, "tags."); ok {
+		v, ok := t.Tags[name]
+		return ok && fmt.Sprint(v) == value
+	}
+	return false
 }
 
 // ---- twins ----

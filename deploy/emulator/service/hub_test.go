@@ -303,3 +303,53 @@ func TestDirectMethodWithoutInvokerIsOffline(t *testing.T) {
 	want(t, "create", e.do("PUT", hubPath("/devices/dev-1"), tok, selfSigned("dev-1")), 200, 0)
 	want(t, "no invoker", e.do("POST", hubPath("/twins/dev-1/methods"), tok, `{"methodName":"reboot"}`), 404, 404103)
 }
+
+func TestDeviceQuery(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := hub1Token()
+	for _, id := range []string{"q-a", "q-b", "q-c"} {
+		e.device(hub1, id)
+	}
+	if _, err := e.st.UpdateTwin(hub1, "q-b", store.TwinPatch{Tags: map[string]any{"site": "north"}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	disabled := selfSigned("q-c")
+	disabled["status"] = "disabled"
+	want(t, "disable q-c", e.do("PUT", hubPath("/devices/q-c"), tok, disabled, "If-Match", "*"), 200, 0)
+	tests := []struct {
+		query string
+		want  string
+	}{
+		{"SELECT * FROM devices", "q-a q-b q-c"},
+		{"select * from devices where deviceId = 'q-a'", "q-a"},
+		{"SELECT * FROM devices WHERE status = 'disabled'", "q-c"},
+		{"SELECT * FROM devices WHERE tags.site = 'north'", "q-b"},
+		{"SELECT * FROM devices WHERE tags.site = 'south'", ""},
+	}
+	for _, tc := range tests {
+		r := e.do("POST", hubPath("/devices/query"), tok, map[string]any{"query": tc.query})
+		want(t, tc.query, r, 200, 0)
+		var twins []store.Twin
+		r.json(t, &twins)
+		var ids []string
+		for _, tw := range twins {
+			ids = append(ids, tw.DeviceID)
+		}
+		if got := strings.Join(ids, " "); got != tc.want {
+			t.Errorf("query %q = %q; want %q", tc.query, got, tc.want)
+		}
+	}
+	r := e.do("POST", hubPath("/devices/query"), tok, `{"query":"SELECT * FROM devices"}`, "x-ms-max-item-count", "2")
+	var page []store.Twin
+	r.json(t, &page)
+	if len(page) != 2 || r.header.Get("x-ms-continuation") == "" {
+		t.Errorf("paged query = %d twins, continuation %q; want 2 and a token", len(page), r.header.Get("x-ms-continuation"))
+	}
+	r = e.do("POST", hubPath("/devices/query"), tok, `{"query":"SELECT * FROM devices"}`, "x-ms-max-item-count", "2", "x-ms-continuation", r.header.Get("x-ms-continuation"))
+	r.json(t, &page)
+	if len(page) != 1 || page[0].DeviceID != "q-c" {
+		t.Errorf("second page = %s; want q-c", r.body)
+	}
+	want(t, "unsupported query", e.do("POST", hubPath("/devices/query"), tok, `{"query":"SELECT deviceId FROM devices"}`), 400, 400004)
+}
