@@ -361,3 +361,42 @@ func TestBodyLimitsAndBadJSON(t *testing.T) {
 	want(t, "oversized", e.do("PUT", "/devices/d1?api-version="+hubVer, hub1Token(), big), 413, 413001)
 	want(t, "bad JSON DPS", e.do("PUT", "/enrollmentGroups/g?api-version="+dpsVer, dpsToken(), `[`), 400, 400004)
 }
+
+// tokenRaw signs msgSR and transmits sendSR, to model SDKs that encode sr
+// differently (%2f vs %2F, or not at all).
+func tokenRaw(sendSR, msgSR, skn, key string, se int64) string {
+	k, _ := base64.StdEncoding.DecodeString(key)
+	mac := hmac.New(sha256.New, k)
+	fmt.Fprintf(mac, "%s\n%d", msgSR, se)
+	sig := base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	return fmt.Sprintf("SharedAccessSignature sr=%s&sig=%s&se=%d&skn=%s", sendSR, url.QueryEscape(sig), se, skn)
+}
+
+func TestSREncodingsAndExpiryBoundary(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(2_000_000_000, 0)
+	e := newEnv(t, func(c *service.Config) { c.Now = func() time.Time { return now } })
+	se := now.Unix() + 60
+	res := hub1 + "/devices"
+	tests := []struct {
+		name   string
+		token  string
+		status int
+	}{
+		{"upper-case escapes", tokenRaw("hub1.localhost%2Fdevices", "hub1.localhost%2Fdevices", hubOwner, hub1Key, se), 200},
+		{"lower-case escapes", tokenRaw("hub1.localhost%2fdevices", "hub1.localhost%2fdevices", hubOwner, hub1Key, se), 200},
+		{"unencoded sr, signed unencoded", tokenRaw(res, res, hubOwner, hub1Key, se), 200},
+		{"unencoded sr, signed encoded", tokenRaw(res, url.QueryEscape(res), hubOwner, hub1Key, se), 200},
+		{"signed over another resource", tokenRaw(res, url.QueryEscape(hub1+"/twins"), hubOwner, hub1Key, se), 401},
+		{"expires in one second", tokenRaw(hub1, hub1, hubOwner, hub1Key, now.Unix()+1), 200},
+		{"expires now", tokenRaw(hub1, hub1, hubOwner, hub1Key, now.Unix()), 401},
+		{"SASToken against injected clock", service.SASToken(hub1, hubOwner, hub1Key, now.Add(time.Minute)), 200},
+		{"SASToken valid by wall clock but expired by injected clock", service.SASToken(hub1, hubOwner, hub1Key, now.Add(-time.Minute)), 401},
+	}
+	for _, tc := range tests {
+		r := e.do("GET", "/devices?api-version="+hubVer, tc.token, nil)
+		if r.status != tc.status {
+			t.Errorf("%s: status = %d; want %d (%s)", tc.name, r.status, tc.status, r.body)
+		}
+	}
+}
