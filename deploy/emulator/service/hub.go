@@ -1,0 +1,366 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/reefer/tracker/deploy/emulator/store"
+)
+
+// hubRoutes registers the IoT Hub service API of one hub (spec E) plus the
+// emulator's monitoring and C2D routes.
+func (s *Service) hubRoutes(m *http.ServeMux, hub string) {
+	h := &hubAPI{s: s, hub: hub}
+	m.HandleFunc("GET /$emulator", s.info)
+
+	m.HandleFunc("PUT /devices/{id}", h.putDevice)
+	m.HandleFunc("GET /devices/{id}", h.getDevice)
+	m.HandleFunc("DELETE /devices/{id}", h.deleteDevice)
+	m.HandleFunc("GET /devices", h.listDevices)
+	m.HandleFunc("POST /devices/query", h.queryDevices)
+
+	m.HandleFunc("GET /twins/{id}", h.getTwin)
+	m.HandleFunc("PATCH /twins/{id}", h.patchTwin)
+	m.HandleFunc("PUT /twins/{id}", h.replaceTwin)
+	m.HandleFunc("POST /twins/{id}/methods", h.invokeMethod)
+
+	m.HandleFunc("GET /devices/{id}/messages/events", h.deviceEvents)
+	m.HandleFunc("GET /messages/events/stream", h.eventStream)
+	m.HandleFunc("POST /devices/{id}/messages/deviceBound", h.sendC2D)
+	m.HandleFunc("POST /devices/{id}/messages/devicebound", h.sendC2D)
+
+	m.HandleFunc("/", s.notFound)
+}
+
+// hubAPI serves one hub.
+type hubAPI struct {
+	s   *Service
+	hub string
+}
+
+// ---- identities ----
+
+func (h *hubAPI) putDevice(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var d store.Device
+	if err := decodeJSON(r, &d); err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	if d.DeviceID == "" {
+		d.DeviceID = id
+	}
+	if d.DeviceID != id {
+		h.s.fail(w, r, store.ErrInvalid.With("deviceId %q in the body does not match %q in the path", d.DeviceID, id))
+		return
+	}
+	out, err := h.s.st.PutDevice(h.hub, d, r.Header.Get("If-Match"))
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	setETag(w, out.ETag)
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *hubAPI) getDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := h.s.st.GetDevice(h.hub, r.PathValue("id"))
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	setETag(w, d.ETag)
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (h *hubAPI) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	if err := h.s.st.DeleteDevice(h.hub, r.PathValue("id"), r.Header.Get("If-Match")); err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// listDevices is the deprecated GET /devices?top=N (spec E); top defaults
+// to and is capped at 1000 as on IoT Hub.
+func (h *hubAPI) listDevices(w http.ResponseWriter, r *http.Request) {
+	top := 1000
+	if v := r.URL.Query().Get("top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			h.s.fail(w, r, store.ErrInvalid.With("top must be between 1 and 1000, not %q", v))
+			return
+		}
+		top = n
+	}
+	ds, err := h.s.st.ListDevices(h.hub)
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	if len(ds) > top {
+		ds = ds[:top]
+	}
+	writeJSON(w, http.StatusOK, ds)
+}
+
+// deviceQueryRe is the subset of the IoT Hub query language the emulator
+// answers: SELECT * FROM devices, optionally WHERE <field> = '<value>' on
+// deviceId, status, connectionState or tags.<name>.
+var deviceQueryRe = regexp.MustCompile(`(?i)^\s*select\s+\*\s+from\s+devices(?:\s+where\s+([A-Za-z0-9_.]+)\s*=\s*'([^']*)')?\s*$`)
+
+// queryDevices is POST /devices/query {"query":"SELECT * FROM devices"}
+// (what az iot hub query and device-identity list send). It answers twins,
+// paged with x-ms-max-item-count / x-ms-continuation.
+func (h *hubAPI) queryDevices(w http.ResponseWriter, r *http.Request) {
+	var q struct {
+		Query string `json:"query"`
+	}
+	if err := decodeJSON(r, &q); err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	m := deviceQueryRe.FindStringSubmatch(q.Query)
+	if m == nil {
+		h.s.fail(w, r, store.ErrInvalid.With("unsupported query %q: the emulator supports SELECT * FROM devices [WHERE field = 'value']", q.Query))
+		return
+	}
+	field, value := m[1], m[2]
+	ds, err := h.s.st.ListDevices(h.hub)
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	var twins []store.Twin
+	var keys []string
+	for _, d := range ds {
+		t, err := h.s.st.GetTwin(h.hub, d.DeviceID)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		if field != "" && !twinFieldIs(t, field, value) {
+			continue
+		}
+		twins = append(twins, t)
+		keys = append(keys, t.DeviceID)
+	}
+	if twins == nil {
+		twins = []store.Twin{}
+	}
+	h.s.writePage(w, r, "twin", keys, func(i, j int) any { return twins[i:j] })
+}
+
+func twinFieldIs(t store.Twin, field, value string) bool {
+	switch strings.ToLower(field) {
+	case "deviceid":
+		return t.DeviceID == value
+	case "status":
+		return t.Status == value
+	case "connectionstate":
+		return t.ConnectionState == value
+	}
+	if name, ok := strings.CutPrefix(field, "tags."); ok {
+		v, ok := t.Tags[name]
+		return ok && fmt.Sprint(v) == value
+	}
+	return false
+}
+
+// ---- twins ----
+
+func (h *hubAPI) getTwin(w http.ResponseWriter, r *http.Request) {
+	t, err := h.s.st.GetTwin(h.hub, r.PathValue("id"))
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	setETag(w, t.ETag)
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (h *hubAPI) patchTwin(w http.ResponseWriter, r *http.Request)   { h.changeTwin(w, r, false) }
+func (h *hubAPI) replaceTwin(w http.ResponseWriter, r *http.Request) { h.changeTwin(w, r, true) }
+
+// changeTwin applies PATCH (merge, null deletes) or PUT (replace) to the
+// tags and desired properties (spec E). Reported properties belong to the
+// device and are refused. A desired change reaches a connected device
+// through the store's observers.
+func (h *hubAPI) changeTwin(w http.ResponseWriter, r *http.Request, replace bool) {
+	patch, err := decodeTwinPatch(r, replace)
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	var t store.Twin
+	if replace {
+		t, err = h.s.st.ReplaceTwin(h.hub, id, patch, r.Header.Get("If-Match"))
+	} else {
+		t, err = h.s.st.UpdateTwin(h.hub, id, patch, r.Header.Get("If-Match"))
+	}
+	if err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	setETag(w, t.ETag)
+	writeJSON(w, http.StatusOK, t)
+}
+
+func decodeTwinPatch(r *http.Request, replace bool) (store.TwinPatch, error) {
+	var p store.TwinPatch
+	b, err := readBody(r)
+	if err != nil {
+		return p, err
+	}
+	// Numbers stay json.Number so large integers survive exactly.
+	m, err := store.DecodeJSONObject(b)
+	if err != nil {
+		return p, store.ErrInvalid.With("malformed JSON body: %v", err)
+	}
+	obj := func(v any, name string) (map[string]any, error) {
+		switch x := v.(type) {
+		case nil:
+			return nil, nil
+		case map[string]any:
+			return x, nil
+		default:
+			return nil, store.ErrInvalid.With("%s must be a JSON object", name)
+		}
+	}
+	if p.Tags, err = obj(m["tags"], "tags"); err != nil {
+		return p, err
+	}
+	props, err := obj(m["properties"], "properties")
+	if err != nil {
+		return p, err
+	}
+	if _, ok := props["reported"]; ok {
+		return p, store.ErrInvalid.With("reported properties can only be changed by the device")
+	}
+	if p.Properties.Desired, err = obj(props["desired"], "properties.desired"); err != nil {
+		return p, err
+	}
+	if d := p.Properties.Desired; d != nil {
+		// $version and $metadata are the service's; clients that echo a
+		// fetched twin back send them.
+		delete(d, "$version")
+		delete(d, "$metadata")
+		if !replace && len(d) == 0 {
+			p.Properties.Desired = nil
+		}
+	}
+	if !replace && len(p.Tags) == 0 {
+		p.Tags = nil
+	}
+	if replace {
+		// PUT replaces both sections: an absent one becomes empty.
+		if p.Tags == nil {
+			p.Tags = map[string]any{}
+		}
+		if p.Properties.Desired == nil {
+			p.Properties.Desired = map[string]any{}
+		}
+	}
+	return p, nil
+}
+
+// ---- direct methods ----
+
+// Limits of direct methods (spec B.6, E, F).
+const (
+	maxMethodPayload       = 128 << 10
+	defaultResponseTimeout = 30
+)
+
+// invokeMethod is POST /twins/{id}/methods (spec E).
+func (h *hubAPI) invokeMethod(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req store.MethodRequest
+	var raw struct {
+		MethodName               *string         `json:"methodName"`
+		Payload                  json.RawMessage `json:"payload"`
+		ResponseTimeoutInSeconds *int            `json:"responseTimeoutInSeconds"`
+		ConnectTimeoutInSeconds  *int            `json:"connectTimeoutInSeconds"`
+	}
+	if err := decodeJSON(r, &raw); err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	if raw.MethodName == nil || !validMethodName(*raw.MethodName) {
+		h.s.fail(w, r, store.ErrInvalid.With("methodName is missing or contains characters IoT Hub does not allow"))
+		return
+	}
+	req.MethodName = *raw.MethodName
+	req.ResponseTimeoutInSeconds = defaultResponseTimeout
+	if p := raw.ResponseTimeoutInSeconds; p != nil {
+		if *p < 5 || *p > 300 {
+			h.s.fail(w, r, store.ErrInvalid.With("responseTimeoutInSeconds must be between 5 and 300, not %d", *p))
+			return
+		}
+		req.ResponseTimeoutInSeconds = *p
+	}
+	if p := raw.ConnectTimeoutInSeconds; p != nil {
+		if *p < 0 || *p > 300 {
+			h.s.fail(w, r, store.ErrInvalid.With("connectTimeoutInSeconds must be between 0 and 300, not %d", *p))
+			return
+		}
+		req.ConnectTimeoutInSeconds = *p
+	}
+	if len(raw.Payload) > maxMethodPayload {
+		h.s.fail(w, r, store.ErrTooLarge.With("method payload of %d bytes exceeds %d", len(raw.Payload), maxMethodPayload))
+		return
+	}
+	req.Payload = raw.Payload
+	if _, err := h.s.st.GetDevice(h.hub, id); err != nil {
+		h.s.fail(w, r, err)
+		return
+	}
+	if h.s.cfg.Methods == nil {
+		h.s.fail(w, r, store.ErrDeviceNotOnline.With("device %q is not online", id))
+		return
+	}
+	// The invoker enforces both timeouts; the context is a backstop a
+	// little beyond them.
+	limit := time.Duration(req.ConnectTimeoutInSeconds+req.ResponseTimeoutInSeconds)*time.Second + 2*time.Second
+	ctx, cancel := context.WithTimeout(r.Context(), limit)
+	defer cancel()
+	res, err := h.s.cfg.Methods.InvokeMethod(ctx, h.hub, id, req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = store.ErrMethodTimeout.With("timed out waiting for the response from device %q", id)
+		}
+		h.s.fail(w, r, err)
+		return
+	}
+	if len(res.Payload) == 0 {
+		res.Payload = json.RawMessage("null")
+	}
+	if !json.Valid(res.Payload) {
+		h.s.fail(w, r, store.ErrInternal.With("device %q answered with a payload that is not JSON", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// validMethodName: printable US-ASCII without $ ( ) < > @ , ; : \ " / [ ] ?
+// = { }, space and tab (spec F). '*' stays allowed for Plug and Play
+// component commands (spec B.6).
+func validMethodName(n string) bool {
+	if n == "" || len(n) > 128 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`$()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
