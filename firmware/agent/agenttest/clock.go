@@ -2,6 +2,7 @@ package agenttest
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -95,6 +96,20 @@ func (c *Clock) Waiters() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.waiters)
+}
+
+// Deadlines returns when each pending timer and ticker fires next, as
+// offsets from Now, soonest first. Tests use it to see that the code under
+// test armed the timer it should have.
+func (c *Clock) Deadlines() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ds []time.Duration
+	for _, w := range c.waiters {
+		ds = append(ds, w.at.Sub(c.now))
+	}
+	slices.Sort(ds)
+	return ds
 }
 
 // WaitForWaiters blocks until at least n timers and tickers are pending, so
