@@ -211,9 +211,7 @@ func TestCadence(t *testing.T) {
 	if r.pub.Calls() != 0 {
 		t.Errorf("publisher called %d times while disconnected; want 0", r.pub.Calls())
 	}
-	if r.beats.Load() < 6 {
-		t.Errorf("Beat called %d times for 6 loop iterations", r.beats.Load())
-	}
+	eventually(t, "a beat per loop iteration", func() bool { return r.beats.Load() >= 6 })
 	var body telemetry.Body
 	if err := json.Unmarshal(msgs[0].Body, &body); err != nil {
 		t.Fatalf("body: %v", err)
