@@ -105,8 +105,9 @@ type Agent struct {
 	connReporter    chan struct{} // reporter: link went up or down
 	sendNow         chan sendNowReq
 
-	mu sync.Mutex
-	st state
+	mu      sync.Mutex
+	st      state
+	sampled chan struct{} // closed when the current Run stops sampling; guarded by mu
 }
 
 // state is the agent's mutable state, guarded by Agent.mu.
@@ -268,8 +269,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
+	sampled := make(chan struct{})
+	a.mu.Lock()
+	a.sampled = sampled
+	a.mu.Unlock()
+
 	a.log.Info("agent started", "device", a.cfg.DeviceID, "interval", a.interval(), "threshold", a.threshold())
 	a.sampler(ctx)
+	close(sampled)
 
 	close(flushing)
 	n, _ := a.cfg.Queue.Len()
@@ -319,6 +326,10 @@ func (a *Agent) sampler(ctx context.Context) {
 			// new interval from now, not at the end of the old one.
 			tick.Reset(a.interval())
 		case req := <-a.sendNow:
+			if ctx.Err() != nil {
+				req.reply <- sendNowResult{err: ErrNotRunning}
+				return
+			}
 			m, err := a.sampleOnce(ctx)
 			req.reply <- sendNowResult{m, err}
 		case <-beat.C():
@@ -416,12 +427,17 @@ func (a *Agent) setErrLocked(msg string) {
 // like any other. It returns the queued message (for the sendNow direct
 // method's answer) or why none was queued.
 func (a *Agent) SendNow(ctx context.Context) (Queued, error) {
-	if !a.running.Load() {
+	a.mu.Lock()
+	sampled := a.sampled
+	a.mu.Unlock()
+	if !a.running.Load() || sampled == nil {
 		return Queued{}, ErrNotRunning
 	}
 	req := sendNowReq{reply: make(chan sendNowResult, 1)}
 	select {
 	case a.sendNow <- req:
+	case <-sampled:
+		return Queued{}, ErrNotRunning
 	case <-ctx.Done():
 		return Queued{}, fmt.Errorf("agent: send now: %w", ctx.Err())
 	}

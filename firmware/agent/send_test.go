@@ -151,6 +151,12 @@ func TestSendNow(t *testing.T) {
 	if n := r.q.Puts(); n != 2 {
 		t.Errorf("puts = %d after a failed reading; want 2 (no made-up message)", n)
 	}
+
+	r.cancel()
+	eventually(t, "Run to return", func() bool { return !r.a.Status().Running })
+	if _, err := r.a.SendNow(context.Background()); !errors.Is(err, agent.ErrNotRunning) {
+		t.Errorf("SendNow after cancel = %v; want ErrNotRunning", err)
+	}
 }
 
 func TestFlushOnCancel(t *testing.T) {

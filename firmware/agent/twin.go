@@ -204,6 +204,14 @@ func (a *Agent) reporter(ctx context.Context) {
 	failures := 0
 	var retry <-chan time.Time
 	for {
+		if dirty && retry == nil {
+			// Consume a pending link signal before reading the state it
+			// stands for, so a stale one cannot cut the retry wait short.
+			select {
+			case <-a.connReporter:
+			default:
+			}
+		}
 		if dirty && retry == nil && a.connected() {
 			err := a.cfg.Reporter.UpdateReported(ctx, a.reported())
 			switch {
