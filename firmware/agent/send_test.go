@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,9 @@ func TestOfflineThenDrainOldestFirst(t *testing.T) {
 	sent := r.pub.Sent()
 	if got, want := seqs(sent), []uint64{1, 2, 3, 4, 5, 6}; !slices.Equal(got, want) {
 		t.Errorf("sent seqs = %v; want %v (oldest first, each once)", got, want)
+	}
+	if n := r.q.Acks(); n != 1 {
+		t.Errorf("backlog of 6 acked in %d queue transactions; want 1 batch", n)
 	}
 	// Online, a new sample goes straight through.
 	r.clock.Advance(10 * time.Second)
@@ -268,4 +272,39 @@ func TestQueuePutErrorCounted(t *testing.T) {
 	r.q.FailPut(nil)
 	r.clock.Advance(10 * time.Second)
 	r.waitPuts(2)
+}
+
+// failOnce fails the first attempt at one seq and passes the rest through.
+type failOnce struct {
+	*agenttest.Publisher
+	seq    uint64
+	failed atomic.Bool
+}
+
+func (p *failOnce) Send(ctx context.Context, m agent.Queued) error {
+	if m.Seq == p.seq && p.failed.CompareAndSwap(false, true) {
+		return agenttest.ErrFake
+	}
+	return p.Publisher.Send(ctx, m)
+}
+
+func TestPartialBatchAcksOnlyWhatWasSent(t *testing.T) {
+	t.Parallel()
+	pub := &failOnce{Publisher: agenttest.NewPublisher(), seq: 3}
+	r := newRig(t, func(c *agent.Config) { c.Publisher = pub })
+	r.start()
+	for k := 2; k <= 5; k++ {
+		r.clock.Advance(10 * time.Second)
+		r.waitPuts(k)
+	}
+	r.a.SetConnected(true)
+	r.waitDeadline(500 * time.Millisecond) // back-off after seq 3 failed
+	if got, want := seqs(r.q.Messages()), []uint64{3, 4, 5}; !slices.Equal(got, want) {
+		t.Errorf("queue after a failure at seq 3 = %v; want %v", got, want)
+	}
+	r.clock.Advance(500 * time.Millisecond)
+	eventually(t, "the rest sent", func() bool { n, _ := r.q.Len(); return n == 0 })
+	if got, want := seqs(pub.Sent()), []uint64{1, 2, 3, 4, 5}; !slices.Equal(got, want) {
+		t.Errorf("sent seqs = %v; want %v each once", got, want)
+	}
 }

@@ -53,27 +53,51 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 			}
 			continue
 		}
-		for _, m := range batch {
-			if err := a.cfg.Publisher.Send(ctx, m); err != nil {
-				failures++
-				a.sendFailed(m, err, failures)
-				if flush {
-					return
-				}
-				a.backoff(ctx, flushing, failures)
-				break
-			}
+		sent, err := a.sendBatch(ctx, batch)
+		a.ack(sent)
+		if len(sent) > 0 {
 			failures = 0
-			a.sentOK(m)
-			if err := a.cfg.Queue.Ack(m.ID); err != nil {
-				// The hub has it; it will be sent again after a restart
-				// with the same id, which the cloud de-duplicates.
-				a.queueFailed("ack "+m.ID, err)
-			}
-			if ctx.Err() != nil || !a.connected() {
-				break
-			}
 		}
+		if err != nil {
+			failures++
+			if flush {
+				return
+			}
+			a.backoff(ctx, flushing, failures)
+			continue
+		}
+		failures = 0
+	}
+}
+
+// sendBatch sends messages in order until one fails, the link drops or ctx
+// ends, and returns the ids the hub accepted.
+func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]string, error) {
+	var sent []string
+	for _, m := range batch {
+		if err := a.cfg.Publisher.Send(ctx, m); err != nil {
+			a.sendFailed(m, err)
+			return sent, err
+		}
+		a.sentOK(m)
+		sent = append(sent, m.ID)
+		if ctx.Err() != nil || !a.connected() {
+			break
+		}
+	}
+	return sent, nil
+}
+
+// ack removes sent messages in one queue transaction per batch: on flash
+// storage one write per message would wear the card for nothing. A crash
+// before the Ack resends at most one batch, with the same ids, which the
+// cloud de-duplicates.
+func (a *Agent) ack(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	if err := a.cfg.Queue.Ack(ids...); err != nil {
+		a.queueFailed("ack", err)
 	}
 }
 
@@ -109,12 +133,13 @@ func (a *Agent) backoffDelay(n int) time.Duration {
 	return d/2 + time.Duration(a.cfg.Rand()*float64(d/2))
 }
 
-func (a *Agent) sendFailed(m Queued, err error, failures int) {
+func (a *Agent) sendFailed(m Queued, err error) {
 	a.mu.Lock()
 	a.st.sendErrs++
+	failures := a.st.sendErrs
 	a.setErrLocked("send " + m.ID + ": " + err.Error())
 	a.mu.Unlock()
-	a.log.Warn("send failed, message kept", "id", m.ID, "seq", m.Seq, "err", err, "consecutive", failures)
+	a.log.Warn("send failed, message kept", "id", m.ID, "seq", m.Seq, "err", err, "send_errors", failures)
 }
 
 func (a *Agent) sentOK(m Queued) {

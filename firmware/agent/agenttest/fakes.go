@@ -23,6 +23,7 @@ type Queue struct {
 	seq     uint64
 	dropped uint64
 	puts    int
+	acks    int
 	putErr  error
 }
 
@@ -55,6 +56,7 @@ func (q *Queue) Peek(n int) ([]agent.Queued, error) {
 func (q *Queue) Ack(ids ...string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.acks++
 	q.msgs = slices.DeleteFunc(q.msgs, func(m agent.Queued) bool { return slices.Contains(ids, m.ID) })
 	return nil
 }
@@ -90,6 +92,13 @@ func (q *Queue) Puts() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.puts
+}
+
+// Acks counts Ack calls (transactions, not messages).
+func (q *Queue) Acks() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.acks
 }
 
 // Messages returns a copy of the queued messages, oldest first.
