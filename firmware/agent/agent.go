@@ -250,6 +250,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer a.running.Store(false)
+	sampled := make(chan struct{})
+	a.mu.Lock()
+	a.sampled = sampled
+	a.mu.Unlock()
 
 	// Sends outlive ctx by up to FlushTimeout; flushing tells the sender to
 	// stop waiting for new work and return once the queue is drained.
@@ -268,11 +272,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.reporter(ctx)
 		}
 	}()
-
-	sampled := make(chan struct{})
-	a.mu.Lock()
-	a.sampled = sampled
-	a.mu.Unlock()
 
 	a.log.Info("agent started", "device", a.cfg.DeviceID, "interval", a.interval(), "threshold", a.threshold())
 	a.sampler(ctx)
@@ -430,7 +429,7 @@ func (a *Agent) SendNow(ctx context.Context) (Queued, error) {
 	a.mu.Lock()
 	sampled := a.sampled
 	a.mu.Unlock()
-	if !a.running.Load() || sampled == nil {
+	if sampled == nil || isClosed(sampled) {
 		return Queued{}, ErrNotRunning
 	}
 	req := sendNowReq{reply: make(chan sendNowResult, 1)}

@@ -135,6 +135,9 @@ func TestSendNow(t *testing.T) {
 	}
 	r.a.SetConnected(true)
 	r.start()
+	if err := r.a.Run(context.Background()); !errors.Is(err, agent.ErrRunning) {
+		t.Errorf("second Run = %v; want ErrRunning", err)
+	}
 	r.clock.Advance(time.Minute)
 	m, err := r.a.SendNow(context.Background())
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 type StatusReport struct {
 	DeviceID        string            `json:"deviceId"`
 	FirmwareVersion string            `json:"firmwareVersion"`
-	Running         bool              `json:"running"`
+	Running         bool              `json:"running"` // Run is sampling
 	Connected       bool              `json:"connected"`
 	TelemetryDelay  float64           `json:"telemetryDelay"` // seconds
 	AlertThreshold  float64           `json:"temperatureAlertThreshold"`
@@ -52,7 +52,7 @@ func (a *Agent) Status() StatusReport {
 	return StatusReport{
 		DeviceID:         a.cfg.DeviceID,
 		FirmwareVersion:  a.cfg.FirmwareVersion,
-		Running:          a.running.Load(),
+		Running:          a.sampled != nil && !isClosed(a.sampled),
 		Connected:        st.connected,
 		TelemetryDelay:   st.interval.Seconds(),
 		AlertThreshold:   st.threshold,
