@@ -1,0 +1,449 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/firmware/telemetry"
+)
+
+// Defaults and bounds. The bounds apply to config and to desired twin
+// properties alike.
+const (
+	DefaultTelemetryDelay = 10 * time.Second
+	MinTelemetryDelay     = time.Second
+	MaxTelemetryDelay     = time.Hour
+
+	// DefaultAlertThreshold is the reference flow's 30 °C (scenario.md).
+	DefaultAlertThreshold = 30.0
+	MinAlertThreshold     = -50.0
+	MaxAlertThreshold     = 100.0
+
+	DefaultFlushTimeout   = 5 * time.Second
+	DefaultBackoffMin     = time.Second
+	DefaultBackoffMax     = 2 * time.Minute
+	DefaultReportInterval = 15 * time.Minute
+	DefaultBeatInterval   = 5 * time.Second
+	DefaultSenseTimeout   = 10 * time.Second
+)
+
+// sendBatch is how many messages the sender peeks at a time.
+const sendBatch = 16
+
+// Errors callers act on.
+var (
+	// ErrNotRunning: SendNow needs Run to be running.
+	ErrNotRunning = errors.New("agent not running")
+	// ErrRunning: Run was called twice.
+	ErrRunning = errors.New("agent already running")
+	// ErrBadDesired wraps every rejected desired property.
+	ErrBadDesired = errors.New("bad desired property")
+)
+
+// Config holds an agent's dependencies and settings. Zero durations take
+// the defaults above.
+type Config struct {
+	DeviceID        string // required: message ids are DeviceID-seq
+	FirmwareVersion string
+
+	Env       EnvSensor  // required
+	GPS       Positioner // optional: nil sends no position
+	Queue     Queue      // required
+	Publisher Publisher  // required
+	Reporter  Reporter   // optional: nil reports nothing
+
+	Clock  Clock        // nil: SystemClock
+	Logger *slog.Logger // nil: discard
+
+	// TelemetryDelay is the configured sampling interval; desired
+	// telemetryDelay overrides it and a null desired value restores it.
+	TelemetryDelay time.Duration
+	// AlertThreshold in °C; nil means DefaultAlertThreshold (0 °C is a
+	// valid threshold, hence the pointer).
+	AlertThreshold *float64
+	// EnvSource is the env sensor's mode as main chose it, reported before
+	// the first reading says so itself.
+	EnvSource drivers.Source
+
+	FlushTimeout   time.Duration // bound on sending what is queued when Run stops
+	BackoffMin     time.Duration // first retry delay after a failed send
+	BackoffMax     time.Duration // retry delay cap
+	ReportInterval time.Duration // periodic reported-properties refresh while connected
+	SenseTimeout   time.Duration // bound on one sensor read (wall clock)
+
+	// Beat, if set, is called on every iteration of the sampling loop and
+	// at least every BeatInterval: the systemd watchdog's heartbeat. A hung
+	// sensor read stops the beats and lets the watchdog restart us.
+	Beat         func()
+	BeatInterval time.Duration
+
+	// Rand returns a number in [0,1) for back-off jitter; nil: math/rand/v2.
+	Rand func() float64
+}
+
+// Agent is the daemon's core loop. Create it with New and start it with Run.
+// Its other methods are safe to call from any goroutine.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	clock Clock
+
+	running atomic.Bool
+
+	// Signals, each buffered by one so a sender never blocks.
+	intervalChanged chan struct{} // sampler: reset the ticker
+	wakeSender      chan struct{} // sender: new message queued
+	connSender      chan struct{} // sender: link went up or down
+	wakeReporter    chan struct{} // reporter: something to report
+	connReporter    chan struct{} // reporter: link went up or down
+	sendNow         chan sendNowReq
+
+	mu      sync.Mutex
+	st      state
+	sampled chan struct{} // closed when the current Run stops sampling; guarded by mu
+}
+
+// state is the agent's mutable state, guarded by Agent.mu.
+type state struct {
+	interval       time.Duration
+	threshold      float64
+	desiredVersion int64
+	desiredErr     string
+	connected      bool
+	envSource      drivers.Source
+	provisioned    time.Time
+
+	samples, sensorErrs, sent, sendErrs, queueErrs uint64
+	consecutiveSensorErrs                          uint64
+	lastSample, lastSend, lastErrAt                time.Time
+	lastSeq                                        uint64
+	lastErr                                        string
+}
+
+type sendNowReq struct {
+	reply chan sendNowResult
+}
+
+type sendNowResult struct {
+	m   Queued
+	err error
+}
+
+// New checks cfg and returns an agent ready to Run.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.DeviceID == "":
+		return nil, errors.New("agent: no DeviceID")
+	case cfg.Env == nil:
+		return nil, errors.New("agent: no Env sensor")
+	case cfg.Queue == nil:
+		return nil, errors.New("agent: no Queue")
+	case cfg.Publisher == nil:
+		return nil, errors.New("agent: no Publisher")
+	}
+	if cfg.TelemetryDelay == 0 {
+		cfg.TelemetryDelay = DefaultTelemetryDelay
+	}
+	if cfg.TelemetryDelay < MinTelemetryDelay || cfg.TelemetryDelay > MaxTelemetryDelay {
+		return nil, fmt.Errorf("agent: telemetry delay %v outside %v..%v", cfg.TelemetryDelay, MinTelemetryDelay, MaxTelemetryDelay)
+	}
+	threshold := DefaultAlertThreshold
+	if cfg.AlertThreshold != nil {
+		threshold = *cfg.AlertThreshold
+		if !(threshold >= MinAlertThreshold && threshold <= MaxAlertThreshold) {
+			return nil, fmt.Errorf("agent: alert threshold %v outside %v..%v", threshold, MinAlertThreshold, MaxAlertThreshold)
+		}
+	}
+	cfg.AlertThreshold = &threshold
+	setDefault(&cfg.FlushTimeout, DefaultFlushTimeout)
+	setDefault(&cfg.BackoffMin, DefaultBackoffMin)
+	setDefault(&cfg.BackoffMax, DefaultBackoffMax)
+	setDefault(&cfg.ReportInterval, DefaultReportInterval)
+	setDefault(&cfg.SenseTimeout, DefaultSenseTimeout)
+	setDefault(&cfg.BeatInterval, DefaultBeatInterval)
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = cfg.BackoffMin
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	return &Agent{
+		cfg:             cfg,
+		log:             cfg.Logger,
+		clock:           cfg.Clock,
+		intervalChanged: make(chan struct{}, 1),
+		wakeSender:      make(chan struct{}, 1),
+		connSender:      make(chan struct{}, 1),
+		wakeReporter:    make(chan struct{}, 1),
+		connReporter:    make(chan struct{}, 1),
+		sendNow:         make(chan sendNowReq),
+		st: state{
+			interval:  cfg.TelemetryDelay,
+			threshold: threshold,
+			envSource: cfg.EnvSource,
+		},
+	}, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// signal wakes whoever waits on ch without ever blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// SetConnected tells the agent whether the IoT Hub link is up. The sender
+// drains the queue only while it is, and a reconnect retries at once
+// instead of waiting out the back-off and refreshes the reported
+// properties. The agent starts disconnected.
+func (a *Agent) SetConnected(up bool) {
+	a.mu.Lock()
+	changed := a.st.connected != up
+	a.st.connected = up
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("hub link", "connected", up)
+		signal(a.connSender)
+		signal(a.connReporter)
+	}
+}
+
+func (a *Agent) connected() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.connected
+}
+
+// SetProvisioned records when DPS last assigned this device and reports it.
+func (a *Agent) SetProvisioned(t time.Time) {
+	a.mu.Lock()
+	a.st.provisioned = t
+	a.mu.Unlock()
+	signal(a.wakeReporter)
+}
+
+// Run samples and sends until ctx is cancelled. It then stops sampling and
+// spends at most FlushTimeout sending what is queued (while connected)
+// before returning nil; what is left stays in the queue for the next start.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer a.running.Store(false)
+	sampled := make(chan struct{})
+	a.mu.Lock()
+	a.sampled = sampled
+	a.mu.Unlock()
+
+	// Sends outlive ctx by up to FlushTimeout; flushing tells the sender to
+	// stop waiting for new work and return once the queue is drained.
+	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSend()
+	flushing := make(chan struct{})
+	senderDone := make(chan struct{})
+	go func() {
+		defer close(senderDone)
+		a.sender(sendCtx, flushing)
+	}()
+	reporterDone := make(chan struct{})
+	go func() {
+		defer close(reporterDone)
+		if a.cfg.Reporter != nil {
+			a.reporter(ctx)
+		}
+	}()
+
+	a.log.Info("agent started", "device", a.cfg.DeviceID, "interval", a.interval(), "threshold", a.threshold())
+	a.sampler(ctx)
+	close(sampled)
+
+	close(flushing)
+	n, _ := a.cfg.Queue.Len()
+	a.log.Info("agent stopping, flushing queue", "queued", n, "connected", a.connected(), "timeout", a.cfg.FlushTimeout)
+	select {
+	case <-senderDone:
+	case <-a.clock.After(a.cfg.FlushTimeout):
+		cancelSend()
+		<-senderDone
+	}
+	<-reporterDone
+	n, b := a.cfg.Queue.Len()
+	a.log.Info("agent stopped", "left_queued", n, "left_bytes", b)
+	return nil
+}
+
+func (a *Agent) interval() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.interval
+}
+
+func (a *Agent) threshold() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.threshold
+}
+
+// sampler takes one sample at start and one per interval until ctx ends.
+// It never waits on the network: messages go to the queue only.
+func (a *Agent) sampler(ctx context.Context) {
+	tick := a.clock.NewTicker(a.interval())
+	defer tick.Stop()
+	beat := a.clock.NewTicker(a.cfg.BeatInterval)
+	defer beat.Stop()
+
+	a.sampleOnce(ctx)
+	for {
+		a.beat()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C():
+			a.sampleOnce(ctx)
+		case <-a.intervalChanged:
+			// A new telemetryDelay takes effect now: the next sample is one
+			// new interval from now, not at the end of the old one.
+			tick.Reset(a.interval())
+		case req := <-a.sendNow:
+			if ctx.Err() != nil {
+				req.reply <- sendNowResult{err: ErrNotRunning}
+				return
+			}
+			m, err := a.sampleOnce(ctx)
+			req.reply <- sendNowResult{m, err}
+		case <-beat.C():
+		}
+	}
+}
+
+func (a *Agent) beat() {
+	if a.cfg.Beat != nil {
+		a.cfg.Beat()
+	}
+}
+
+// sampleOnce reads the sensors and queues one message. A failed reading is
+// logged and counted and produces no message: never a made-up value.
+func (a *Agent) sampleOnce(ctx context.Context) (Queued, error) {
+	now := a.clock.Now()
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.SenseTimeout)
+	env, err := a.cfg.Env.Sense(sctx)
+	cancel()
+	if err != nil {
+		a.sensorFailed(err)
+		return Queued{}, fmt.Errorf("agent: read env sensor: %w", err)
+	}
+	s := telemetry.Sample{Time: now, Env: env}
+	if a.cfg.GPS != nil {
+		s.GPSSource = a.cfg.GPS.Source()
+		if p, ok := a.cfg.GPS.Latest(); ok {
+			s.Position = &p
+		}
+	}
+	seq, err := a.cfg.Queue.NextSeq()
+	if err != nil {
+		a.queueFailed("next seq", err)
+		return Queued{}, fmt.Errorf("agent: next seq: %w", err)
+	}
+	s.Seq = seq
+	msg, err := telemetry.Build(a.cfg.DeviceID, s, a.threshold())
+	if err != nil {
+		a.sensorFailed(err)
+		return Queued{}, fmt.Errorf("agent: build message %d: %w", seq, err)
+	}
+	q := Queued{ID: msg.ID, Seq: msg.Seq, Body: msg.Body, Props: msg.Properties, Created: msg.CreatedAt}
+	if err := a.cfg.Queue.Put(q); err != nil {
+		a.queueFailed("put "+q.ID, err)
+		return Queued{}, fmt.Errorf("agent: queue message %s: %w", q.ID, err)
+	}
+	a.mu.Lock()
+	a.st.samples++
+	a.st.consecutiveSensorErrs = 0
+	a.st.lastSample, a.st.lastSeq = now, seq
+	envChanged := a.st.envSource != env.Source
+	a.st.envSource = env.Source
+	a.mu.Unlock()
+	if envChanged {
+		signal(a.wakeReporter)
+	}
+	a.log.Debug("telemetry queued", "id", q.ID, "seq", seq, "temperature", env.TemperatureC,
+		"alert", msg.Alert, "fix", s.Position != nil)
+	signal(a.wakeSender)
+	return q, nil
+}
+
+// sensorFailed counts a failed reading. At one reading a second a dead
+// sensor would flood the journal, so repeats are logged at debug level,
+// except every 60th.
+func (a *Agent) sensorFailed(err error) {
+	a.mu.Lock()
+	a.st.sensorErrs++
+	a.st.consecutiveSensorErrs++
+	n, total := a.st.consecutiveSensorErrs, a.st.sensorErrs
+	a.setErrLocked("sensor: " + err.Error())
+	a.mu.Unlock()
+	level := slog.LevelDebug
+	if n == 1 || n%60 == 0 {
+		level = slog.LevelWarn
+	}
+	a.log.Log(context.Background(), level, "sensor reading failed, no message this interval",
+		"err", err, "consecutive", n, "total", total)
+}
+
+func (a *Agent) queueFailed(op string, err error) {
+	a.mu.Lock()
+	a.st.queueErrs++
+	a.setErrLocked("queue " + op + ": " + err.Error())
+	a.mu.Unlock()
+	a.log.Error("queue failed", "op", op, "err", err)
+}
+
+func (a *Agent) setErrLocked(msg string) {
+	a.st.lastErr, a.st.lastErrAt = msg, a.clock.Now()
+}
+
+// SendNow samples immediately and queues the message; the sender sends it
+// like any other. It returns the queued message (for the sendNow direct
+// method's answer) or why none was queued.
+func (a *Agent) SendNow(ctx context.Context) (Queued, error) {
+	a.mu.Lock()
+	sampled := a.sampled
+	a.mu.Unlock()
+	if sampled == nil || isClosed(sampled) {
+		return Queued{}, ErrNotRunning
+	}
+	req := sendNowReq{reply: make(chan sendNowResult, 1)}
+	select {
+	case a.sendNow <- req:
+	case <-sampled:
+		return Queued{}, ErrNotRunning
+	case <-ctx.Done():
+		return Queued{}, fmt.Errorf("agent: send now: %w", ctx.Err())
+	}
+	select {
+	case r := <-req.reply:
+		return r.m, r.err
+	case <-ctx.Done():
+		return Queued{}, fmt.Errorf("agent: send now: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,4 @@
+// Package agenttest holds fakes for testing code built on firmware/agent: a
+// manual Clock, an in-memory Queue, and a Publisher, Reporter, EnvSensor and
+// Positioner whose behaviour a test controls.
+package agenttest

@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/firmware/telemetry"
+)
+
+// EnvSensor reads temperature, pressure and humidity (drivers/bme280 or
+// drivers/simulated, chosen by drivers/choose in main).
+type EnvSensor = drivers.EnvSensor
+
+// Positioner gives the latest GPS fix. main adapts the drivers/gps
+// receiver, which reads NMEA in its own goroutine.
+type Positioner interface {
+	// Latest returns the last valid fix; false when there is none (no fix
+	// yet, or the fix is stale). Without a fix latitude and longitude are
+	// omitted from the message, never sent as 0,0.
+	Latest() (telemetry.Position, bool)
+	// Source says whether the receiver is real or simulated, fix or not.
+	Source() drivers.Source
+}
+
+// Queued is one message in the store-and-forward queue.
+type Queued struct {
+	ID      string // message id ($.mid), stable across resends
+	Seq     uint64
+	Body    []byte
+	Props   map[string]string // application properties (temperatureAlert)
+	Created time.Time         // when the reading was taken ($.ctime)
+}
+
+// Enqueuer stores new messages. NextSeq hands out the per-device sequence
+// number, persisted with the queue so it survives restarts.
+type Enqueuer interface {
+	Put(Queued) error
+	NextSeq() (uint64, error)
+}
+
+// Drainer is how the sender reads and removes messages.
+type Drainer interface {
+	// Peek returns up to n messages, oldest first, without removing them.
+	Peek(n int) ([]Queued, error)
+	// Ack removes messages the hub accepted.
+	Ack(ids ...string) error
+}
+
+// QueueStats reports the queue's size and losses.
+type QueueStats interface {
+	// Len returns the number of messages and their total size in bytes.
+	Len() (int, int64)
+	// Dropped counts messages discarded because the queue was full.
+	Dropped() uint64
+}
+
+// Queue is the on-disk queue (firmware/queue, adapted by main).
+type Queue interface {
+	Enqueuer
+	Drainer
+	QueueStats
+}
+
+// Publisher sends one message to IoT Hub.
+type Publisher interface {
+	// Send returns nil only once the hub acknowledged the message (QoS 1
+	// PUBACK, spec B.2). Any error means "not sent, keep it".
+	Send(ctx context.Context, m Queued) error
+}
+
+// Reporter patches the twin's reported properties (spec B.5).
+type Reporter interface {
+	UpdateReported(ctx context.Context, patch map[string]any) error
+}

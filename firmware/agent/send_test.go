@@ -1,0 +1,313 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/reefer/tracker/firmware/agent"
+	"github.com/reefer/tracker/firmware/agent/agenttest"
+)
+
+func TestOfflineThenDrainOldestFirst(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	r.start()
+	for k := 2; k <= 6; k++ {
+		r.clock.Advance(10 * time.Second)
+		r.waitPuts(k)
+	}
+	if n, _ := r.q.Len(); n != 6 || r.pub.Calls() != 0 {
+		t.Fatalf("offline: queue %d, publisher calls %d; want 6, 0", n, r.pub.Calls())
+	}
+	r.a.SetConnected(true)
+	eventually(t, "queue drained", func() bool { n, _ := r.q.Len(); return n == 0 })
+	sent := r.pub.Sent()
+	if got, want := seqs(sent), []uint64{1, 2, 3, 4, 5, 6}; !slices.Equal(got, want) {
+		t.Errorf("sent seqs = %v; want %v (oldest first, each once)", got, want)
+	}
+	if n := r.q.Acks(); n != 1 {
+		t.Errorf("backlog of 6 acked in %d queue transactions; want 1 batch", n)
+	}
+	// Online, a new sample goes straight through.
+	r.clock.Advance(10 * time.Second)
+	eventually(t, "seq 7 sent", func() bool { return len(r.pub.Sent()) == 7 })
+	if got := r.pub.Sent()[6].Seq; got != 7 {
+		t.Errorf("7th sent seq = %d; want 7", got)
+	}
+	st := r.a.Status()
+	if st.Sent != 7 || st.QueueDepth != 0 || st.LastSend != t0.Add(60*time.Second) || !st.Connected {
+		t.Errorf("Status() = %+v; want 7 sent, empty queue, last send at +60s, connected", st)
+	}
+}
+
+func TestSendFailureKeepsMessageAndBacksOff(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) {
+		c.TelemetryDelay = time.Hour
+		c.BackoffMin = time.Second
+		c.BackoffMax = 4 * time.Second
+	})
+	r.pub.Fail(agenttest.ErrFake)
+	r.a.SetConnected(true)
+	r.start()
+	// Rand is 0, so each wait is half the doubling delay, capped:
+	// 1s/2, 2s/2, 4s/2, 4s/2.
+	for i, d := range []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second} {
+		r.waitDeadline(d)
+		if got := r.pub.Calls(); got != i+1 {
+			t.Fatalf("after %d failures: %d send calls; want %d", i+1, got, i+1)
+		}
+		r.clock.Advance(d)
+		eventually(t, "a retry", func() bool { return r.pub.Calls() > i+1 })
+	}
+	msgs := r.q.Messages()
+	if len(msgs) != 1 || msgs[0].Seq != 1 {
+		t.Fatalf("queue = %v; want the failed message kept", seqs(msgs))
+	}
+	st := r.a.Status()
+	if st.SendErrors < 5 || st.LastError == "" || st.Sent != 0 {
+		t.Errorf("Status() = %+v; want ≥5 send errors, a last error, nothing sent", st)
+	}
+	// The hub is back: the same message (same id and seq) goes out.
+	r.pub.Fail(nil)
+	r.waitDeadline(2 * time.Second)
+	r.clock.Advance(2 * time.Second)
+	eventually(t, "the kept message sent", func() bool { return len(r.pub.Sent()) == 1 })
+	if got := r.pub.Sent()[0]; got.ID != msgs[0].ID || got.Seq != 1 {
+		t.Errorf("sent %s seq %d; want %s seq 1", got.ID, got.Seq, msgs[0].ID)
+	}
+	eventually(t, "ack", func() bool { n, _ := r.q.Len(); return n == 0 })
+}
+
+func TestReconnectRetriesAtOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) {
+		c.TelemetryDelay = time.Hour
+		c.BackoffMin = time.Minute
+		c.BackoffMax = time.Minute
+	})
+	r.pub.Fail(agenttest.ErrFake)
+	r.a.SetConnected(true)
+	r.start()
+	r.waitDeadline(30 * time.Second)
+	r.pub.Fail(nil)
+	r.a.SetConnected(false)
+	r.a.SetConnected(true) // the link came back: no need to wait out the minute
+	eventually(t, "resend after reconnect", func() bool { return len(r.pub.Sent()) == 1 })
+}
+
+func TestSamplingNotBlockedByBlockedPublisher(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	r.pub.Block()
+	r.a.SetConnected(true)
+	r.start()
+	select {
+	case <-r.pub.Entered():
+	case <-time.After(10 * time.Second):
+		t.Fatal("sender never called Send")
+	}
+	want := []time.Time{t0}
+	for k := 1; k <= 5; k++ {
+		r.clock.Advance(10 * time.Second)
+		want = append(want, t0.Add(time.Duration(k)*10*time.Second))
+		r.waitPuts(len(want))
+	}
+	if got := created(r.q.Messages()); !slices.Equal(got, want) {
+		t.Errorf("with Send blocked, sample times = %v; want %v", got, want)
+	}
+	r.pub.Unblock()
+	eventually(t, "backlog sent", func() bool { return len(r.pub.Sent()) == 6 })
+	if got, want := seqs(r.pub.Sent()), []uint64{1, 2, 3, 4, 5, 6}; !slices.Equal(got, want) {
+		t.Errorf("sent seqs = %v; want %v", got, want)
+	}
+}
+
+func TestSendNow(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) { c.TelemetryDelay = time.Hour })
+	if _, err := r.a.SendNow(context.Background()); !errors.Is(err, agent.ErrNotRunning) {
+		t.Fatalf("SendNow before Run = %v; want ErrNotRunning", err)
+	}
+	r.a.SetConnected(true)
+	r.start()
+	if err := r.a.Run(context.Background()); !errors.Is(err, agent.ErrRunning) {
+		t.Errorf("second Run = %v; want ErrRunning", err)
+	}
+	r.clock.Advance(time.Minute)
+	m, err := r.a.SendNow(context.Background())
+	if err != nil {
+		t.Fatalf("SendNow: %v", err)
+	}
+	if m.Seq != 2 || m.ID != "sensor-thl-001-2" || !m.Created.Equal(t0.Add(time.Minute)) {
+		t.Errorf("SendNow = %s seq %d at %v; want sensor-thl-001-2 seq 2 at %v", m.ID, m.Seq, m.Created, t0.Add(time.Minute))
+	}
+	eventually(t, "SendNow's message sent", func() bool { return len(r.pub.Sent()) == 2 })
+	if got := r.pub.Sent()[1].ID; got != m.ID {
+		t.Errorf("sent %q; want %q", got, m.ID)
+	}
+
+	r.env.Fail(agenttest.ErrFake)
+	if _, err := r.a.SendNow(context.Background()); !errors.Is(err, agenttest.ErrFake) {
+		t.Errorf("SendNow with a dead sensor = %v; want it to wrap %v", err, agenttest.ErrFake)
+	}
+	if n := r.q.Puts(); n != 2 {
+		t.Errorf("puts = %d after a failed reading; want 2 (no made-up message)", n)
+	}
+
+	r.cancel()
+	eventually(t, "Run to return", func() bool { return !r.a.Status().Running })
+	if _, err := r.a.SendNow(context.Background()); !errors.Is(err, agent.ErrNotRunning) {
+		t.Errorf("SendNow after cancel = %v; want ErrNotRunning", err)
+	}
+}
+
+func TestFlushOnCancel(t *testing.T) {
+	t.Parallel()
+	t.Run("sends backlog then returns", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, nil)
+		r.pub.Block()
+		r.a.SetConnected(true)
+		r.start()
+		for k := 2; k <= 4; k++ {
+			r.clock.Advance(10 * time.Second)
+			r.waitPuts(k)
+		}
+		r.cancel()
+		r.pub.Unblock()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run = %v; want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return after flushing")
+		}
+		r.done <- nil // for the cleanup
+		if got, want := seqs(r.pub.Sent()), []uint64{1, 2, 3, 4}; !slices.Equal(got, want) {
+			t.Errorf("flushed seqs = %v; want %v", got, want)
+		}
+		if n, _ := r.q.Len(); n != 0 {
+			t.Errorf("queue = %d after flush; want 0", n)
+		}
+	})
+	t.Run("bounded by FlushTimeout", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, func(c *agent.Config) { c.FlushTimeout = 3 * time.Second })
+		r.pub.Block()
+		r.a.SetConnected(true)
+		r.start()
+		<-r.pub.Entered()
+		r.cancel()
+		r.waitDeadline(3 * time.Second)
+		select {
+		case <-r.done:
+			t.Fatal("Run returned before the flush timeout with a send in flight")
+		default:
+		}
+		r.clock.Advance(3 * time.Second)
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run = %v; want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return at the flush timeout")
+		}
+		r.done <- nil
+		if msgs := r.q.Messages(); len(msgs) != 1 || msgs[0].Seq != 1 {
+			t.Errorf("queue = %v; want the unsent message kept", seqs(msgs))
+		}
+	})
+	t.Run("offline returns at once", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, nil)
+		r.start()
+		r.cancel()
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return when offline")
+		}
+		r.done <- nil
+		if n, _ := r.q.Len(); n != 1 {
+			t.Errorf("queue = %d; want 1 kept for the next start", n)
+		}
+	})
+}
+
+func TestSensorErrorsDoNotStopTheLoop(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	r.start()
+	r.env.Fail(agenttest.ErrFake)
+	for k := 1; k <= 3; k++ {
+		r.clock.Advance(10 * time.Second)
+		eventually(t, "a failed read", func() bool { return r.env.Reads() == 1+k })
+	}
+	st := r.a.Status()
+	if st.SensorErrors != 3 || st.LastError == "" || st.Samples != 1 {
+		t.Errorf("Status() = %+v; want 3 sensor errors, a last error, 1 sample", st)
+	}
+	if n := r.q.Puts(); n != 1 {
+		t.Errorf("puts = %d; failed readings must not produce messages", n)
+	}
+	r.env.Set(env(5))
+	r.clock.Advance(10 * time.Second)
+	r.waitPuts(2)
+	if got := r.q.Messages()[1].Created; !got.Equal(t0.Add(40 * time.Second)) {
+		t.Errorf("sample after recovery at %v; want %v", got, t0.Add(40*time.Second))
+	}
+}
+
+func TestQueuePutErrorCounted(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	r.start()
+	r.q.FailPut(agenttest.ErrFake)
+	r.clock.Advance(10 * time.Second)
+	eventually(t, "queue error counted", func() bool { return r.a.Status().QueueErrors == 1 })
+	r.q.FailPut(nil)
+	r.clock.Advance(10 * time.Second)
+	r.waitPuts(2)
+}
+
+// failOnce fails the first attempt at one seq and passes the rest through.
+type failOnce struct {
+	*agenttest.Publisher
+	seq    uint64
+	failed atomic.Bool
+}
+
+func (p *failOnce) Send(ctx context.Context, m agent.Queued) error {
+	if m.Seq == p.seq && p.failed.CompareAndSwap(false, true) {
+		return agenttest.ErrFake
+	}
+	return p.Publisher.Send(ctx, m)
+}
+
+func TestPartialBatchAcksOnlyWhatWasSent(t *testing.T) {
+	t.Parallel()
+	pub := &failOnce{Publisher: agenttest.NewPublisher(), seq: 3}
+	r := newRig(t, func(c *agent.Config) { c.Publisher = pub })
+	r.start()
+	for k := 2; k <= 5; k++ {
+		r.clock.Advance(10 * time.Second)
+		r.waitPuts(k)
+	}
+	r.a.SetConnected(true)
+	r.waitDeadline(500 * time.Millisecond) // back-off after seq 3 failed
+	if got, want := seqs(r.q.Messages()), []uint64{3, 4, 5}; !slices.Equal(got, want) {
+		t.Errorf("queue after a failure at seq 3 = %v; want %v", got, want)
+	}
+	r.clock.Advance(500 * time.Millisecond)
+	eventually(t, "the rest sent", func() bool { n, _ := r.q.Len(); return n == 0 })
+	if got, want := seqs(pub.Sent()), []uint64{1, 2, 3, 4, 5}; !slices.Equal(got, want) {
+		t.Errorf("sent seqs = %v; want %v each once", got, want)
+	}
+}

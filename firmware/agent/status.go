@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/firmware/telemetry"
+)
+
+// StatusReport is what `tracker doctor` and the getStatus direct method
+// show. It marshals to JSON as is.
+type StatusReport struct {
+	DeviceID        string            `json:"deviceId"`
+	FirmwareVersion string            `json:"firmwareVersion"`
+	Running         bool              `json:"running"` // Run is sampling
+	Connected       bool              `json:"connected"`
+	TelemetryDelay  float64           `json:"telemetryDelay"` // seconds
+	AlertThreshold  float64           `json:"temperatureAlertThreshold"`
+	DesiredVersion  int64             `json:"desiredVersion"`
+	Sources         telemetry.Sources `json:"sources"`
+
+	QueueDepth int    `json:"queueDepth"`
+	QueueBytes int64  `json:"queueBytes"`
+	Dropped    uint64 `json:"droppedMessages"`
+
+	Samples      uint64 `json:"samples"`
+	SensorErrors uint64 `json:"sensorErrors"`
+	Sent         uint64 `json:"sent"`
+	SendErrors   uint64 `json:"sendErrors"`
+	QueueErrors  uint64 `json:"queueErrors"`
+
+	LastSample       time.Time `json:"lastSample,omitzero"`
+	LastSeq          uint64    `json:"lastSeq,omitzero"`
+	LastSend         time.Time `json:"lastSend,omitzero"`
+	LastError        string    `json:"lastError,omitempty"`
+	LastErrorAt      time.Time `json:"lastErrorAt,omitzero"`
+	LastDesiredError string    `json:"lastDesiredError,omitempty"`
+	LastProvisioned  time.Time `json:"lastProvisioned,omitzero"`
+}
+
+// Status returns the agent's current state.
+func (a *Agent) Status() StatusReport {
+	depth, bytes := a.cfg.Queue.Len()
+	dropped := a.cfg.Queue.Dropped()
+	var gps drivers.Source
+	if a.cfg.GPS != nil {
+		gps = a.cfg.GPS.Source()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.st
+	return StatusReport{
+		DeviceID:         a.cfg.DeviceID,
+		FirmwareVersion:  a.cfg.FirmwareVersion,
+		Running:          a.sampled != nil && !isClosed(a.sampled),
+		Connected:        st.connected,
+		TelemetryDelay:   st.interval.Seconds(),
+		AlertThreshold:   st.threshold,
+		DesiredVersion:   st.desiredVersion,
+		Sources:          telemetry.Sources{Env: st.envSource, GPS: gps},
+		QueueDepth:       depth,
+		QueueBytes:       bytes,
+		Dropped:          dropped,
+		Samples:          st.samples,
+		SensorErrors:     st.sensorErrs,
+		Sent:             st.sent,
+		SendErrors:       st.sendErrs,
+		QueueErrors:      st.queueErrs,
+		LastSample:       st.lastSample,
+		LastSeq:          st.lastSeq,
+		LastSend:         st.lastSend,
+		LastError:        st.lastErr,
+		LastErrorAt:      st.lastErrAt,
+		LastDesiredError: st.desiredErr,
+		LastProvisioned:  st.provisioned,
+	}
+}

@@ -1,0 +1,242 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Twin property names. Desired: telemetryDelay, temperatureAlertThreshold.
+// The agent reports those two with the applied values plus the rest.
+const (
+	PropTelemetryDelay   = "telemetryDelay"            // seconds, 1..3600
+	PropAlertThreshold   = "temperatureAlertThreshold" // °C, -50..100
+	PropLastDesiredError = "lastDesiredError"          // string, null when the last apply was clean
+	PropDesiredVersion   = "desiredVersion"            // $version of the desired twin last applied
+	PropFirmwareVersion  = "firmwareVersion"
+	PropSensors          = "sensors" // {"env": "hardware"|"simulated", "gps": ...}
+	PropQueueDepth       = "queueDepth"
+	PropQueueBytes       = "queueBytes"
+	PropDroppedMessages  = "droppedMessages"
+	PropLastProvisioned  = "lastProvisioned" // RFC 3339 UTC, null before the first
+)
+
+// ApplyDesired applies a desired-properties patch or the desired section of
+// a full twin GET (spec B.5), with the $version it carried.
+//
+//   - A version older than one already applied is ignored: spec B.5 drops
+//     notifications older than the GET's version; an equal one is applied
+//     again, which is harmless (a GET after a reconnect).
+//   - telemetryDelay: seconds, a number or a numeric string ("1" in the
+//     reference flow), 1..3600; temperatureAlertThreshold: °C, -50..100.
+//     Both take effect at once. A null value (a deleted property) restores
+//     the configured value. Unknown properties are ignored.
+//   - A bad value is rejected and the previous value kept; the reported
+//     lastDesiredError says what was rejected. The returned error wraps
+//     ErrBadDesired for each one.
+//
+// The applied values are reported back through the Reporter.
+func (a *Agent) ApplyDesired(version int64, desired map[string]any) error {
+	a.mu.Lock()
+	if version > 0 && version < a.st.desiredVersion {
+		cur := a.st.desiredVersion
+		a.mu.Unlock()
+		a.log.Info("stale desired properties ignored", "version", version, "applied_version", cur)
+		return nil
+	}
+	var errs []error
+	oldInterval := a.st.interval
+	for _, key := range []string{PropTelemetryDelay, PropAlertThreshold} {
+		v, ok := desired[key]
+		if !ok {
+			continue
+		}
+		switch key {
+		case PropTelemetryDelay:
+			d, err := parseDelay(v, a.cfg.TelemetryDelay)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			a.st.interval = d
+		case PropAlertThreshold:
+			t, err := parseThreshold(v, *a.cfg.AlertThreshold)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			a.st.threshold = t
+		}
+	}
+	if version > a.st.desiredVersion {
+		a.st.desiredVersion = version
+	}
+	err := errors.Join(errs...)
+	a.st.desiredErr = ""
+	if err != nil {
+		a.st.desiredErr = fmt.Sprintf("version %d: %s", version, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	interval, threshold := a.st.interval, a.st.threshold
+	a.mu.Unlock()
+
+	if interval != oldInterval {
+		signal(a.intervalChanged)
+	}
+	signal(a.wakeReporter)
+	a.log.Info("desired properties applied", "version", version,
+		"telemetryDelay", interval.Seconds(), "temperatureAlertThreshold", threshold)
+	if err != nil {
+		a.log.Warn("desired properties rejected", "version", version, "err", err)
+	}
+	return err
+}
+
+func parseDelay(v any, def time.Duration) (time.Duration, error) {
+	if v == nil {
+		return def, nil
+	}
+	f, err := number(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %s", ErrBadDesired, PropTelemetryDelay, err)
+	}
+	lo, hi := MinTelemetryDelay.Seconds(), MaxTelemetryDelay.Seconds()
+	if f < lo || f > hi {
+		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropTelemetryDelay, f, lo, hi)
+	}
+	// Milliseconds are plenty and keep the reported value tidy.
+	return time.Duration(math.Round(f*1000)) * time.Millisecond, nil
+}
+
+func parseThreshold(v any, def float64) (float64, error) {
+	if v == nil {
+		return def, nil
+	}
+	f, err := number(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %s", ErrBadDesired, PropAlertThreshold, err)
+	}
+	if f < MinAlertThreshold || f > MaxAlertThreshold {
+		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertThreshold, f, MinAlertThreshold, MaxAlertThreshold)
+	}
+	return f, nil
+}
+
+// number accepts what a JSON decoder may produce for a number, and a
+// numeric string: operators type '{"telemetryDelay":"1"}' too.
+func number(v any) (float64, error) {
+	var f float64
+	switch x := v.(type) {
+	case float64:
+		f = x
+	case float32:
+		f = float64(x)
+	case int:
+		f = float64(x)
+	case int64:
+		f = float64(x)
+	case int32:
+		f = float64(x)
+	case uint64:
+		f = float64(x)
+	case json.Number:
+		return number(string(x))
+	case string:
+		var err error
+		f, err = strconv.ParseFloat(strings.TrimSpace(x), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a number", x)
+		}
+	default:
+		b, _ := json.Marshal(v)
+		return 0, fmt.Errorf("%s is %T, not a number", b, v)
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%v is not a finite number", v)
+	}
+	return f, nil
+}
+
+// reported is the full reported-properties document. It is small (well
+// under the 32 KB limit, spec F), so every report sends all of it and a
+// failed report needs no merging: the next one carries everything.
+func (a *Agent) reported() map[string]any {
+	depth, bytes := a.cfg.Queue.Len()
+	dropped := a.cfg.Queue.Dropped()
+	gps := ""
+	if a.cfg.GPS != nil {
+		gps = string(a.cfg.GPS.Source())
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var desiredErr, provisioned any // JSON null deletes the member (spec B.5)
+	if a.st.desiredErr != "" {
+		desiredErr = a.st.desiredErr
+	}
+	if !a.st.provisioned.IsZero() {
+		provisioned = a.st.provisioned.UTC().Format(time.RFC3339)
+	}
+	return map[string]any{
+		PropFirmwareVersion:  a.cfg.FirmwareVersion,
+		PropTelemetryDelay:   a.st.interval.Seconds(),
+		PropAlertThreshold:   a.st.threshold,
+		PropDesiredVersion:   a.st.desiredVersion,
+		PropLastDesiredError: desiredErr,
+		PropSensors:          map[string]any{"env": string(a.st.envSource), "gps": gps},
+		PropQueueDepth:       depth,
+		PropQueueBytes:       bytes,
+		PropDroppedMessages:  dropped,
+		PropLastProvisioned:  provisioned,
+	}
+}
+
+// reporter sends the reported document while connected: on connect, after
+// a desired change or provisioning, and every ReportInterval. A failed
+// report is retried with back-off.
+func (a *Agent) reporter(ctx context.Context) {
+	tick := a.clock.NewTicker(a.cfg.ReportInterval)
+	defer tick.Stop()
+	dirty := true
+	failures := 0
+	var retry <-chan time.Time
+	for {
+		if dirty && retry == nil {
+			// Consume a pending link signal before reading the state it
+			// stands for, so a stale one cannot cut the retry wait short.
+			select {
+			case <-a.connReporter:
+			default:
+			}
+		}
+		if dirty && retry == nil && a.connected() {
+			err := a.cfg.Reporter.UpdateReported(ctx, a.reported())
+			switch {
+			case err == nil:
+				dirty, failures = false, 0
+			case ctx.Err() != nil:
+				return
+			default:
+				failures++
+				a.log.Warn("report properties failed", "err", err, "consecutive", failures)
+				retry = a.clock.After(a.backoffDelay(failures))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wakeReporter:
+			dirty = true
+		case <-a.connReporter:
+			// After a reconnect the hub may have missed reports: send all.
+			dirty, retry = true, nil
+		case <-tick.C():
+			dirty = true
+		case <-retry:
+			retry = nil
+		}
+	}
+}

@@ -1,0 +1,291 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reefer/tracker/firmware/agent"
+	"github.com/reefer/tracker/firmware/agent/agenttest"
+	"github.com/reefer/tracker/firmware/telemetry"
+)
+
+// waitReported waits for a reported patch satisfying ok and returns it.
+func (r *rig) waitReported(what string, ok func(map[string]any) bool) map[string]any {
+	r.t.Helper()
+	var got map[string]any
+	eventually(r.t, "reported "+what, func() bool {
+		got = r.rep.Last()
+		return got != nil && ok(got)
+	})
+	return got
+}
+
+func TestDesiredDelayTakesEffectAtOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		value any
+		want  time.Duration
+	}{
+		{"number", 3.0, 3 * time.Second},
+		{"numeric string as in the reference flow", "1", time.Second},
+		{"json.Number", json.Number("5"), 5 * time.Second},
+		{"int", 7, 7 * time.Second},
+		{"fractional string with spaces", " 2.5 ", 2500 * time.Millisecond},
+		{"upper bound", 3600.0, time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, func(c *agent.Config) { c.TelemetryDelay = 20 * time.Minute })
+			r.a.SetConnected(true)
+			r.start()
+			r.clock.Advance(time.Minute) // mid-interval
+			if err := r.a.ApplyDesired(4, map[string]any{"telemetryDelay": tt.value, "$version": 4}); err != nil {
+				t.Fatalf("ApplyDesired(%v) = %v; want nil", tt.value, err)
+			}
+			// The ticker is re-armed from now, not at the end of the old
+			// 20 minute interval.
+			r.waitDeadline(tt.want)
+			r.clock.Advance(tt.want)
+			r.waitPuts(2)
+			r.clock.Advance(tt.want)
+			r.waitPuts(3)
+			eventually(t, "three sent", func() bool { return len(r.pub.Sent()) == 3 })
+			got := created(r.pub.Sent())
+			if want := t0.Add(time.Minute + tt.want); !got[1].Equal(want) || !got[2].Equal(want.Add(tt.want)) {
+				t.Errorf("samples at %v; want %v and %v", got[1:], want, want.Add(tt.want))
+			}
+			rep := r.waitReported("telemetryDelay", func(p map[string]any) bool { return p["telemetryDelay"] == tt.want.Seconds() })
+			if rep["lastDesiredError"] != nil || rep["desiredVersion"] != int64(4) {
+				t.Errorf("reported = %v; want no lastDesiredError and desiredVersion 4", rep)
+			}
+			if got := r.a.Status().TelemetryDelay; got != tt.want.Seconds() {
+				t.Errorf("Status().TelemetryDelay = %v; want %v", got, tt.want.Seconds())
+			}
+		})
+	}
+}
+
+func TestBadDesiredRejected(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		desired map[string]any
+		keyword string // in the error
+	}{
+		{"word", map[string]any{"telemetryDelay": "soon"}, "telemetryDelay"},
+		{"zero", map[string]any{"telemetryDelay": 0.0}, "outside"},
+		{"too long", map[string]any{"telemetryDelay": 3601.0}, "outside"},
+		{"negative string", map[string]any{"telemetryDelay": "-5"}, "outside"},
+		{"NaN string", map[string]any{"telemetryDelay": "NaN"}, "finite"},
+		{"bool", map[string]any{"telemetryDelay": true}, "not a number"},
+		{"object", map[string]any{"telemetryDelay": map[string]any{"s": 1}}, "not a number"},
+		{"empty string", map[string]any{"telemetryDelay": ""}, "not a number"},
+		{"threshold too hot", map[string]any{"temperatureAlertThreshold": 150.0}, "temperatureAlertThreshold"},
+		{"threshold word", map[string]any{"temperatureAlertThreshold": "warm"}, "temperatureAlertThreshold"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, nil)
+			err := r.a.ApplyDesired(2, tt.desired)
+			if !errors.Is(err, agent.ErrBadDesired) || !strings.Contains(err.Error(), tt.keyword) {
+				t.Fatalf("ApplyDesired(%v) = %v; want ErrBadDesired mentioning %q", tt.desired, err, tt.keyword)
+			}
+			st := r.a.Status()
+			if st.TelemetryDelay != 10 || st.AlertThreshold != agent.DefaultAlertThreshold {
+				t.Errorf("after a bad value: delay %v threshold %v; want 10, %v kept", st.TelemetryDelay, st.AlertThreshold, agent.DefaultAlertThreshold)
+			}
+			if !strings.Contains(st.LastDesiredError, tt.keyword) {
+				t.Errorf("LastDesiredError = %q; want it to mention %q", st.LastDesiredError, tt.keyword)
+			}
+		})
+	}
+}
+
+func TestBadDesiredReportedAndCleared(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	r.a.SetConnected(true)
+	r.start()
+	// One good and one bad value: the good one applies.
+	err := r.a.ApplyDesired(3, map[string]any{"telemetryDelay": "abc", "temperatureAlertThreshold": 8})
+	if !errors.Is(err, agent.ErrBadDesired) {
+		t.Fatalf("ApplyDesired = %v; want ErrBadDesired", err)
+	}
+	rep := r.waitReported("the rejection", func(p map[string]any) bool { return p["lastDesiredError"] != nil })
+	if rep["telemetryDelay"] != 10.0 || rep["temperatureAlertThreshold"] != 8.0 {
+		t.Errorf("reported = %v; want telemetryDelay 10 (kept) and threshold 8 (applied)", rep)
+	}
+	if msg, _ := rep["lastDesiredError"].(string); !strings.Contains(msg, `"abc"`) || !strings.Contains(msg, "version 3") {
+		t.Errorf("lastDesiredError = %q; want it to name the value and version", msg)
+	}
+	// The sampler still runs on the old interval.
+	r.clock.Advance(10 * time.Second)
+	r.waitPuts(2)
+
+	if err := r.a.ApplyDesired(4, map[string]any{"telemetryDelay": 2}); err != nil {
+		t.Fatalf("ApplyDesired(good) = %v", err)
+	}
+	rep = r.waitReported("a clean apply", func(p map[string]any) bool { return p["telemetryDelay"] == 2.0 })
+	if v, ok := rep["lastDesiredError"]; !ok || v != nil {
+		t.Errorf("lastDesiredError = %v, present %v; want null to clear it", v, ok)
+	}
+}
+
+func TestDesiredNullRestoresConfigAndStaleIgnored(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	if err := r.a.ApplyDesired(5, map[string]any{"telemetryDelay": 60, "temperatureAlertThreshold": 5}); err != nil {
+		t.Fatal(err)
+	}
+	// Spec B.5: an older version (a GET answered after a newer patch) is dropped.
+	if err := r.a.ApplyDesired(4, map[string]any{"telemetryDelay": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.a.Status(); st.TelemetryDelay != 60 || st.DesiredVersion != 5 {
+		t.Errorf("after stale version 4: delay %v version %d; want 60, 5", st.TelemetryDelay, st.DesiredVersion)
+	}
+	if err := r.a.ApplyDesired(6, map[string]any{"telemetryDelay": nil, "temperatureAlertThreshold": nil}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.a.Status(); st.TelemetryDelay != 10 || st.AlertThreshold != agent.DefaultAlertThreshold {
+		t.Errorf("after null: delay %v threshold %v; want config's 10, %v", st.TelemetryDelay, st.AlertThreshold, agent.DefaultAlertThreshold)
+	}
+}
+
+func TestAlertPropertyFollowsThreshold(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) { c.TelemetryDelay = time.Hour })
+	r.start()
+	sample := func(tempC float64) string {
+		t.Helper()
+		r.env.Set(env(tempC))
+		m, err := r.a.SendNow(context.Background())
+		if err != nil {
+			t.Fatalf("SendNow: %v", err)
+		}
+		return m.Props[telemetry.AlertProperty]
+	}
+	tests := []struct {
+		desired any // temperatureAlertThreshold to apply first; nil: leave it
+		tempC   float64
+		want    string
+	}{
+		{nil, 30.5, "true"}, // default 30 °C
+		{nil, 30, "false"},
+		{nil, 29, "false"},
+		{25.0, 29, "true"},
+		{"-18", -17.5, "true"}, // a freezer container
+		{"-18", -18.5, "false"},
+	}
+	for i, tt := range tests {
+		if tt.desired != nil {
+			if err := r.a.ApplyDesired(int64(i+1), map[string]any{"temperatureAlertThreshold": tt.desired}); err != nil {
+				t.Fatalf("ApplyDesired(%v) = %v", tt.desired, err)
+			}
+		}
+		if got := sample(tt.tempC); got != tt.want {
+			t.Errorf("threshold %v, %v °C: temperatureAlert = %q; want %q", tt.desired, tt.tempC, got, tt.want)
+		}
+	}
+}
+
+func TestReportedProperties(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) { c.ReportInterval = time.Hour })
+	r.start()
+	if p := r.rep.Patches(); len(p) != 0 {
+		t.Fatalf("reported %v while disconnected", p)
+	}
+	r.a.SetConnected(true)
+	rep := r.waitReported("on connect", func(map[string]any) bool { return true })
+	want := map[string]any{
+		"firmwareVersion":           "1.2.3",
+		"telemetryDelay":            10.0,
+		"temperatureAlertThreshold": 30.0,
+		"sensors":                   map[string]any{"env": "hardware", "gps": "simulated"},
+		"lastProvisioned":           nil,
+	}
+	for k, v := range want {
+		if got, _ := json.Marshal(rep[k]); string(got) != mustJSON(t, v) {
+			t.Errorf("reported[%q] = %s; want %s", k, got, mustJSON(t, v))
+		}
+	}
+	if _, ok := rep["queueDepth"]; !ok {
+		t.Errorf("reported = %v; want queueDepth", rep)
+	}
+
+	prov := t0.Add(-time.Hour)
+	r.a.SetProvisioned(prov)
+	r.waitReported("lastProvisioned", func(p map[string]any) bool { return p["lastProvisioned"] == prov.Format(time.RFC3339) })
+
+	// Offline samples pile up; the periodic report shows the depth.
+	r.a.SetConnected(false)
+	r.pub.Block()
+	for k := 2; k <= 4; k++ {
+		r.clock.Advance(10 * time.Second)
+		r.waitPuts(k)
+	}
+	r.a.SetConnected(true)
+	r.waitReported("queue depth after reconnect", func(p map[string]any) bool {
+		d, _ := p["queueDepth"].(int)
+		return d > 0
+	})
+	r.pub.Unblock()
+	n := len(r.rep.Patches())
+	r.clock.Advance(time.Hour)
+	eventually(t, "the periodic report", func() bool { return len(r.rep.Patches()) > n })
+}
+
+func TestReporterRetriesAfterFailure(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) { c.BackoffMin, c.BackoffMax = 2*time.Second, 2*time.Second })
+	r.rep.Fail(agenttest.ErrFake)
+	r.a.SetConnected(true)
+	r.start()
+	r.waitDeadline(time.Second)
+	r.rep.Fail(nil)
+	r.clock.Advance(time.Second)
+	r.waitReported("after retry", func(map[string]any) bool { return true })
+}
+
+func TestStatusJSON(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	r.start()
+	b, err := json.Marshal(r.a.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{
+		"deviceId": "sensor-thl-001", "telemetryDelay": 10.0, "queueDepth": 1.0, "connected": false,
+		"running": true, "lastSample": t0.Format(time.RFC3339), "lastSeq": 1.0,
+		"sources": map[string]any{"env": "hardware", "gps": "simulated"},
+	} {
+		if g, w := mustJSON(t, got[k]), mustJSON(t, want); g != w {
+			t.Errorf("status[%q] = %s; want %s", k, g, w)
+		}
+	}
+	if _, ok := got["lastSend"]; ok {
+		t.Errorf("status has lastSend before any send: %s", b)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
