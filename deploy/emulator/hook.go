@@ -23,9 +23,16 @@ const maxKeepAlive = 1178
 // Spec B.2, F: at most 5 subscriptions per device.
 const maxSubscriptions = 5
 
-// errClose makes mochi close a connection from OnPacketRead: IoT Hub and
-// DPS answer protocol misuse by closing the connection (spec B.2).
+// errClose is the stop cause of a connection closed for protocol misuse:
+// IoT Hub and DPS answer misuse by closing the connection (spec B.2).
 var errClose = errors.New("protocol violation")
+
+// reject closes the connection from OnPacketRead; mochi only honours
+// ErrRejectPacket from that hook, and a read error ends the connection.
+func (s *session) reject() (packets.Packet, error) {
+	s.stop(errClose)
+	return packets.Packet{}, packets.ErrRejectPacket
+}
 
 type sessionKind int
 
@@ -267,11 +274,11 @@ func (h *brokerHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		if pk.FixedHeader.Qos > 1 {
 			// Spec B.2: a QoS 2 PUBLISH closes the connection.
 			h.e.log.Info("closing connection: QoS 2 publish", "client", cl.ID, "topic", pk.TopicName)
-			return pk, errClose
+			return s.reject()
 		}
 		if !s.mayPublish(pk.TopicName) {
 			h.e.log.Info("closing connection: publish to unsupported topic", "client", cl.ID, "topic", pk.TopicName)
-			return pk, errClose
+			return s.reject()
 		}
 	case packets.Subscribe:
 		existing := s.cl.State.Subscriptions.GetAll()
@@ -279,7 +286,7 @@ func (h *brokerHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		for _, f := range pk.Filters {
 			if !s.maySubscribe(f.Filter) {
 				h.e.log.Info("closing connection: subscribe to unsupported filter", "client", cl.ID, "filter", f.Filter)
-				return pk, errClose
+				return s.reject()
 			}
 			if _, ok := existing[f.Filter]; !ok {
 				n++
@@ -287,7 +294,7 @@ func (h *brokerHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		}
 		if n > maxSubscriptions {
 			h.e.log.Info("closing connection: more than 5 subscriptions", "client", cl.ID)
-			return pk, errClose
+			return s.reject()
 		}
 	case packets.Puback:
 		if s.kind == kindHub {
