@@ -135,6 +135,16 @@ func (g *gate) release() {
 	}
 }
 
+// waitHeld waits until a client sleep is held by the closed gate.
+func (g *gate) waitHeld(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the client never reached its back-off")
+	}
+}
+
 func (g *gate) sleep(ctx context.Context, d time.Duration) error {
 	g.mu.Lock()
 	closed, open := g.closed, g.open
@@ -188,10 +198,16 @@ func tryConnect(t *testing.T, e *emulator.Emulator, res *dps.Result, cert tls.Ce
 		gate:    newGate(),
 	}
 	cfg := iothub.Config{
-		Hub:              res.AssignedHub,
-		DeviceID:         res.DeviceID,
-		TLS:              e.ClientTLSConfig(cert),
-		OnState:          func(s iothub.StateChange) { d.states <- s },
+		Hub:      res.AssignedHub,
+		DeviceID: res.DeviceID,
+		TLS:      e.ClientTLSConfig(cert),
+		// Never block the client: a duel can produce many events.
+		OnState: func(s iothub.StateChange) {
+			select {
+			case d.states <- s:
+			default:
+			}
+		},
 		OnDesired:        func(x iothub.Desired) { d.desired <- x },
 		OnC2D:            func(m iothub.Message) { d.c2d <- m },
 		Sleep:            d.gate.sleep,
