@@ -212,8 +212,9 @@ type Emulator struct {
 	hubs      []hubEndpoint // index 0 = hub1
 	removeObs func()
 
-	dps *dpsService
-	hub *hubService
+	dps  *dpsService
+	hub  *hubService
+	hook *brokerHook
 
 	mu      sync.Mutex
 	started bool
@@ -438,8 +439,9 @@ func (e *Emulator) Start(ctx context.Context) error {
 	caps.MaximumPacketSize = 512 * 1024 // telemetry limit is 256 KB; bound memory
 	caps.MaximumClientWritesPending = 1024
 	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 (spec A.1, B.1); v5 gets its own preview
-	e.server = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: e.log.With("component", "mochi"), InlineClient: false})
-	if err := e.server.AddHook(&brokerHook{e: e}, nil); err != nil {
+	e.server = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietHandler{e.log.Handler()}).With("component", "mochi"), InlineClient: false})
+	e.hook = &brokerHook{e: e}
+	if err := e.server.AddHook(e.hook, nil); err != nil {
 		return fmt.Errorf("emulator: add hook: %w", err)
 	}
 	for _, l := range e.listeners {

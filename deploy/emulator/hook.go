@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -88,11 +89,26 @@ func newSession(e *Emulator, cl *mqtt.Client, kind sessionKind, chain []*x509.Ce
 func (s *session) writeLoop() {
 	// Nothing may precede CONNACK, even a notification for a session
 	// whose subscriptions were inherited (CleanSession 0).
-	select {
-	case <-s.ready:
-	case <-s.done:
-		return
+	// If CONNACK cannot be sent mochi never calls OnDisconnect; notice
+	// the closed client and clean up ourselves.
+	tick := time.NewTicker(time.Second)
+wait:
+	for {
+		select {
+		case <-s.ready:
+			break wait
+		case <-s.done:
+			tick.Stop()
+			return
+		case <-tick.C:
+			if s.cl.Closed() {
+				tick.Stop()
+				s.e.hook.forget(s.cl, errors.New("closed before CONNACK"))
+				return
+			}
+		}
 	}
+	tick.Stop()
 	for {
 		select {
 		case pk := <-s.out:
@@ -372,12 +388,14 @@ func (h *brokerHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnDisconnect forgets the session.
-func (h *brokerHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	s := h.session(cl)
-	if s == nil {
+func (h *brokerHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) { h.forget(cl, err) }
+
+func (h *brokerHook) forget(cl *mqtt.Client, err error) {
+	v, loaded := h.sessions.LoadAndDelete(cl)
+	if !loaded {
 		return
 	}
-	h.sessions.Delete(cl)
+	s := v.(*session)
 	s.end()
 	if s.kind == kindHub {
 		h.e.hub.disconnected(s, err)

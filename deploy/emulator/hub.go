@@ -150,17 +150,17 @@ func (h *hubService) authenticate(cl *mqtt.Client, ep *hubEndpoint, user, client
 		h.e.log.Info("closing older connection of the same device", "hub", ep.host, "deviceId", deviceID)
 		old.stop(errTakenOver)
 	}
-	go s.c2dLoop()
-	return s, nil
-}
-
-func (h *hubService) established(s *session) {
+	// Recorded before CONNACK so a device that saw CONNACK is listed as
+	// connected.
 	h.e.store.SetConnectionState(s.hub, s.deviceID, true)
 	if s.modelID != "" {
 		h.e.store.SetModelID(s.hub, s.deviceID, s.modelID)
 	}
-	h.subscribed(s)
+	go s.c2dLoop()
+	return s, nil
 }
+
+func (h *hubService) established(s *session) { h.subscribed(s) }
 
 // subscribed wakes C2D delivery and anyone waiting for the device.
 func (h *hubService) subscribed(s *session) {
