@@ -274,6 +274,18 @@ func TestHubDirectMethod(t *testing.T) {
 	if r.Status != 200 || string(r.Payload) != `{"echo":{"seconds":15},"ok":true}` {
 		t.Errorf("method result = %d %s", r.Status, r.Payload)
 	}
+	// No payload either way: the device gets an empty body and answers
+	// with one, which the service side reports as null (spec B.6, E).
+	d.c.HandleMethod("ping", func(_ context.Context, p json.RawMessage) (int, any) {
+		if p != nil {
+			return 400, map[string]string{"error": "unexpected payload " + string(p)}
+		}
+		return 204, nil
+	})
+	r, err = e.InvokeMethod(testCtx(t), res.AssignedHub, res.DeviceID, store.MethodRequest{MethodName: "ping", ResponseTimeoutInSeconds: 10})
+	if err != nil || r.Status != 204 || string(r.Payload) != "null" {
+		t.Errorf("ping = %d %s, %v; want 204 null", r.Status, r.Payload, err)
+	}
 	r, err = e.InvokeMethod(testCtx(t), res.AssignedHub, res.DeviceID, store.MethodRequest{MethodName: "noSuchMethod", ResponseTimeoutInSeconds: 10})
 	if err != nil || r.Status != 404 {
 		t.Errorf("unknown method = %+v, %v; want status 404 from the device", r, err)
@@ -304,4 +316,35 @@ func TestHubC2D(t *testing.T) {
 		p, err := e.Store().PendingC2D(res.AssignedHub, res.DeviceID)
 		return err == nil && len(p) == 0
 	})
+}
+
+// TestHubC2DQueuedWhileOffline: with CleanSession 0 (the client's
+// default) a message queued while the device was offline arrives after
+// the reconnect (spec B.2, B.4).
+func TestHubC2DQueuedWhileOffline(t *testing.T) {
+	t.Parallel()
+	e, _, res, cc := provisioned(t, "dev-c2d-off")
+	d := connect(t, e, res, cc.chain, nil)
+	d.gate.close()
+	if err := e.SetDeviceStatus(res.AssignedHub, res.DeviceID, store.StatusDisabled); err != nil {
+		t.Fatal(err)
+	}
+	d.waitState(t, "the disconnect", isDisconnected)
+	d.gate.waitHeld(t)
+	if err := e.SetDeviceStatus(res.AssignedHub, res.DeviceID, store.StatusEnabled); err != nil {
+		t.Fatal(err)
+	}
+	mid, err := e.SendC2D(res.AssignedHub, res.DeviceID, []byte("while you were away"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.gate.release()
+	select {
+	case m := <-d.c2d:
+		if m.MessageID != mid || string(m.Body) != "while you were away" {
+			t.Errorf("C2D = %q %q; want %q", m.MessageID, m.Body, mid)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the message queued while offline never arrived")
+	}
 }
