@@ -527,11 +527,10 @@ func (e *Emulator) buildInfo() Info {
 		SharedAccessKey:     e.sec.DPSKey,
 	}
 	inf.DPS.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", svcHost, inf.DPS.SharedAccessKeyName, inf.DPS.SharedAccessKey)
-	for i, h := range e.hubs {
+	for _, h := range e.hubs {
 		hi := HubInfo{Name: h.name, HostName: h.host, MQTTAddress: e.listenerByID(h.listener).Addr().String(),
 			SharedAccessKeyName: "iothubowner", SharedAccessKey: e.sec.HubKeys[h.name]}
 		hi.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", hi.HostName, hi.SharedAccessKeyName, hi.SharedAccessKey)
-		_ = i
 		inf.Hubs = append(inf.Hubs, hi)
 	}
 	return inf
