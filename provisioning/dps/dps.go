@@ -23,6 +23,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
 // DefaultEndpoint is the global device endpoint (spec A.1).
@@ -121,7 +123,7 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.MaxAttempts = 6
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleepCtx
+		cfg.Sleep = retry.Sleep
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
@@ -221,7 +223,7 @@ func register(parent context.Context, cfg Config) (*Result, error) {
 		if errors.As(err, &de) {
 			floor = min(de.RetryAfter, maxRetryAfter)
 		}
-		d := backoff(attempt, cfg.BackoffBase, cfg.BackoffMax, floor, cfg.Rand())
+		d := retry.Backoff(attempt, cfg.BackoffBase, cfg.BackoffMax, floor, cfg.Rand())
 		log.Warn("dps attempt failed; retrying", "attempt", attempt+1, "delay", d, "err", err)
 		if err := cfg.Sleep(ctx, d); err != nil {
 			if parent.Err() != nil {
