@@ -174,6 +174,10 @@ func splitEndpoint(ep, defPort string) (host, port string, err error) {
 	return ep, defPort, nil
 }
 
+// maxThrottledPolls bounds how often a throttled poll is repeated on one
+// connection before the whole registration backs off and starts over.
+const maxThrottledPolls = 3
+
 // errMaxWait is the cause when Config.MaxWait runs out.
 var errMaxWait = errors.New("registration did not finish within MaxWait")
 
@@ -326,6 +330,8 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 	op := "register"
 	topic := RegisterTopic(strconv.Itoa(rid))
 	var payload []byte = body
+	var opID string
+	throttledPolls := 0
 	for {
 		if err := cn.wait(ctx, cn.cli.Publish(topic, 1, false, payload), cfg.ResponseTimeout); err != nil {
 			return nil, &Error{Kind: ErrTransient, Op: op, Err: err}
@@ -338,6 +344,20 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 				return nil, de
 			}
 			return nil, &Error{Kind: ErrTransient, Op: op, Err: err}
+		}
+		if r.Status == 429 && op == "poll" && throttledPolls < maxThrottledPolls {
+			// A throttled status poll: poll the same operation again rather
+			// than registering anew. Registrations are billable and have
+			// their own rate limit; status polls are neither (spec F).
+			throttledPolls++
+			wait := min(max(r.RetryAfter, minPollInterval*time.Duration(1<<throttledPolls)), maxRetryAfter)
+			log.Warn("dps poll throttled; polling the operation again", "operation_id", opID, "wait", wait)
+			if err := cfg.Sleep(ctx, wait); err != nil {
+				return nil, &Error{Kind: ErrTransient, Op: op, Err: err}
+			}
+			rid++
+			topic = PollTopic(strconv.Itoa(rid), opID)
+			continue
 		}
 		if r.Status != 200 && r.Status != 202 {
 			return nil, classifyStatus(op, r)
@@ -357,7 +377,8 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 		}
 		rid++
 		op = "poll"
-		topic = PollTopic(strconv.Itoa(rid), out.OperationID)
+		opID = out.OperationID
+		topic = PollTopic(strconv.Itoa(rid), opID)
 		payload = nil // spec A.2: the poll body is empty
 	}
 }
