@@ -171,7 +171,7 @@ func TestProvisionIdentityErrors(t *testing.T) {
 				}
 				return []string{"--ca", ca}
 			},
-			wantErr: []string{"ca.pem", "no PEM CERTIFICATE"},
+			wantErr: []string{"ca.pem", "no CERTIFICATE PEM block"},
 		},
 	}
 	for _, tt := range tests {
