@@ -456,6 +456,8 @@ func (e *Emulator) Start(ctx context.Context) error {
 	if err := e.server.Serve(); err != nil {
 		return fmt.Errorf("emulator: serve: %w", err)
 	}
+	// Info first: the service handler may read it (keys, host names).
+	e.info = e.buildInfo()
 	if e.httpLn != nil {
 		var h http.Handler = http.HandlerFunc(notImplemented)
 		if e.cfg.ServiceHandler != nil {
@@ -476,7 +478,6 @@ func (e *Emulator) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	e.info = e.buildInfo()
 	b, _ := json.MarshalIndent(e.info, "", "  ")
 	if err := store.WriteFileAtomic(filepath.Join(e.cfg.DataDir, "emulator.json"), append(b, '\n'), true); err != nil {
 		return fmt.Errorf("emulator: write emulator.json: %w", err)
@@ -568,8 +569,15 @@ func (e *Emulator) Close() error {
 		_ = e.httpSrv.Shutdown(ctx)
 		cancel()
 	}
-	e.hub.close()
-	err := e.server.Close()
+	if e.hub != nil {
+		e.hub.close()
+	}
+	var err error
+	if e.server != nil {
+		err = e.server.Close()
+	} else {
+		e.closeListeners()
+	}
 	e.wg.Wait()
 	return err
 }

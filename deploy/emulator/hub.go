@@ -156,7 +156,6 @@ func (h *hubService) authenticate(cl *mqtt.Client, ep *hubEndpoint, user, client
 	if s.modelID != "" {
 		h.e.store.SetModelID(s.hub, s.deviceID, s.modelID)
 	}
-	go s.c2dLoop()
 	return s, nil
 }
 
@@ -366,20 +365,6 @@ func (h *hubService) C2DEnqueued(hub, id string) {
 }
 
 // ---- cloud-to-device (spec B.4) ----
-
-func (s *session) c2dLoop() {
-	t := time.NewTicker(s.e.cfg.C2DLockTimeout / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-s.kick:
-		case <-t.C:
-		}
-		s.deliverC2D()
-	}
-}
 
 func (s *session) deliverC2D() {
 	topicBase := "devices/" + s.deviceID + "/messages/devicebound/"
