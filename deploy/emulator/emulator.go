@@ -42,6 +42,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -73,8 +74,9 @@ type Config struct {
 	// HTTPSAddr is the service API listener (default 127.0.0.1:8443).
 	// Set it to "-" to disable.
 	HTTPSAddr string
-	// ServiceHandler builds the HTTPS service API handler. When nil the
-	// listener answers 404 to everything.
+	// ServiceHandler builds the HTTPS service API handler; nil means
+	// ServiceAPI. A handler that is an io.Closer is closed on shutdown
+	// (ending long-lived monitoring streams).
 	ServiceHandler func(*Emulator) http.Handler
 	// Hubs is the number of emulated hubs (default 1).
 	Hubs int
@@ -112,6 +114,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MQTTAddr == "" {
 		c.MQTTAddr = "127.0.0.1:8883"
+	}
+	if c.ServiceHandler == nil {
+		c.ServiceHandler = ServiceAPI
 	}
 	if c.HTTPSAddr == "" {
 		c.HTTPSAddr = "127.0.0.1:8443"
@@ -468,6 +473,9 @@ func (e *Emulator) Start(ctx context.Context) error {
 			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tc}},
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		}
+		if c, ok := h.(io.Closer); ok {
+			e.httpSrv.RegisterOnShutdown(func() { c.Close() })
 		}
 		ln := tls.NewListener(e.httpLn, e.httpSrv.TLSConfig)
 		e.wg.Add(1)

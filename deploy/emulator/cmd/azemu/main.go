@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,10 +25,6 @@ import (
 
 	"github.com/reefer/tracker/deploy/emulator"
 )
-
-// serviceHandler mounts the HTTPS service API (DPS + IoT Hub REST). It is
-// nil until the service package is wired in; the listener then answers 404.
-var serviceHandler func(*emulator.Emulator) http.Handler
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,7 +86,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		RetryAfter:             ra,
 		AssignDelay:            *assignDelay,
 		RegistrationsPerMinute: *regRate,
-		ServiceHandler:         serviceHandler,
 		Logger:                 log,
 	})
 	if err != nil {
