@@ -195,7 +195,7 @@ func (d *demo) sh(name string, args ...string) error {
 
 func (d *demo) startEmulator(ctx context.Context) (stop func(), err error) {
 	data := filepath.Join(d.work, "azemu")
-	cmd := exec.Command(d.azemu, "--data", data, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--log-level", "warn")
+	cmd := exec.Command(d.azemu, "--data", data, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--log-level", "info")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -211,6 +211,9 @@ func (d *demo) startEmulator(ctx context.Context) (stop func(), err error) {
 			line := sc.Text()
 			if strings.Contains(line, "msg=ready") {
 				once.Do(func() { close(ready) })
+				continue
+			}
+			if strings.Contains(line, "level=INFO") || strings.Contains(line, "level=DEBUG") {
 				continue
 			}
 			fmt.Fprintf(d.out, "   \033[2m[azemu] %s\033[0m\n", line)
