@@ -216,7 +216,7 @@ func (d *demo) startEmulator(ctx context.Context) (stop func(), err error) {
 			if strings.Contains(line, "level=INFO") || strings.Contains(line, "level=DEBUG") {
 				continue
 			}
-			fmt.Fprintf(d.out, "   \033[2m[azemu] %s\033[0m\n", line)
+			fmt.Fprintf(d.out, "   \033[2m[azemu] %s\033[0m\n", trimLog(line))
 		}
 	}()
 	var once sync.Once
@@ -432,7 +432,7 @@ func (d *demo) startTrackers(ctx context.Context) (stop func(), err error) {
 			sc := bufio.NewScanner(stderr)
 			for sc.Scan() {
 				if line := sc.Text(); interesting(line) {
-					fmt.Fprintf(d.out, "   \033[%dm[%s]\033[0m %s\n", color, id, line)
+					fmt.Fprintf(d.out, "   \033[%dm[%s]\033[0m %s\n", color, id, trimLog(line))
 				}
 			}
 			cmd.Wait()
@@ -441,18 +441,29 @@ func (d *demo) startTrackers(ctx context.Context) (stop func(), err error) {
 	return stop, nil
 }
 
-// interesting keeps the tracker log lines a viewer wants: start-up,
-// provisioning, connection, twin and shutdown, not one line per message.
+// interesting keeps the tracker log lines a viewer wants: simulated-sensor
+// warnings, provisioning, connection, twin changes and shutdown, not one
+// line per message.
 func interesting(line string) bool {
-	if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+	if strings.Contains(line, "level=ERROR") || strings.Contains(line, "SIMULATED") {
 		return true
 	}
-	for _, s := range []string{"provision", "assigned", "connected", "twin", "desired", "telemetryDelay", "simulated", "stopping", "flush", "ready", "shutdown"} {
-		if strings.Contains(strings.ToLower(line), strings.ToLower(s)) {
+	for _, msg := range []string{`msg="dps assigned"`, "msg=connected ", `msg="desired properties applied"`, "msg=ready", "msg=stopping", `msg="stopped"`, "msg=stopped"} {
+		if strings.Contains(line, msg) {
 			return true
 		}
 	}
 	return false
+}
+
+// trimLog drops slog's time= field: the demo's output is already live.
+func trimLog(line string) string {
+	if strings.HasPrefix(line, "time=") {
+		if i := strings.IndexByte(line, ' '); i > 0 {
+			return line[i+1:]
+		}
+	}
+	return line
 }
 
 // event is one telemetry message as the service API's monitor stream sends it.
@@ -589,7 +600,13 @@ func (d *demo) patchDesired(ctx context.Context, id string, desired map[string]a
 	if err := d.call(ctx, "PATCH", "/twins/"+id, false, map[string]any{"properties": map[string]any{"desired": desired}}, &twin); err != nil {
 		return err
 	}
-	d.say("desired properties of %s are now %v", id, twin.Properties.Desired)
+	for k := range twin.Properties.Desired {
+		if strings.HasPrefix(k, "$") {
+			delete(twin.Properties.Desired, k)
+		}
+	}
+	b, _ := json.Marshal(twin.Properties.Desired)
+	d.say("PATCH /twins/%s: desired properties now %s", id, b)
 	return nil
 }
 
