@@ -36,12 +36,11 @@ type CertResult struct {
 // with the certificate; the leaf CN as DPS registration id; the chain order
 // (leaf, then its intermediate); and the validity dates against now,
 // warning when any certificate of the chain expires within warnWithin.
-func CheckCertificate(certFile, keyFile string, now time.Time, warnWithin time.Duration) CertResult {
+func CheckCertificate(certFile, keyFile string, now time.Time, warnWithin time.Duration) (res CertResult) {
 	keyCk := Check{Name: "key file", Status: OK}
 	idCk := Check{Name: "certificate id", Status: OK}
 	chainCk := Check{Name: "certificate chain", Status: OK}
 	datesCk := Check{Name: "certificate dates", Status: OK}
-	res := CertResult{}
 	defer func() { res.Checks = []Check{keyCk, idCk, chainCk, datesCk} }()
 
 	// What needs only the certificate file: CN and dates.
