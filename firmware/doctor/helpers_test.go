@@ -3,6 +3,7 @@ package doctor
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,3 +49,5 @@ func wantCheck(t *testing.T, got Check, name string, st Status, detail, fix stri
 		t.Errorf("check %s is %s without a fix", got.Name, got.Status)
 	}
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
