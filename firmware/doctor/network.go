@@ -113,7 +113,7 @@ func CheckDPS(ctx context.Context, endpoint string, tlsCfg *tls.Config, r Resolv
 		return ck
 	}
 	ck.Status = OK
-	ck.Detail = fmt.Sprintf("%s (%s): TLS %s, server %q trusted, our certificate accepted", endpoint, conn.RemoteAddr(), tls.VersionName(st.Version), st.PeerCertificates[0].Subject.CommonName)
+	ck.Detail = fmt.Sprintf("%s (%s): %s, server %q trusted, our certificate accepted", endpoint, conn.RemoteAddr(), tls.VersionName(st.Version), st.PeerCertificates[0].Subject.CommonName)
 	return ck
 }
 
@@ -195,7 +195,7 @@ func ProbeHub(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config) err
 		var op *net.OpError
 		if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
 			errors.As(err, &op) && op.Op == "remote error" {
-			return fmt.Errorf("hub %s: %w: %w", hub, ErrHubRefused, err)
+			return fmt.Errorf("%w: %w", ErrHubRefused, err)
 		}
 		return fmt.Errorf("hub %s: %w", hub, err)
 	}
@@ -221,7 +221,8 @@ func CheckHub(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config, pro
 		ck.Status, ck.Detail = OK, fmt.Sprintf("%s accepts device %q", hub, deviceID)
 	case errors.Is(err, ErrHubRefused):
 		ck.Status = Fail
-		ck.Detail = fmt.Sprintf("hub refuses the device: deleted or disabled identity (%s, device %q: %v)", hub, deviceID, err)
+		why := strings.TrimPrefix(err.Error(), ErrHubRefused.Error()+": ")
+		ck.Detail = fmt.Sprintf("hub refuses the device: deleted or disabled identity (%s answered %q to device %q)", hub, why, deviceID)
 		ck.Fix = "the tracker will re-provision by itself through DPS; if DPS refuses too, check the device's enrollment (enabled, CA verified)"
 	default:
 		ck.Status = Fail
