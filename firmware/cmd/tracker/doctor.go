@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/doctor"
+	"github.com/reefer/tracker/firmware/sensorcheck"
+)
+
+func init() {
+	commands["doctor"] = command{"check config, certificate, clock, sensors, DPS, hub and queue; prints each fix", runDoctor}
+}
+
+func runDoctor(ctx context.Context, io stdio, args []string) error {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	cfgPath := fs.String("config", config.DefaultPath, "config `file`")
+	var ov config.Overrides
+	ov.RegisterFlags(fs)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	offline := fs.Bool("offline", false, "skip the checks that use the network (DPS, hub)")
+	noSensors := fs.Bool("no-sensors", false, "skip the sensor checks")
+	gpsWait := fs.Duration("gps-wait", 3*time.Second, "how long to wait for a GPS fix")
+	timeout := fs.Duration("timeout", doctor.DefaultTimeout, "time limit of each network check")
+	verbose := fs.Bool("v", false, "log what the drivers do, to stderr")
+	fs.Usage = func() {
+		fmt.Fprintln(io.err, "usage: tracker doctor [flags]\n\nChecks this tracker and prints OK, WARN or FAIL per check, with the fix.\nExits non-zero when any check FAILs.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	level := "error"
+	if *verbose {
+		level = "debug"
+	}
+	log, err := newLogger(io.err, level)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+
+	rep := doctor.Run(ctx, doctor.Inputs{
+		ConfigPath: *cfgPath,
+		Getenv:     os.Getenv,
+		Overrides:  ov,
+		Sensors: func(ctx context.Context, c *config.Config) sensorcheck.Report {
+			return readSensorsOnce(ctx, c, *gpsWait, log)
+		},
+		SkipSensors: *noSensors,
+		Offline:     *offline,
+		BuildTime:   buildTime(),
+		Timeout:     *timeout,
+		Logger:      log,
+	})
+	if *asJSON {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(io.out, "%s\n", b)
+	} else if err := rep.WriteText(io.out); err != nil {
+		return err
+	}
+	if rep.Failed() {
+		return errors.New("some checks failed; see the fix under each FAIL")
+	}
+	return nil
+}
+
+// readSensorsOnce opens the sensors the way `tracker sensors` does, but
+// with doctor.ProbeMode: "auto" is probed as hardware, so a missing sensor
+// shows up instead of hiding behind the simulator.
+func readSensorsOnce(ctx context.Context, c *config.Config, fixWait time.Duration, log *slog.Logger) sensorcheck.Report {
+	sf := sensorFlags{
+		envMode: string(doctor.ProbeMode(c.Sensors.Env.Mode)),
+		gpsMode: string(doctor.ProbeMode(c.Sensors.GPS.Mode)),
+		bus:     c.Sensors.Env.Bus,
+		addr:    fmt.Sprintf("0x%x", c.Sensors.Env.Address),
+		port:    c.Sensors.GPS.Port,
+		baud:    c.Sensors.GPS.Baud,
+		seed:    1,
+	}
+	env, envErr, rx, gpsErr, err := sf.open(ctx, log)
+	if err != nil { // an address the driver cannot probe
+		return sensorcheck.Report{Time: time.Now().UTC(), EnvError: err.Error(), GPSError: "not opened: " + err.Error()}
+	}
+	if env != nil {
+		defer env.Close()
+	}
+	var rxi sensorcheck.Receiver
+	if rx != nil {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); rx.Run(rctx) }()
+		defer func() { cancel(); <-done }()
+		rxi = rx
+	}
+	return sensorcheck.Read(ctx, env, envErr, rxi, gpsErr, sensorcheck.Options{FixWait: fixWait, Port: sf.port})
+}
+
+// buildTime is the commit time the Go toolchain stamps into the binary
+// (vcs.time), zero when built outside a git checkout.
+func buildTime() time.Time {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return time.Time{}
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.time" {
+			t, err := time.Parse(time.RFC3339, s.Value)
+			if err == nil {
+				return t
+			}
+		}
+	}
+	return time.Time{}
+}

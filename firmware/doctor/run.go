@@ -1,0 +1,169 @@
+package doctor
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/queue"
+	"github.com/reefer/tracker/firmware/sensorcheck"
+	"github.com/reefer/tracker/provisioning/certs"
+)
+
+// Inputs are everything Run needs. Zero values take the real thing (the
+// system clock, DNS, TCP, the hub), so tests replace only what they must.
+type Inputs struct {
+	// Config is the configuration in use (the agent passes its own). When
+	// nil, Run loads ConfigPath with Getenv and Overrides like the tracker
+	// does at start, and reports the outcome as the first check.
+	Config     *config.Config
+	ConfigPath string
+	Getenv     func(string) string
+	Overrides  config.Overrides
+
+	// Sensors takes one reading of each sensor, opened with ProbeMode of
+	// the configured modes. Nil, or SkipSensors, skips the sensor checks.
+	Sensors     func(ctx context.Context, c *config.Config) sensorcheck.Report
+	SkipSensors bool
+	// Offline skips the checks that use the network (DPS, hub).
+	Offline bool
+
+	Now func() time.Time
+	// BuildTime is when the firmware was built (zero if unknown): the clock
+	// cannot be right before it.
+	BuildTime time.Time
+	// Synced reports NTP synchronisation; nil means SystemClockSynced.
+	Synced   func() (bool, error)
+	Resolver Resolver // nil: net.DefaultResolver
+	Dialer   Dialer   // nil: a net.Dialer
+	ProbeHub HubProbe // nil: ProbeHub
+	// QueuePath is the queue database; "" is DefaultQueueFile in stateDir.
+	QueuePath string
+	// Timeout bounds each network check; 0 is DefaultTimeout.
+	Timeout time.Duration
+	// ExpiryWarning is how early to warn of certificate expiry; 0 is
+	// DefaultExpiryWarning.
+	ExpiryWarning time.Duration
+	Logger        *slog.Logger // nil discards
+}
+
+// Run runs the checks in order: config; key file and certificate (id,
+// chain, dates); clock; env sensor and GPS; DPS endpoint; cached
+// assignment and hub; queue. A check that cannot run (config unreadable,
+// --offline, no assignment, the running tracker owns the hub connection)
+// is listed in Report.Skipped with the reason.
+func Run(ctx context.Context, in Inputs) Report {
+	now := time.Now
+	if in.Now != nil {
+		now = in.Now
+	}
+	log := in.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	warn := in.ExpiryWarning
+	if warn <= 0 {
+		warn = DefaultExpiryWarning
+	}
+	r := Report{Time: now().UTC()}
+
+	// 1. Config.
+	c := in.Config
+	if c == nil {
+		var ck Check
+		c, ck = CheckConfig(in.ConfigPath, in.Getenv, in.Overrides)
+		r.add(ck)
+	} else {
+		p := c.Path()
+		if p == "" {
+			p = "(built in)"
+		}
+		r.add(Check{Name: "config", Status: OK, Detail: p + " loaded by the running tracker"})
+	}
+	if c == nil {
+		// The clock needs no config, and is a common cause of trouble.
+		r.add(CheckClock(now(), in.BuildTime, "this firmware was built", in.Synced))
+		for _, n := range []string{"certificate", "sensors", "dps endpoint", "hub", "queue"} {
+			r.skip(n, "the config file must load first")
+		}
+		return r
+	}
+
+	// 2. Key and certificate.
+	cr := CheckCertificate(c.CertFile, c.KeyFile, now(), warn)
+	for _, ck := range cr.Checks {
+		r.add(ck)
+	}
+
+	// 3. Clock.
+	floor, floorWhat := in.BuildTime, "this firmware was built"
+	if cr.Leaf != nil && cr.Leaf.NotBefore.After(floor) {
+		floor, floorWhat = cr.Leaf.NotBefore, "the device certificate's start"
+	}
+	r.add(CheckClock(now(), floor, floorWhat, in.Synced))
+
+	// 4, 5. Sensors.
+	if in.SkipSensors || in.Sensors == nil {
+		r.skip("sensors", "skipped on request")
+	} else {
+		rep := in.Sensors(ctx, c)
+		r.add(CheckEnv(c.Sensors.Env, rep))
+		r.add(CheckGPS(c.Sensors.GPS, rep))
+	}
+
+	// 8 is probed before 7: a running tracker owns the hub connection.
+	qpath := in.QueuePath
+	if qpath == "" {
+		qpath = filepath.Join(c.StateDir, DefaultQueueFile)
+	}
+	qck, running := CheckQueue(qpath, queue.Options{MaxCount: c.Queue.MaxMessages, MaxBytes: c.Queue.MaxBytes, Logger: log})
+
+	// 6. DPS endpoint.
+	var tlsCfg *tls.Config
+	if !in.Offline && cr.Identity != nil {
+		roots, err := certs.ServerRoots(c.CAFile)
+		if err != nil {
+			r.add(Check{Name: "dps endpoint", Status: Fail, Detail: err.Error(),
+				Fix: "caFile must be a PEM file of trust roots; leave it out to trust Azure's"})
+		} else {
+			tlsCfg = certs.TLSConfig(cr.Identity, roots, "")
+		}
+	}
+	switch {
+	case in.Offline:
+		r.skip("dps endpoint", "--offline")
+	case cr.Identity == nil:
+		r.skip("dps endpoint", "no usable device certificate")
+	case tlsCfg != nil:
+		r.add(CheckDPS(ctx, c.DPSEndpoint, tlsCfg, in.Resolver, in.Dialer, in.Timeout))
+	}
+
+	// 7. Cached assignment and hub.
+	fp := ""
+	if cr.Identity != nil {
+		fp = cr.Identity.FingerprintSHA256
+	}
+	ack, a := CheckAssignment(c.StateDir, fp, now())
+	r.add(ack)
+	switch {
+	case in.Offline:
+		r.skip("hub", "--offline")
+	case a == nil:
+		r.skip("hub", "no cached assignment for this certificate")
+	case running:
+		// Spec B.7: a second connection as the same device knocks the
+		// tracker's own off.
+		r.skip("hub", "the running tracker is connected as this device; a second connection would knock it off")
+	case tlsCfg == nil:
+		r.skip("hub", "no usable TLS configuration (see above)")
+	default:
+		r.add(CheckHub(ctx, a.Hub, a.DeviceID, tlsCfg, in.ProbeHub, in.Timeout))
+	}
+
+	// 8. Queue.
+	r.add(qck)
+	return r
+}
