@@ -38,8 +38,8 @@ type sensorFlags struct {
 func (s *sensorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.envMode, "env-mode", "auto", "BME280 driver: auto, hardware or simulated")
 	fs.StringVar(&s.gpsMode, "gps-mode", "auto", "GPS driver: auto, hardware or simulated")
-	fs.StringVar(&s.bus, "i2c-bus", "1", `I2C bus ("1", "I2C1" or "/dev/i2c-1")`)
-	fs.StringVar(&s.addr, "i2c-addr", "auto", "BME280 address: 0x76, 0x77 or auto (probe both)")
+	fs.StringVar(&s.bus, "env-bus", "1", `I2C bus ("1", "I2C1" or "/dev/i2c-1")`)
+	fs.StringVar(&s.addr, "env-address", "auto", "BME280 address: 0x76, 0x77 or auto (probe both)")
 	fs.StringVar(&s.port, "gps-port", choose.DefaultGPSPort, "GPS serial port")
 	fs.IntVar(&s.baud, "gps-baud", gps.DefaultBaud, "GPS baud rate")
 	fs.Int64Var(&s.seed, "seed", 1, "simulator seed")
@@ -51,7 +51,7 @@ func parseAddr(s string) (uint16, error) {
 	}
 	v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(s), "0x"), 16, 16)
 	if err != nil || (v != 0x76 && v != 0x77) {
-		return 0, fmt.Errorf("--i2c-addr %q: want 0x76, 0x77 or auto", s)
+		return 0, fmt.Errorf("--env-address %q: want 0x76, 0x77 or auto", s)
 	}
 	return uint16(v), nil
 }

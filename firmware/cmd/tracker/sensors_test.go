@@ -25,7 +25,7 @@ func TestSensorsSimulatedJSON(t *testing.T) {
 
 func TestSensorsHardwareMissing(t *testing.T) {
 	t.Parallel()
-	code, out, stderr := runArgs(t, "sensors", "--hardware", "--i2c-bus", "/dev/i2c-nonexistent", "--gps-port", "/dev/ttyNONEXISTENT", "--gps-wait", "100ms")
+	code, out, stderr := runArgs(t, "sensors", "--hardware", "--env-bus", "/dev/i2c-nonexistent", "--gps-port", "/dev/ttyNONEXISTENT", "--gps-wait", "100ms")
 	if code != exitFail {
 		t.Errorf("exit %d; want %d", code, exitFail)
 	}
@@ -43,7 +43,7 @@ func TestSensorsBadFlags(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"sensors", "--env-mode", "maybe"},
-		{"sensors", "--i2c-addr", "0x42"},
+		{"sensors", "--env-address", "0x42"},
 		{"sensors", "--simulated", "--hardware"},
 		{"sensors", "stray"},
 	} {
