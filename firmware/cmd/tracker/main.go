@@ -1,8 +1,11 @@
 // Command tracker is the container tracker firmware. It only wires: each
 // subcommand parses its flags and hands off to the packages that do the work.
 //
-//	tracker version            print the firmware version
+//	tracker run [flags]        the daemon: provision, sample, send, obey the twin (systemd)
+//	tracker provision [flags]  register through DPS once and print the assigned hub
+//	tracker doctor [flags]     check config, identity, clock, sensors, DPS and hub
 //	tracker sensors [flags]    read the sensors once (or --watch) for a technician
+//	tracker version            print the firmware version
 package main
 
 import (
