@@ -1,0 +1,241 @@
+package lifecycle
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/reefer/tracker/provisioning/cache"
+	"github.com/reefer/tracker/provisioning/certs"
+	"github.com/reefer/tracker/provisioning/dps"
+)
+
+// ErrCacheSave wraps a failure to write the assignment cache. The assignment
+// itself is good; only the next start will have to ask DPS again.
+var ErrCacheSave = errors.New("saving the assignment cache failed")
+
+// ErrHubRefused: the hub refused a device DPS had just assigned to it, so
+// asking DPS again will not help (the hub identity is disabled, or does not
+// match the certificate).
+var ErrHubRefused = errors.New("IoT Hub refuses the freshly assigned device")
+
+// RegisterFunc registers with DPS; dps.Register in production.
+type RegisterFunc func(ctx context.Context, cfg dps.Config) (*dps.Result, error)
+
+// Config configures a Provisioner. Identity, TLS, DPS.IDScope and StateDir
+// are required; every other zero value picks a default.
+type Config struct {
+	// Identity is the device certificate; its CN is the registration id
+	// and its fingerprint binds the cached assignment.
+	Identity *certs.Identity
+	// TLS carries the client certificate and the server roots. Leave
+	// ServerName empty: the DPS and hub clients each fill in their host.
+	TLS *tls.Config
+	// DPS holds Endpoint, IDScope and any tuning; RegistrationID and TLS
+	// are filled in from Identity and TLS, Logger from Logger.
+	DPS dps.Config
+	// StateDir holds the assignment cache (provisioning/cache).
+	StateDir string
+
+	// RetryMin and RetryMax bound the long schedule used while DPS refuses
+	// the device (config reprovisionRetry). Defaults 5 min and 60 min.
+	RetryMin, RetryMax time.Duration
+	// BackoffBase and BackoffMax shape the full-jitter back-off after
+	// transient failures (each DPS attempt already retries internally).
+	// Defaults 10 s and 10 min.
+	BackoffBase, BackoffMax time.Duration
+
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Sleep waits d or until ctx ends. Default: a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Rand is uniform in [0, 1). Default math/rand/v2.
+	Rand func() float64
+	// Register defaults to dps.Register.
+	Register RegisterFunc
+	// OnStatus, if set, receives every status change, synchronously.
+	OnStatus func(Status)
+}
+
+// Provisioner finds the hub for a device and keeps the lifecycle status.
+// Its methods are safe for concurrent use, but Assignment and Run are meant
+// to be called from one goroutine at a time.
+type Provisioner struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New validates cfg and returns a Provisioner.
+func New(cfg Config) (*Provisioner, error) {
+	switch {
+	case cfg.Identity == nil:
+		return nil, errors.New("lifecycle: Identity is nil")
+	case cfg.Identity.RegistrationID == "" || cfg.Identity.FingerprintSHA256 == "":
+		return nil, errors.New("lifecycle: Identity has no registration id or fingerprint")
+	case cfg.TLS == nil:
+		return nil, errors.New("lifecycle: TLS is nil")
+	case cfg.DPS.IDScope == "":
+		return nil, errors.New("lifecycle: DPS.IDScope is empty")
+	case cfg.StateDir == "":
+		return nil, errors.New("lifecycle: StateDir is empty")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.RetryMin, 5*time.Minute)
+	def(&cfg.RetryMax, 60*time.Minute)
+	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
+	def(&cfg.BackoffBase, 10*time.Second)
+	def(&cfg.BackoffMax, 10*time.Minute)
+	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffBase)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleepCtx
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	if cfg.Register == nil {
+		cfg.Register = dps.Register
+	}
+	d := cfg.DPS
+	d.RegistrationID = cfg.Identity.RegistrationID
+	d.TLS = cfg.TLS
+	if d.Logger == nil {
+		d.Logger = cfg.Logger
+	}
+	cfg.DPS = d
+	p := &Provisioner{
+		cfg: cfg,
+		log: cfg.Logger.With("registration_id", cfg.Identity.RegistrationID),
+	}
+	p.status = Status{Phase: PhaseStarting, Since: cfg.Now()}
+	return p, nil
+}
+
+// Status returns the current status.
+func (p *Provisioner) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+// update applies f to the status, stamps Since on a phase change and
+// reports the result.
+func (p *Provisioner) update(f func(*Status)) {
+	p.mu.Lock()
+	old := p.status.Phase
+	f(&p.status)
+	if p.status.Phase != old {
+		p.status.Since = p.cfg.Now()
+	}
+	s := p.status
+	p.mu.Unlock()
+	if p.cfg.OnStatus != nil {
+		p.cfg.OnStatus(s)
+	}
+}
+
+// Provisioned is a fresh DPS assignment.
+type Provisioned struct {
+	Assignment cache.Assignment
+	Result     *dps.Result
+}
+
+// Provision registers with DPS (ignoring the cache) and saves the
+// assignment. When only the save fails it returns the assignment and an
+// error wrapping ErrCacheSave.
+func (p *Provisioner) Provision(ctx context.Context) (*Provisioned, error) {
+	p.update(func(s *Status) { s.Phase = PhaseProvisioning; s.NextAttempt = time.Time{} })
+	res, err := p.cfg.Register(ctx, p.cfg.DPS)
+	if err != nil {
+		p.update(func(s *Status) { s.Err, s.LastError, s.Advice = err, err.Error(), Explain(err) })
+		return nil, err
+	}
+	now := p.cfg.Now()
+	out := &Provisioned{
+		Result: res,
+		Assignment: cache.Assignment{
+			Hub:                   res.AssignedHub,
+			DeviceID:              res.DeviceID,
+			CertFingerprintSHA256: p.cfg.Identity.FingerprintSHA256,
+			AssignedAt:            now,
+		},
+	}
+	p.log.Info("provisioned", "hub", res.AssignedHub, "device_id", res.DeviceID, "substatus", res.Substatus)
+	p.update(func(s *Status) {
+		s.Phase = PhaseAssigned
+		s.Hub, s.DeviceID, s.FromCache = res.AssignedHub, res.DeviceID, false
+		s.LastProvisioned = now
+		s.NextAttempt = time.Time{}
+	})
+	if err := cache.Save(p.cfg.StateDir, &out.Assignment); err != nil {
+		return out, fmt.Errorf("%w: %w", ErrCacheSave, err)
+	}
+	return out, nil
+}
+
+// Assignment returns the hub to connect to: the cached one when it exists
+// and belongs to the current certificate, otherwise (no cache, a corrupt
+// one, a renewed certificate, or force) a fresh DPS registration, saved
+// atomically. A failure to save is logged, not returned: the device can
+// still connect. DPS errors are returned as dps.Register wraps them.
+func (p *Provisioner) Assignment(ctx context.Context, force bool) (cache.Assignment, error) {
+	if !force {
+		a, err := cache.Load(p.cfg.StateDir)
+		switch {
+		case err == nil && cache.Valid(a, p.cfg.Identity.FingerprintSHA256):
+			p.log.Info("using cached assignment", "hub", a.Hub, "device_id", a.DeviceID, "assigned_at", a.AssignedAt)
+			p.update(func(s *Status) {
+				s.Phase = PhaseAssigned
+				s.Hub, s.DeviceID, s.FromCache = a.Hub, a.DeviceID, true
+				s.LastProvisioned = a.AssignedAt
+				s.NextAttempt = time.Time{}
+			})
+			return *a, nil
+		case err == nil:
+			p.log.Info("certificate changed since the cached assignment; registering with DPS again",
+				"cached_fingerprint", a.CertFingerprintSHA256, "fingerprint", p.cfg.Identity.FingerprintSHA256)
+		case errors.Is(err, cache.ErrCorrupt):
+			p.log.Warn("assignment cache unusable; registering with DPS again", "err", err)
+		case errors.Is(err, cache.ErrNoCache):
+			p.log.Info("no cached assignment; registering with DPS")
+		default:
+			p.log.Warn("cannot read the assignment cache; registering with DPS again", "err", err)
+		}
+	}
+	out, err := p.Provision(ctx)
+	if errors.Is(err, ErrCacheSave) {
+		p.log.Error("could not cache the assignment; the next start registers with DPS again", "err", err)
+		return out.Assignment, nil
+	}
+	if err != nil {
+		return cache.Assignment{}, err
+	}
+	return out.Assignment, nil
+}
+
+// Invalidate forgets the cached assignment, after the hub refused the
+// device, so that the next Assignment registers with DPS.
+func (p *Provisioner) Invalidate() error {
+	if err := cache.Remove(p.cfg.StateDir); err != nil {
+		return fmt.Errorf("lifecycle: invalidate: %w", err)
+	}
+	p.log.Info("assignment cache removed")
+	return nil
+}
