@@ -610,3 +610,11 @@ func cloneInitialTwin(t *InitialTwin) *InitialTwin {
 	}
 	return &InitialTwin{Tags: cloneMap(t.Tags), Properties: InitialTwinProperties{Desired: cloneMap(t.Properties.Desired)}}
 }
+
+// VerifiedCACertificates returns the parsed verified CA certificates of
+// owner (DPSOwner or a hub host name), for chain checks at the hub.
+func (s *Store) VerifiedCACertificates(owner string) []*x509.Certificate {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.verifiedCAs(owner)
+}

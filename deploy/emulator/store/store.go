@@ -101,6 +101,8 @@ type regRecord struct {
 	// Hubs lists every hub the device was assigned to, oldest first, for
 	// the reprovisionedToInitialAssignment substatus.
 	Hubs []string `json:"hubs,omitempty"`
+	// LastDeviceID is the hub device id of the current assignment.
+	LastDeviceID string `json:"lastDeviceId,omitempty"`
 }
 
 // Open loads (or creates) the state in dir.

@@ -1,0 +1,619 @@
+// Package emulator is a local Azure IoT DPS + IoT Hub emulator that speaks
+// the real device protocols (MQTT 3.1.1 over TLS with X.509 client
+// certificates, spec sections A–C), so the device client and daemon can be
+// tested on one machine without an Azure account. It is an independent
+// service-side implementation written from the spec; it never imports the
+// project's device code.
+//
+// One MQTT listener serves the DPS device endpoint and hub 1 (told apart by
+// the CONNECT user name); every further hub gets its own listener. Hub host
+// names are "localhost" (port 8883) or "localhost:PORT", which devices dial
+// as-is. An HTTPS listener is reserved for the service API, mounted through
+// Config.ServiceHandler. State lives in package store under the data dir.
+//
+// Where spec section G leaves a point open, the emulator picks:
+//   - G.1: a disabled enrollment answers 202 then 200 {"status":"disabled"}
+//     like every other registration (the first poll is terminal).
+//   - G.2: no matching enrollment or an untrusted chain is a 401 with
+//     errorCode 401002 on the register response; CONNECT to DPS succeeds.
+//   - G.3: deleted, disabled and unknown devices all get CONNACK 0x05.
+//   - G.4: publishing to an unsupported topic, subscribing to an
+//     unsupported filter or to more than 5 filters closes the connection.
+//   - G.5: an invalid or oversized reported patch gets status 400.
+//   - G.6: a direct method that is not answered in time is 504101.
+//   - G.8: DPS applies the hub's keep-alive rule.
+//   - G.11: DPS creates selfSigned identities with the SHA-256 thumbprint.
+//   - G.12: PUT /devices/{id} without If-Match on an existing id is 409001.
+//   - G.13: re-registration re-creates a hub identity deleted out of band.
+//
+// Other simplifications: C2D locks last Config.C2DLockTimeout per
+// connection (a reconnect redelivers at once); telemetry history is kept in
+// memory only; modules, SAS device authentication and WebSockets are not
+// implemented (CONNACK 0x05).
+package emulator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/reefer/tracker/deploy/emulator/pki"
+	"github.com/reefer/tracker/deploy/emulator/store"
+)
+
+// Config configures an Emulator. Zero values give the documented defaults.
+type Config struct {
+	// DataDir holds state and generated secrets (required).
+	DataDir string
+	// MQTTAddr is the MQTT-over-TLS listener for DPS and hub 1
+	// (default 127.0.0.1:8883). Port 0 picks a free port on first start
+	// and reuses it on later starts with the same DataDir.
+	MQTTAddr string
+	// HubAddrs optionally sets the listener of hub 2, 3, ... (index 0 is
+	// hub 2). Missing entries use MQTT port + n when that port is fixed,
+	// else a free port, remembered across restarts.
+	HubAddrs []string
+	// HTTPSAddr is the service API listener (default 127.0.0.1:8443).
+	// Set it to "-" to disable.
+	HTTPSAddr string
+	// ServiceHandler builds the HTTPS service API handler. When nil the
+	// listener answers 404 to everything.
+	ServiceHandler func(*Emulator) http.Handler
+	// Hubs is the number of emulated hubs (default 1).
+	Hubs int
+	// IDScope of the DPS (default: generated once and kept).
+	IDScope string
+
+	// RetryAfter is the retry-after DPS sends with 202 (default 3 s,
+	// spec A.4; whole seconds, 0 allowed).
+	RetryAfter time.Duration
+	// AssignDelay is how long a registration stays "assigning" before a
+	// poll returns the terminal result (default 0: the first poll).
+	AssignDelay time.Duration
+	// RegistrationsPerMinute limits register requests per DPS instance
+	// (default 1000, spec F). Above it DPS answers 429 with retry-after.
+	RegistrationsPerMinute int
+	// PollLimit and PollWindow limit operation-status polls per device
+	// (default 5 per 10 s, spec A.4).
+	PollLimit  int
+	PollWindow time.Duration
+	// C2DLockTimeout is how long a delivered, un-acknowledged C2D message
+	// stays locked before redelivery (default 1 min, spec B.4).
+	C2DLockTimeout time.Duration
+	// HandshakeTimeout bounds the TLS handshake and the wait for CONNECT
+	// (default 30 s).
+	HandshakeTimeout time.Duration
+	// NoSync skips fsync in the store (benchmarks).
+	NoSync bool
+	// Logger (default: discard).
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.DataDir == "" {
+		return errors.New("emulator: Config.DataDir is required")
+	}
+	if c.MQTTAddr == "" {
+		c.MQTTAddr = "127.0.0.1:8883"
+	}
+	if c.HTTPSAddr == "" {
+		c.HTTPSAddr = "127.0.0.1:8443"
+	}
+	if c.Hubs <= 0 {
+		c.Hubs = 1
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = 3 * time.Second
+	}
+	if c.RetryAfter < 0 {
+		c.RetryAfter = 0
+	}
+	if c.RegistrationsPerMinute <= 0 {
+		c.RegistrationsPerMinute = 1000
+	}
+	if c.PollLimit <= 0 {
+		c.PollLimit = 5
+	}
+	if c.PollWindow <= 0 {
+		c.PollWindow = 10 * time.Second
+	}
+	if c.C2DLockTimeout <= 0 {
+		c.C2DLockTimeout = time.Minute
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// HubInfo describes one emulated hub.
+type HubInfo struct {
+	Name string `json:"name"`
+	// HostName is what devices get as assignedHub and dial.
+	HostName string `json:"hostName"`
+	// MQTTAddress is the bound listener address.
+	MQTTAddress string `json:"mqttAddress"`
+	// ConnectionString is the service connection string (policy
+	// iothubowner); its HostName is the hub host name.
+	ConnectionString    string `json:"connectionString"`
+	SharedAccessKeyName string `json:"sharedAccessKeyName"`
+	SharedAccessKey     string `json:"sharedAccessKey"`
+}
+
+// DPSInfo describes the DPS instance.
+type DPSInfo struct {
+	IDScope string `json:"idScope"`
+	// DeviceEndpoint is host:port of the device-facing MQTT endpoint
+	// (the emulator's global.azure-devices-provisioning.net).
+	DeviceEndpoint string `json:"deviceEndpoint"`
+	// ServiceHostName is the HostName of the service connection string:
+	// host:port of the HTTPS listener.
+	ServiceHostName     string `json:"serviceHostName"`
+	ConnectionString    string `json:"connectionString"`
+	SharedAccessKeyName string `json:"sharedAccessKeyName"`
+	SharedAccessKey     string `json:"sharedAccessKey"`
+}
+
+// Info is how to reach the emulator; it is written to DataDir/emulator.json.
+type Info struct {
+	DPS  DPSInfo   `json:"dps"`
+	Hubs []HubInfo `json:"hubs"`
+	// ServiceAddress is the bound HTTPS listener ("" when disabled) and
+	// ServiceURL its https:// base URL.
+	ServiceAddress string `json:"serviceAddress"`
+	ServiceURL     string `json:"serviceUrl"`
+	// CACertPath is the PEM of the CA that signs every server
+	// certificate; devices and service clients trust it.
+	CACertPath string `json:"caCertPath"`
+}
+
+// secrets are generated on first start and kept in DataDir/secrets.json.
+type secrets struct {
+	IDScope string            `json:"idScope"`
+	DPSKey  string            `json:"dpsKey"`
+	HubKeys map[string]string `json:"hubKeys"`
+	Ports   map[string]int    `json:"ports"` // listener name -> port
+}
+
+// Emulator is a running DPS + IoT Hub emulator.
+type Emulator struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store.Store
+	sec   secrets
+	ca    *pki.Cert
+	info  Info
+
+	server    *mqtt.Server
+	tlsConfig *tls.Config
+	listeners []*tlsListener
+	httpLn    net.Listener
+	httpSrv   *http.Server
+	hubs      []hubEndpoint // index 0 = hub1
+	removeObs func()
+
+	dps *dpsService
+	hub *hubService
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+type hubEndpoint struct {
+	name     string
+	host     string // device-facing host name
+	listener string // mochi listener id
+}
+
+// New prepares an emulator: it loads or creates the data dir, PKI and
+// secrets and binds every listener, so a taken port fails here with a clear
+// error. Start begins serving.
+func New(cfg Config) (*Emulator, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("emulator: data dir: %w", err)
+	}
+	e := &Emulator{cfg: cfg, log: cfg.Logger}
+	if err := e.loadSecrets(); err != nil {
+		return nil, err
+	}
+	ca, err := loadOrCreateCA(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	e.ca = ca
+	if err := e.bind(); err != nil {
+		e.closeListeners()
+		return nil, err
+	}
+	hubs := make([]store.Hub, len(e.hubs))
+	for i, h := range e.hubs {
+		hubs[i] = store.Hub{Name: h.name, HostName: h.host}
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{Hubs: hubs, NoSync: cfg.NoSync, Logger: cfg.Logger})
+	if err != nil {
+		e.closeListeners()
+		return nil, fmt.Errorf("emulator: %w", err)
+	}
+	e.store = st
+	if err := e.saveSecrets(); err != nil {
+		e.closeListeners()
+		return nil, err
+	}
+	return e, nil
+}
+
+func randomKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func (e *Emulator) loadSecrets() error {
+	p := filepath.Join(e.cfg.DataDir, "secrets.json")
+	b, err := os.ReadFile(p)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &e.sec); err != nil {
+			return fmt.Errorf("emulator: %s: %w", p, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return fmt.Errorf("emulator: %w", err)
+	}
+	if e.sec.IDScope == "" {
+		r := make([]byte, 4)
+		_, _ = rand.Read(r)
+		e.sec.IDScope = "0ne" + strings.ToUpper(hex.EncodeToString(r))
+	}
+	if e.cfg.IDScope != "" {
+		e.sec.IDScope = e.cfg.IDScope
+	}
+	if e.sec.DPSKey == "" {
+		e.sec.DPSKey = randomKey()
+	}
+	if e.sec.HubKeys == nil {
+		e.sec.HubKeys = map[string]string{}
+	}
+	if e.sec.Ports == nil {
+		e.sec.Ports = map[string]int{}
+	}
+	for i := 1; i <= e.cfg.Hubs; i++ {
+		n := "hub" + strconv.Itoa(i)
+		if e.sec.HubKeys[n] == "" {
+			e.sec.HubKeys[n] = randomKey()
+		}
+	}
+	return nil
+}
+
+func (e *Emulator) saveSecrets() error {
+	b, _ := json.MarshalIndent(e.sec, "", "  ")
+	if err := store.WriteFileAtomic(filepath.Join(e.cfg.DataDir, "secrets.json"), b, true); err != nil {
+		return fmt.Errorf("emulator: save secrets: %w", err)
+	}
+	return nil
+}
+
+// listenAddr resolves the address for a named listener: an explicit port
+// wins; port 0 reuses the port remembered from an earlier start.
+func (e *Emulator) listenAddr(name, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return addr
+	}
+	if p := e.sec.Ports[name]; p > 0 {
+		return net.JoinHostPort(host, strconv.Itoa(p))
+	}
+	return addr
+}
+
+func listen(name, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscallEADDRINUSE) {
+			return nil, fmt.Errorf("emulator: %s listener: address %s is already in use (pick another with the flag or stop the other process): %w", name, addr, err)
+		}
+		return nil, fmt.Errorf("emulator: %s listener on %s: %w", name, addr, err)
+	}
+	return ln, nil
+}
+
+func portOf(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
+
+// hubHost is the device-facing host name of a hub on port p (spec: hosts
+// must be dialable as-is; 8883 is implied).
+func hubHost(p int) string {
+	if p == 8883 {
+		return "localhost"
+	}
+	return "localhost:" + strconv.Itoa(p)
+}
+
+func (e *Emulator) bind() error {
+	addr := e.listenAddr("mqtt", e.cfg.MQTTAddr)
+	ln, err := listen("mqtt", addr)
+	if err != nil {
+		return err
+	}
+	mainPort := portOf(ln)
+	e.sec.Ports["mqtt"] = mainPort
+	e.listeners = append(e.listeners, &tlsListener{id: "mqtt", ln: ln})
+	e.hubs = append(e.hubs, hubEndpoint{name: "hub1", host: hubHost(mainPort), listener: "mqtt"})
+	_, cfgPort, _ := net.SplitHostPort(e.cfg.MQTTAddr)
+	host, _, _ := net.SplitHostPort(e.cfg.MQTTAddr)
+	for i := 2; i <= e.cfg.Hubs; i++ {
+		name := "hub" + strconv.Itoa(i)
+		var a string
+		switch {
+		case i-2 < len(e.cfg.HubAddrs) && e.cfg.HubAddrs[i-2] != "":
+			a = e.cfg.HubAddrs[i-2]
+		case cfgPort != "0":
+			a = net.JoinHostPort(host, strconv.Itoa(mainPort+i-1))
+		default:
+			a = e.listenAddr(name, net.JoinHostPort(host, "0"))
+		}
+		ln, err := listen(name, a)
+		if err != nil {
+			return err
+		}
+		e.sec.Ports[name] = portOf(ln)
+		e.listeners = append(e.listeners, &tlsListener{id: name, ln: ln})
+		e.hubs = append(e.hubs, hubEndpoint{name: name, host: hubHost(portOf(ln)), listener: name})
+	}
+	if e.cfg.HTTPSAddr != "-" {
+		ln, err := listen("https", e.listenAddr("https", e.cfg.HTTPSAddr))
+		if err != nil {
+			return err
+		}
+		e.sec.Ports["https"] = portOf(ln)
+		e.httpLn = ln
+	}
+	return nil
+}
+
+func (e *Emulator) closeListeners() {
+	for _, l := range e.listeners {
+		_ = l.ln.Close()
+	}
+	if e.httpLn != nil {
+		_ = e.httpLn.Close()
+	}
+}
+
+// Start serves every listener, writes DataDir/emulator.json and logs
+// "ready". It returns once the emulator accepts connections; ctx ending
+// closes the emulator.
+func (e *Emulator) Start(ctx context.Context) error {
+	e.mu.Lock()
+	if e.started || e.closed {
+		e.mu.Unlock()
+		return errors.New("emulator: already started or closed")
+	}
+	e.started = true
+	e.mu.Unlock()
+
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	srvCert, err := e.ca.NewServer(hosts, pki.Options{})
+	if err != nil {
+		return fmt.Errorf("emulator: server certificate: %w", err)
+	}
+	tc := srvCert.TLS()
+	e.tlsConfig = &tls.Config{
+		MinVersion:   tls.VersionTLS12, // spec A.1, B.1
+		Certificates: []tls.Certificate{tc},
+		// Client certificates are checked per DPS/hub rule at CONNECT.
+		ClientAuth: tls.RequireAnyClientCert,
+	}
+
+	e.dps = newDPSService(e)
+	e.hub = newHubService(e)
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumQos = 1                 // spec B.2: QoS 2 subscriptions are granted 1
+	caps.RetainAvailable = 0            // spec B.2: retain is not stored
+	caps.MaximumPacketSize = 512 * 1024 // telemetry limit is 256 KB; bound memory
+	caps.MaximumClientWritesPending = 1024
+	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 (spec A.1, B.1); v5 gets its own preview
+	e.server = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: e.log.With("component", "mochi"), InlineClient: false})
+	if err := e.server.AddHook(&brokerHook{e: e}, nil); err != nil {
+		return fmt.Errorf("emulator: add hook: %w", err)
+	}
+	for _, l := range e.listeners {
+		l.tlsConfig = e.tlsConfig
+		l.timeout = e.cfg.HandshakeTimeout
+		l.log = e.log
+		if err := e.server.AddListener(l); err != nil {
+			return fmt.Errorf("emulator: add listener %s: %w", l.id, err)
+		}
+	}
+	e.removeObs = e.store.AddObserver(e.hub)
+	if err := e.server.Serve(); err != nil {
+		return fmt.Errorf("emulator: serve: %w", err)
+	}
+	if e.httpLn != nil {
+		var h http.Handler = http.HandlerFunc(notImplemented)
+		if e.cfg.ServiceHandler != nil {
+			h = e.cfg.ServiceHandler(e)
+		}
+		e.httpSrv = &http.Server{
+			Handler:           h,
+			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tc}},
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		}
+		ln := tls.NewListener(e.httpLn, e.httpSrv.TLSConfig)
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			if err := e.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				e.log.Error("https service stopped", "err", err)
+			}
+		}()
+	}
+	e.info = e.buildInfo()
+	b, _ := json.MarshalIndent(e.info, "", "  ")
+	if err := store.WriteFileAtomic(filepath.Join(e.cfg.DataDir, "emulator.json"), append(b, '\n'), true); err != nil {
+		return fmt.Errorf("emulator: write emulator.json: %w", err)
+	}
+	if ctx != nil && ctx.Done() != nil {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			select {
+			case <-ctx.Done():
+				go e.Close()
+			case <-e.hub.done:
+			}
+		}()
+	}
+	hubHosts := make([]string, len(e.info.Hubs))
+	for i, h := range e.info.Hubs {
+		hubHosts[i] = h.HostName
+	}
+	e.log.Info("ready", "idScope", e.info.DPS.IDScope, "dps", e.info.DPS.DeviceEndpoint,
+		"hubs", strings.Join(hubHosts, ","), "https", e.info.ServiceAddress, "ca", e.info.CACertPath,
+		"info", filepath.Join(e.cfg.DataDir, "emulator.json"))
+	return nil
+}
+
+func notImplemented(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = w.Write([]byte(`{"errorCode":404000,"message":"the service API is not mounted in this emulator build"}`))
+}
+
+func (e *Emulator) buildInfo() Info {
+	inf := Info{CACertPath: filepath.Join(e.cfg.DataDir, "ca.pem")}
+	if abs, err := filepath.Abs(inf.CACertPath); err == nil {
+		inf.CACertPath = abs
+	}
+	svcHost := ""
+	if e.httpLn != nil {
+		inf.ServiceAddress = e.httpLn.Addr().String()
+		svcHost = "localhost:" + strconv.Itoa(portOf(e.httpLn))
+		inf.ServiceURL = "https://" + svcHost
+	}
+	inf.DPS = DPSInfo{
+		IDScope:             e.sec.IDScope,
+		DeviceEndpoint:      "localhost:" + strconv.Itoa(portOf(e.listeners[0].ln)),
+		ServiceHostName:     svcHost,
+		SharedAccessKeyName: "provisioningserviceowner",
+		SharedAccessKey:     e.sec.DPSKey,
+	}
+	inf.DPS.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", svcHost, inf.DPS.SharedAccessKeyName, inf.DPS.SharedAccessKey)
+	for i, h := range e.hubs {
+		hi := HubInfo{Name: h.name, HostName: h.host, MQTTAddress: e.listenerByID(h.listener).Addr().String(),
+			SharedAccessKeyName: "iothubowner", SharedAccessKey: e.sec.HubKeys[h.name]}
+		hi.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", hi.HostName, hi.SharedAccessKeyName, hi.SharedAccessKey)
+		_ = i
+		inf.Hubs = append(inf.Hubs, hi)
+	}
+	return inf
+}
+
+func (e *Emulator) listenerByID(id string) net.Listener {
+	for _, l := range e.listeners {
+		if l.id == id {
+			return l.ln
+		}
+	}
+	return nil
+}
+
+// Close stops every listener and disconnects every client. It is safe to
+// call more than once.
+func (e *Emulator) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	started := e.started
+	e.mu.Unlock()
+	if !started {
+		e.closeListeners()
+		return nil
+	}
+	if e.removeObs != nil {
+		e.removeObs()
+	}
+	if e.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = e.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	e.hub.close()
+	err := e.server.Close()
+	e.wg.Wait()
+	return err
+}
+
+// Store is the emulator's state, for service APIs and tests.
+func (e *Emulator) Store() *store.Store { return e.store }
+
+// Info describes how to reach the emulator (valid after Start).
+func (e *Emulator) Info() Info { return e.info }
+
+// Logger is the emulator's logger.
+func (e *Emulator) Logger() *slog.Logger { return e.log }
+
+// CACertificate is the CA that signs the server certificates.
+func (e *Emulator) CACertificate() *x509.Certificate { return e.ca.Cert }
+
+// CACertPool is a pool holding CACertificate, for client TLS configs.
+func (e *Emulator) CACertPool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(e.ca.Cert)
+	return p
+}
+
+// InvokeMethod invokes a direct method on a connected device; it
+// implements store.MethodInvoker for the service API.
+func (e *Emulator) InvokeMethod(ctx context.Context, hub, deviceID string, req store.MethodRequest) (store.MethodResult, error) {
+	return e.hub.invoke(ctx, hub, deviceID, req)
+}
+
+var _ store.MethodInvoker = (*Emulator)(nil)
+
+// loadOrCreateCA keeps the emulator CA in DataDir (ca.pem, ca.key).
+func loadOrCreateCA(dir string) (*pki.Cert, error) {
+	certPath, keyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	if c, err := pki.Load(certPath, keyPath); err == nil {
+		return c, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("emulator: load CA: %w", err)
+	}
+	c, err := pki.NewRootCA("Azure IoT Emulator Root CA", pki.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("emulator: create CA: %w", err)
+	}
+	if err := c.WriteFiles(certPath, keyPath); err != nil {
+		return nil, fmt.Errorf("emulator: write CA: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,97 @@
+package emulator
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+var syscallEADDRINUSE = syscall.EADDRINUSE
+
+// tlsListener is a mochi listener over a socket bound in New, so a taken
+// port fails early. It completes the TLS handshake (client certificate
+// required) under a deadline before handing the connection to the broker,
+// and leaves a deadline for the CONNECT packet that mochi replaces with
+// the keep-alive deadline.
+type tlsListener struct {
+	id        string
+	ln        net.Listener
+	tlsConfig *tls.Config
+	timeout   time.Duration
+	log       *slog.Logger
+
+	closeOnce sync.Once
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{}
+	closed    bool
+}
+
+// track records a live connection; false when the listener is closed.
+func (l *tlsListener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	if l.conns == nil {
+		l.conns = map[net.Conn]struct{}{}
+	}
+	l.conns[c] = struct{}{}
+	return true
+}
+
+func (l *tlsListener) untrack(c net.Conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+func (l *tlsListener) Init(*slog.Logger) error { return nil }
+func (l *tlsListener) ID() string              { return l.id }
+func (l *tlsListener) Address() string         { return l.ln.Addr().String() }
+func (l *tlsListener) Protocol() string        { return "tcp+tls" }
+
+func (l *tlsListener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !l.track(conn) {
+			_ = conn.Close()
+			return
+		}
+		go func() {
+			defer l.untrack(conn)
+			tc := tls.Server(conn, l.tlsConfig)
+			_ = tc.SetDeadline(time.Now().Add(l.timeout))
+			if err := tc.Handshake(); err != nil {
+				l.log.Debug("tls handshake failed", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+				_ = tc.Close()
+				return
+			}
+			// The deadline stays for reading CONNECT.
+			if err := establish(l.id, tc); err != nil {
+				l.log.Debug("connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+func (l *tlsListener) Close(closeClients listeners.CloseFn) {
+	l.closeOnce.Do(func() {
+		_ = l.ln.Close()
+		l.mu.Lock()
+		l.closed = true
+		for c := range l.conns {
+			_ = c.Close() // also ends connections still before CONNECT
+		}
+		l.mu.Unlock()
+		closeClients(l.id)
+	})
+}
