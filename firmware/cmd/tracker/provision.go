@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/lifecycle"
+	"github.com/reefer/tracker/provisioning/cache"
+	"github.com/reefer/tracker/provisioning/certs"
+	"github.com/reefer/tracker/provisioning/dps"
+)
+
+func init() {
+	commands["provision"] = command{"register with DPS once and print the assigned hub (for technicians)", runProvision}
+}
+
+// provisionReport is what `tracker provision` prints (as a table or JSON).
+type provisionReport struct {
+	RegistrationID string `json:"registrationId"`
+	// Status is DPS's: assigned, disabled, failed; or unauthorized / error
+	// when no operation status came back.
+	Status    string `json:"status"`
+	Substatus string `json:"substatus,omitempty"`
+	Hub       string `json:"hub,omitempty"`
+	DeviceID  string `json:"deviceId,omitempty"`
+	// Source is "dps", or "cache" when a valid cached assignment was used.
+	Source     string    `json:"source,omitempty"`
+	AssignedAt time.Time `json:"assignedAt,omitzero"`
+	CacheFile  string    `json:"cacheFile,omitempty"`
+	// Meaning says what a refusal means and what the operator must do.
+	Meaning   string `json:"meaning,omitempty"`
+	ErrorCode int    `json:"errorCode,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func runProvision(ctx context.Context, io stdio, args []string) error {
+	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	path := fs.String("config", config.DefaultPath, "config `file`")
+	var o config.Overrides
+	o.RegisterFlags(fs)
+	force := fs.Bool("force", false, "register with DPS even when a valid cached assignment exists")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	timeout := fs.Duration("timeout", 3*time.Minute, "give up after this long (clock wait and DPS retries included)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *timeout <= 0 {
+		return usageError{"--timeout must be positive"}
+	}
+
+	cfg, err := config.Load(*path, os.Getenv, o)
+	if err != nil {
+		return configError{err}
+	}
+	log, err := newLogger(io.err, cfg.LogLevel)
+	if err != nil {
+		return configError{err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	// A board without an RTC may still be in 1970: say so instead of
+	// failing the certificate checks below.
+	if err := lifecycle.WaitForClock(ctx, time.Now, lifecycle.ClockFloor(cfg.CertFile), time.Second, log); err != nil {
+		return err
+	}
+	id, err := certs.LoadIdentity(cfg.CertFile, cfg.KeyFile, time.Now())
+	if err != nil {
+		return configError{fmt.Errorf("device identity refused: %w", err)}
+	}
+	roots, err := certs.ServerRoots(cfg.CAFile)
+	if err != nil {
+		return configError{err}
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	p, err := lifecycle.New(lifecycle.Config{
+		Identity: id,
+		TLS:      certs.TLSConfig(id, roots, ""), // each client sets its own ServerName
+		DPS:      dps.Config{Endpoint: cfg.DPSEndpoint, IDScope: cfg.IDScope, MaxWait: *timeout},
+		StateDir: cfg.StateDir,
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+
+	rep := provisionReport{RegistrationID: id.RegistrationID, CacheFile: cache.Path(cfg.StateDir)}
+	if !*force {
+		if a, err := cache.Load(cfg.StateDir); err == nil && cache.Valid(a, id.FingerprintSHA256) {
+			rep.Status, rep.Hub, rep.DeviceID, rep.Source, rep.AssignedAt = "assigned", a.Hub, a.DeviceID, "cache", a.AssignedAt
+			return printProvision(io.out, rep, *asJSON)
+		}
+	}
+	out, perr := p.Provision(ctx)
+	if out != nil {
+		rep.Status, rep.Substatus, rep.Source = out.Result.Status, out.Result.Substatus, "dps"
+		rep.Hub, rep.DeviceID, rep.AssignedAt = out.Assignment.Hub, out.Assignment.DeviceID, out.Assignment.AssignedAt
+	}
+	if perr != nil {
+		rep.Error = perr.Error()
+		rep.Meaning = lifecycle.Explain(perr)
+		if out == nil {
+			rep.Status = refusalStatus(perr)
+			var de *dps.Error
+			if errors.As(perr, &de) {
+				rep.ErrorCode = de.ErrorCode
+			}
+		}
+	}
+	if err := printProvision(io.out, rep, *asJSON); err != nil {
+		return err
+	}
+	switch {
+	case perr == nil:
+		return nil
+	case errors.Is(perr, lifecycle.ErrCacheSave):
+		return fmt.Errorf("assigned, but the cache was not updated (the daemon will register again): %w", perr)
+	case rep.Meaning != "":
+		return fmt.Errorf("not provisioned: %s", rep.Meaning)
+	}
+	return fmt.Errorf("not provisioned: %w", perr)
+}
+
+// refusalStatus names a failed registration for the report.
+func refusalStatus(err error) string {
+	switch {
+	case errors.Is(err, dps.ErrDisabled):
+		return "disabled"
+	case errors.Is(err, dps.ErrFailed):
+		return "failed"
+	case errors.Is(err, dps.ErrUnauthorized):
+		return "unauthorized"
+	}
+	return "error"
+}
+
+func printProvision(w io.Writer, r provisionReport, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s\t%s\n", k, v)
+		}
+	}
+	row("registration id", r.RegistrationID)
+	row("status", r.Status)
+	row("substatus", r.Substatus)
+	row("hub", r.Hub)
+	row("device id", r.DeviceID)
+	row("source", r.Source)
+	if !r.AssignedAt.IsZero() {
+		row("assigned at", r.AssignedAt.UTC().Format(time.RFC3339))
+	}
+	if r.Source != "" {
+		row("cache", r.CacheFile)
+	}
+	if r.ErrorCode != 0 {
+		row("error code", fmt.Sprint(r.ErrorCode))
+	}
+	row("meaning", r.Meaning)
+	row("error", r.Error)
+	return tw.Flush()
+}
