@@ -3,6 +3,7 @@
 //
 //	tracker version            print the firmware version
 //	tracker sensors [flags]    read the sensors once (or --watch) for a technician
+//	tracker run [flags]        run the daemon (systemd service)
 package main
 
 import (
