@@ -3,10 +3,10 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -194,6 +194,7 @@ type tracker struct {
 	done   chan error
 	logs   *syncBuffer
 	notes  *notes
+	cfg    *config.Config
 }
 
 type trackerOpt func(*config.Config, *daemon.Tuning)
@@ -204,7 +205,7 @@ func startTracker(t *testing.T, cfg *config.Config, id string, opts ...trackerOp
 	for _, o := range opts {
 		o(cfg, &tun)
 	}
-	tr := &tracker{t: t, id: id, done: make(chan error, 1), logs: &syncBuffer{}, notes: &notes{}}
+	tr := &tracker{t: t, id: id, cfg: cfg, done: make(chan error, 1), logs: &syncBuffer{}, notes: &notes{}}
 	d, err := daemon.New(daemon.Config{
 		Tracker:         cfg,
 		FirmwareVersion: "test",
@@ -233,6 +234,7 @@ func startTracker(t *testing.T, cfg *config.Config, id string, opts ...trackerOp
 	case <-time.After(wait):
 		t.Fatalf("tracker %s did not start", id)
 	}
+	eventually(t, id+" sampling", func() bool { return tr.status().Running })
 	return tr
 }
 
@@ -381,4 +383,11 @@ func num(v any) float64 {
 	return f
 }
 
-var _ = os.Getenv
+// certOf reads the leaf certificate a tracker runs with.
+func certOf(tr *tracker) (*x509.Certificate, error) {
+	c, err := pki.Load(tr.cfg.CertFile, tr.cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return c.Cert, nil
+}
