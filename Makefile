@@ -26,6 +26,11 @@ build: ## build the tracker binary for GOOS/GOARCH (default: this machine)
 	$(GOBUILD) -o $(BIN) ./firmware/cmd/tracker
 	@echo "built $(BIN)"
 
+.PHONY: emulator
+emulator: ## build the local DPS + IoT Hub emulator (bin/azemu) for this machine
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/azemu ./deploy/emulator/cmd/azemu
+	@echo "built bin/azemu"
+
 .PHONY: cross
 cross: ## build the arm64 and armv7 binaries
 	$(MAKE) build GOARCH=arm64
@@ -59,8 +64,10 @@ smoke: cross ## run the cross-built binaries under qemu-user and read a simulate
 check: fmt-check lint-sh vet test smoke ## everything CI checks
 
 .PHONY: demo
-demo: ## run the end-to-end demo (see README)
-	./deploy/demo.sh
+demo: ## the reference flow end to end on the local emulator (about 40 s)
+	@$(MAKE) --no-print-directory build GOOS=$(shell $(GO) env GOOS) GOARCH=$(shell $(GO) env GOARCH) >/dev/null
+	@$(MAKE) --no-print-directory emulator >/dev/null
+	$(GO) run ./deploy/demo --tracker bin/tracker-$(shell $(GO) env GOOS)-$(shell $(GO) env GOARCH) --azemu bin/azemu
 
 .PHONY: clean
 clean: ## remove build output

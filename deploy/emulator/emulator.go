@@ -42,6 +42,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -73,8 +74,9 @@ type Config struct {
 	// HTTPSAddr is the service API listener (default 127.0.0.1:8443).
 	// Set it to "-" to disable.
 	HTTPSAddr string
-	// ServiceHandler builds the HTTPS service API handler. When nil the
-	// listener answers 404 to everything.
+	// ServiceHandler builds the HTTPS service API handler; nil means
+	// ServiceAPI. A handler that is an io.Closer is closed on shutdown
+	// (ending long-lived monitoring streams).
 	ServiceHandler func(*Emulator) http.Handler
 	// Hubs is the number of emulated hubs (default 1).
 	Hubs int
@@ -112,6 +114,9 @@ func (c *Config) defaults() error {
 	}
 	if c.MQTTAddr == "" {
 		c.MQTTAddr = "127.0.0.1:8883"
+	}
+	if c.ServiceHandler == nil {
+		c.ServiceHandler = ServiceAPI
 	}
 	if c.HTTPSAddr == "" {
 		c.HTTPSAddr = "127.0.0.1:8443"
@@ -212,8 +217,9 @@ type Emulator struct {
 	hubs      []hubEndpoint // index 0 = hub1
 	removeObs func()
 
-	dps *dpsService
-	hub *hubService
+	dps  *dpsService
+	hub  *hubService
+	hook *brokerHook
 
 	mu      sync.Mutex
 	started bool
@@ -438,8 +444,9 @@ func (e *Emulator) Start(ctx context.Context) error {
 	caps.MaximumPacketSize = 512 * 1024 // telemetry limit is 256 KB; bound memory
 	caps.MaximumClientWritesPending = 1024
 	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 (spec A.1, B.1); v5 gets its own preview
-	e.server = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: e.log.With("component", "mochi"), InlineClient: false})
-	if err := e.server.AddHook(&brokerHook{e: e}, nil); err != nil {
+	e.server = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietHandler{e.log.Handler()}).With("component", "mochi"), InlineClient: false})
+	e.hook = &brokerHook{e: e}
+	if err := e.server.AddHook(e.hook, nil); err != nil {
 		return fmt.Errorf("emulator: add hook: %w", err)
 	}
 	for _, l := range e.listeners {
@@ -454,6 +461,8 @@ func (e *Emulator) Start(ctx context.Context) error {
 	if err := e.server.Serve(); err != nil {
 		return fmt.Errorf("emulator: serve: %w", err)
 	}
+	// Info first: the service handler may read it (keys, host names).
+	e.info = e.buildInfo()
 	if e.httpLn != nil {
 		var h http.Handler = http.HandlerFunc(notImplemented)
 		if e.cfg.ServiceHandler != nil {
@@ -465,6 +474,9 @@ func (e *Emulator) Start(ctx context.Context) error {
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 		}
+		if c, ok := h.(io.Closer); ok {
+			e.httpSrv.RegisterOnShutdown(func() { c.Close() })
+		}
 		ln := tls.NewListener(e.httpLn, e.httpSrv.TLSConfig)
 		e.wg.Add(1)
 		go func() {
@@ -474,7 +486,6 @@ func (e *Emulator) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	e.info = e.buildInfo()
 	b, _ := json.MarshalIndent(e.info, "", "  ")
 	if err := store.WriteFileAtomic(filepath.Join(e.cfg.DataDir, "emulator.json"), append(b, '\n'), true); err != nil {
 		return fmt.Errorf("emulator: write emulator.json: %w", err)
@@ -525,11 +536,10 @@ func (e *Emulator) buildInfo() Info {
 		SharedAccessKey:     e.sec.DPSKey,
 	}
 	inf.DPS.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", svcHost, inf.DPS.SharedAccessKeyName, inf.DPS.SharedAccessKey)
-	for i, h := range e.hubs {
+	for _, h := range e.hubs {
 		hi := HubInfo{Name: h.name, HostName: h.host, MQTTAddress: e.listenerByID(h.listener).Addr().String(),
 			SharedAccessKeyName: "iothubowner", SharedAccessKey: e.sec.HubKeys[h.name]}
 		hi.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", hi.HostName, hi.SharedAccessKeyName, hi.SharedAccessKey)
-		_ = i
 		inf.Hubs = append(inf.Hubs, hi)
 	}
 	return inf
@@ -567,8 +577,15 @@ func (e *Emulator) Close() error {
 		_ = e.httpSrv.Shutdown(ctx)
 		cancel()
 	}
-	e.hub.close()
-	err := e.server.Close()
+	if e.hub != nil {
+		e.hub.close()
+	}
+	var err error
+	if e.server != nil {
+		err = e.server.Close()
+	} else {
+		e.closeListeners()
+	}
 	e.wg.Wait()
 	return err
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -233,5 +232,3 @@ func mustHubDial(t *testing.T, e *Emulator, hubIdx int, id string, cert tls.Cert
 	}
 	return c
 }
-
-var _ = sync.Mutex{}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -56,7 +57,7 @@ type session struct {
 	generationID string
 	modelID      string
 
-	out   chan packets.Packet
+	out   chan *packets.Packet
 	kick  chan struct{} // C2D delivery wake-up
 	ready chan struct{} // closed once CONNACK went out
 	done  chan struct{}
@@ -77,28 +78,55 @@ type methodReply struct {
 
 func newSession(e *Emulator, cl *mqtt.Client, kind sessionKind, chain []*x509.Certificate) *session {
 	s := &session{e: e, cl: cl, kind: kind, chain: chain,
-		out: make(chan packets.Packet, 256), kick: make(chan struct{}, 1), ready: make(chan struct{}), done: make(chan struct{}),
+		out: make(chan *packets.Packet, 256), kick: make(chan struct{}, 1), ready: make(chan struct{}), done: make(chan struct{}),
 		c2dInflight: map[uint16]string{}, c2dLocked: map[string]int64{}, methods: map[string]chan methodReply{}}
 	go s.writeLoop()
 	return s
 }
 
-// writeLoop writes queued packets so store observers never block on a
-// slow client's socket.
+// writeLoop writes queued packets, so store observers never block on a
+// slow client's socket, and runs C2D delivery for hub sessions (one
+// goroutine per connection besides mochi's two).
 func (s *session) writeLoop() {
 	// Nothing may precede CONNACK, even a notification for a session
 	// whose subscriptions were inherited (CleanSession 0).
-	select {
-	case <-s.ready:
-	case <-s.done:
-		return
+	// If CONNACK cannot be sent mochi never calls OnDisconnect; notice
+	// the closed client and clean up ourselves.
+	tick := time.NewTicker(time.Second)
+wait:
+	for {
+		select {
+		case <-s.ready:
+			break wait
+		case <-s.done:
+			tick.Stop()
+			return
+		case <-tick.C:
+			if s.cl.Closed() {
+				tick.Stop()
+				s.e.hook.forget(s.cl, errors.New("closed before CONNACK"))
+				return
+			}
+		}
+	}
+	tick.Stop()
+	var lockTick <-chan time.Time
+	if s.kind == kindHub {
+		// Expired C2D locks are noticed within a quarter lock time.
+		t := time.NewTicker(s.e.cfg.C2DLockTimeout / 4)
+		defer t.Stop()
+		lockTick = t.C
 	}
 	for {
 		select {
 		case pk := <-s.out:
-			if err := s.cl.WritePacket(pk); err != nil {
+			if err := s.cl.WritePacket(*pk); err != nil {
 				s.e.log.Debug("write to client failed", "client", s.cl.ID, "err", err)
 			}
+		case <-s.kick:
+			s.deliverC2D()
+		case <-lockTick:
+			s.deliverC2D()
 		case <-s.done:
 			return
 		}
@@ -108,7 +136,7 @@ func (s *session) writeLoop() {
 // publish queues a PUBLISH to the client. QoS 0 packets are dropped when
 // the queue is full, as a broker drops them for a slow consumer.
 func (s *session) publish(topic string, body []byte, qos byte, pid uint16) bool {
-	pk := packets.Packet{
+	pk := &packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
 		TopicName:   topic,
 		Payload:     body,
@@ -372,12 +400,14 @@ func (h *brokerHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnDisconnect forgets the session.
-func (h *brokerHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	s := h.session(cl)
-	if s == nil {
+func (h *brokerHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) { h.forget(cl, err) }
+
+func (h *brokerHook) forget(cl *mqtt.Client, err error) {
+	v, loaded := h.sessions.LoadAndDelete(cl)
+	if !loaded {
 		return
 	}
-	h.sessions.Delete(cl)
+	s := v.(*session)
 	s.end()
 	if s.kind == kindHub {
 		h.e.hub.disconnected(s, err)

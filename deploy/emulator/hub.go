@@ -150,17 +150,16 @@ func (h *hubService) authenticate(cl *mqtt.Client, ep *hubEndpoint, user, client
 		h.e.log.Info("closing older connection of the same device", "hub", ep.host, "deviceId", deviceID)
 		old.stop(errTakenOver)
 	}
-	go s.c2dLoop()
-	return s, nil
-}
-
-func (h *hubService) established(s *session) {
+	// Recorded before CONNACK so a device that saw CONNACK is listed as
+	// connected.
 	h.e.store.SetConnectionState(s.hub, s.deviceID, true)
 	if s.modelID != "" {
 		h.e.store.SetModelID(s.hub, s.deviceID, s.modelID)
 	}
-	h.subscribed(s)
+	return s, nil
 }
+
+func (h *hubService) established(s *session) { h.subscribed(s) }
 
 // subscribed wakes C2D delivery and anyone waiting for the device.
 func (h *hubService) subscribed(s *session) {
@@ -366,20 +365,6 @@ func (h *hubService) C2DEnqueued(hub, id string) {
 }
 
 // ---- cloud-to-device (spec B.4) ----
-
-func (s *session) c2dLoop() {
-	t := time.NewTicker(s.e.cfg.C2DLockTimeout / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-s.kick:
-		case <-t.C:
-		}
-		s.deliverC2D()
-	}
-}
 
 func (s *session) deliverC2D() {
 	topicBase := "devices/" + s.deviceID + "/messages/devicebound/"

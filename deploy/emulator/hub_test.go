@@ -358,3 +358,38 @@ func TestMalformedPacketsDoNotHurt(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestHubCertificateAuthorityIdentity(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t)
+	hub := e.HubHost(0)
+	f := newFleet(t)
+	if _, err := e.Store().PutCACertificate(hub, "fleet-root", f.root.PEM(), false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Store().PutDevice(hub, store.Device{DeviceID: "ca-dev", Authentication: store.AuthenticationMechanism{Type: store.AuthCertificateAuthority}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	dev := f.leaf(t, "ca-dev")
+	if _, err := hubDial(t, e, 0, "ca-dev", dev.TLS()); !isNotAuthorized(err) {
+		t.Errorf("connect with unverified hub CA = %v; want CONNACK 5", err)
+	}
+	c, err := e.Store().GenerateVerificationCode(hub, "fleet-root", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, _ := f.root.NewVerification(c.Properties.VerificationCode)
+	if _, err := e.Store().VerifyCACertificate(hub, "fleet-root", proof.PEM(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hubDial(t, e, 0, "ca-dev", dev.TLSWith()); !isNotAuthorized(err) {
+		t.Errorf("connect without the intermediate = %v; want CONNACK 5", err)
+	}
+	wrongCN := f.leaf(t, "someone-else")
+	if _, err := hubDial(t, e, 0, "ca-dev", wrongCN.TLS()); !isNotAuthorized(err) {
+		t.Errorf("connect with CN != device id = %v; want CONNACK 5", err)
+	}
+	if _, err := hubDial(t, e, 0, "ca-dev", dev.TLS()); err != nil {
+		t.Errorf("connect with chain to verified hub CA: %v", err)
+	}
+}

@@ -100,8 +100,10 @@ func TestServiceHandlerMounted(t *testing.T) {
 	t.Parallel()
 	e := StartForTest(t, func(c *Config) {
 		c.ServiceHandler = func(e *Emulator) http.Handler {
+			// Info is complete when the handler is built.
+			scope := e.Info().DPS.IDScope
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = w.Write([]byte(e.IDScope()))
+				_, _ = w.Write([]byte(scope))
 			})
 		}
 	})

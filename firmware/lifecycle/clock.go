@@ -99,7 +99,8 @@ func waitForClock(ctx context.Context, now func() time.Time, minTime time.Time, 
 	}
 	log.Warn("clock is not set yet; waiting for time synchronisation before using TLS",
 		"clock", start.UTC().Format(time.RFC3339), "need_at_least", minTime.UTC().Format(time.RFC3339),
-		"hint", "check NTP (timedatectl, systemd-timesyncd) or the network; a board without a battery-backed RTC boots in the past")
+		"hint", "check NTP (timedatectl, systemd-timesyncd) or the network; a board without a battery-backed RTC boots in the past; "+
+			"if the clock is right, the device certificate is not valid yet (its NotBefore is in the future)")
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	var waited, sinceLog time.Duration

@@ -29,4 +29,6 @@
 //     reprovisionRetry, minutes to an hour), never giving up.
 //   - Throttling (honouring retry-after) and network or server failures:
 //     capped exponential back-off with full jitter.
+//   - The assigned hub unreachable (not refusing) for Config.HubGiveUp:
+//     ask DPS again, in case the device was moved or its hub deleted.
 package lifecycle

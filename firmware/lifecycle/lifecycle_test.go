@@ -39,7 +39,9 @@ type regStep struct {
 // connStep is one scripted hub connect: refused/failing with err, or a
 // session that ends with end (or stays up until the test stops when hold).
 type connStep struct {
-	err  error
+	err     error
+	timeout bool // block until the connect context ends
+
 	end  error
 	hold bool
 }
@@ -112,6 +114,7 @@ func newHarness(t *testing.T, regs []regStep, conns []connStep) *harness {
 		RetryMax:    60 * time.Minute,
 		BackoffBase: 10 * time.Second,
 		BackoffMax:  10 * time.Minute,
+		HubGiveUp:   20 * time.Millisecond,
 		Logger:      slog.New(slog.NewTextHandler(h.logs, nil)),
 		Now:         h.clock,
 		Sleep:       h.sleep,
@@ -177,6 +180,12 @@ func (h *harness) Connect(ctx context.Context, a cache.Assignment) (Session, err
 	}
 	s := h.conns[0]
 	h.conns = h.conns[1:]
+	if s.timeout {
+		h.mu.Unlock()
+		<-ctx.Done()
+		h.mu.Lock()
+		return nil, fmt.Errorf("iothub connect %s: %w", a.DeviceID, ctx.Err())
+	}
 	if s.err != nil {
 		return nil, fmt.Errorf("iothub connect %s: %w", a.DeviceID, s.err)
 	}
@@ -390,6 +399,15 @@ func TestRunTransitions(t *testing.T) {
 			wantPhases: []Phase{PhaseAssigned, PhaseBackingOff, PhaseAssigned, PhaseConnected},
 			wantRegs:   0, wantHubs: []string{hubA, hubA}, wantCache: hubA,
 			wantSleeps: []time.Duration{5 * time.Second},
+		},
+		{
+			name:       "cached hub unreachable past the give-up time: DPS again",
+			cache:      fp,
+			regs:       []regStep{{hub: hubB}},
+			conns:      []connStep{{timeout: true}, {hold: true}},
+			stopAfter:  1,
+			wantPhases: []Phase{PhaseAssigned, PhaseProvisioning, PhaseAssigned, PhaseConnected},
+			wantRegs:   1, wantHubs: []string{hubA, hubB}, wantCache: hubB,
 		},
 		{
 			name:       "session ends for another reason: reconnect without DPS",

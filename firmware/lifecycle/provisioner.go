@@ -49,6 +49,11 @@ type Config struct {
 	// transient failures (each DPS attempt already retries internally).
 	// Defaults 10 s and 10 min.
 	BackoffBase, BackoffMax time.Duration
+	// HubGiveUp bounds one attempt to connect to the assigned hub. When it
+	// runs out (hub unreachable, not refused) Run asks DPS again, in case
+	// the device was moved to another hub or its hub was deleted. Default
+	// 30 min.
+	HubGiveUp time.Duration
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -98,6 +103,7 @@ func New(cfg Config) (*Provisioner, error) {
 	def(&cfg.BackoffBase, 10*time.Second)
 	def(&cfg.BackoffMax, 10*time.Minute)
 	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffBase)
+	def(&cfg.HubGiveUp, 30*time.Minute)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -23,7 +23,8 @@ type Session interface {
 
 // Connector connects to the assigned hub. Connect blocks until connected,
 // refused (an error wrapping iothub.ErrNotAuthorized) or ctx ends, and
-// cleans up after itself when it fails.
+// cleans up after itself when it fails. ctx bounds the connect only, not
+// the session it returns.
 type Connector interface {
 	Connect(ctx context.Context, a cache.Assignment) (Session, error)
 }
@@ -65,6 +66,9 @@ func (h *IoTHub) Connect(ctx context.Context, a cache.Assignment) (Session, erro
 	return c, nil
 }
 
+// errHubGiveUp ends a connect attempt that took longer than HubGiveUp.
+var errHubGiveUp = errors.New("no connection within the give-up time")
+
 // Run keeps the device provisioned and connected until ctx ends, and then
 // returns ctx's cause. It never gives up: every failure leads to a wait
 // chosen by its cause (see the package comment) and another attempt, so a
@@ -96,10 +100,22 @@ func (p *Provisioner) Run(ctx context.Context, conn Connector) error {
 			transient = 0
 		}
 
-		sess, err := conn.Connect(ctx, a)
+		cctx, ccancel := context.WithTimeoutCause(ctx, p.cfg.HubGiveUp, errHubGiveUp)
+		sess, err := conn.Connect(cctx, a)
+		gaveUp := errors.Is(context.Cause(cctx), errHubGiveUp)
+		ccancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
+			}
+			if gaveUp {
+				// Unreachable, not refused: perhaps the hub is gone or the
+				// device was moved. DPS knows; its own failures back off.
+				err = fmt.Errorf("hub %s: %w: %w", a.Hub, errHubGiveUp, err)
+				p.log.Warn("hub unreachable; asking DPS again", "hub", a.Hub, "after", p.cfg.HubGiveUp, "err", err)
+				p.update(func(s *Status) { s.Err, s.LastError, s.Advice = err, err.Error(), "" })
+				force = true
+				continue
 			}
 			if !errors.Is(err, iothub.ErrNotAuthorized) {
 				p.log.Warn("hub connect failed", "hub", a.Hub, "err", err)

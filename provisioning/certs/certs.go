@@ -230,24 +230,9 @@ func loadCerts(certFile string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read device certificate: %w", err)
 	}
-	var chain []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", certFile, len(chain)+1, err)
-		}
-		chain = append(chain, c)
-	}
-	if len(chain) == 0 {
-		return nil, fmt.Errorf("%s: no CERTIFICATE PEM block", certFile)
+	chain, err := parsePEMCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	return chain, nil
 }

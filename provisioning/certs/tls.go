@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"embed"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -71,6 +72,8 @@ func embeddedRoots() ([]*x509.Certificate, error) {
 	return all, nil
 }
 
+// parsePEMCerts parses every CERTIFICATE block of data, in order, skipping
+// other block types.
 func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
@@ -89,7 +92,7 @@ func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 		certs = append(certs, c)
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("no PEM CERTIFICATE block")
+		return nil, errors.New("no CERTIFICATE PEM block")
 	}
 	return certs, nil
 }

@@ -3,24 +3,17 @@ package dps
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"log/slog"
-	"math/big"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/reefer/tracker/provisioning/internal/brokertest"
 )
 
 // This test runs Register through real paho, real TLS with a client
@@ -29,45 +22,6 @@ import (
 // make about paho (nil-callback subscriptions reach the default handler,
 // CONNACK refusals surface as ErrUnauthorized). The full emulator tests
 // live with deploy/emulator.
-
-type testPKI struct {
-	roots  *x509.CertPool
-	server tls.Certificate
-	client tls.Certificate
-}
-
-func newTestPKI(t *testing.T, clientCN string) *testPKI {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) tls.Certificate {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	}
-	p := &testPKI{roots: x509.NewCertPool()}
-	p.roots.AddCert(ca)
-	p.server = leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)})
-	p.client = leaf(3, clientCN, x509.ExtKeyUsageClientAuth, nil)
-	return p
-}
 
 // dpsHook answers register and poll requests.
 type dpsHook struct {
@@ -89,10 +43,8 @@ func (h *dpsHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.users = append(h.users, string(pk.Connect.Username)+"|"+cl.ID+"|"+string(pk.Connect.Password))
-	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
-		if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
-			h.certCNs = append(h.certCNs, st.PeerCertificates[0].Subject.CommonName)
-		}
+	if cn := brokertest.PeerCN(cl); cn != "" {
+		h.certCNs = append(h.certCNs, cn)
 	}
 	return h.allow
 }
@@ -124,37 +76,24 @@ func (h *dpsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	return pk, nil
 }
 
-func startBroker(t *testing.T, pki *testPKI, allow bool) (addr string, hook *dpsHook) {
+func startBroker(t *testing.T, pki *brokertest.PKI, allow bool) (addr string, hook *dpsHook) {
 	t.Helper()
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	hook = &dpsHook{srv: srv, allow: allow}
-	if err := srv.AddHook(hook, nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{pki.server},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pki.roots,
-		MinVersion:   tls.VersionTLS12,
-	}})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-	return l.Address(), hook
+	b := brokertest.New(t, pki)
+	hook = &dpsHook{srv: b.Server, allow: allow}
+	b.Start(t, hook)
+	return b.Addr, hook
 }
 
 func TestRegisterAgainstBroker(t *testing.T) {
 	t.Parallel()
-	pki := newTestPKI(t, testRID)
+	pki := brokertest.NewPKI(t, testRID)
 	addr, hook := startBroker(t, pki, true)
 	s := &sleepRecorder{}
 	res, err := Register(context.Background(), Config{
 		Endpoint:       addr,
 		IDScope:        testScope,
 		RegistrationID: testRID,
-		TLS:            &tls.Config{Certificates: []tls.Certificate{pki.client}, RootCAs: pki.roots, MinVersion: tls.VersionTLS12},
+		TLS:            pki.ClientTLS(),
 		Sleep:          s.sleep,
 		MaxWait:        10 * time.Second,
 	})
@@ -183,13 +122,13 @@ func TestRegisterAgainstBroker(t *testing.T) {
 
 func TestRegisterAgainstBrokerRefused(t *testing.T) {
 	t.Parallel()
-	pki := newTestPKI(t, testRID)
+	pki := brokertest.NewPKI(t, testRID)
 	addr, _ := startBroker(t, pki, false)
 	_, err := Register(context.Background(), Config{
 		Endpoint:       addr,
 		IDScope:        testScope,
 		RegistrationID: testRID,
-		TLS:            &tls.Config{Certificates: []tls.Certificate{pki.client}, RootCAs: pki.roots},
+		TLS:            pki.ClientTLS(),
 		Sleep:          (&sleepRecorder{}).sleep,
 	})
 	if !errors.Is(err, ErrUnauthorized) {
@@ -199,13 +138,13 @@ func TestRegisterAgainstBrokerRefused(t *testing.T) {
 
 func TestRegisterAgainstBrokerWithoutClientCert(t *testing.T) {
 	t.Parallel()
-	pki := newTestPKI(t, testRID)
+	pki := brokertest.NewPKI(t, testRID)
 	addr, _ := startBroker(t, pki, true)
 	_, err := Register(context.Background(), Config{
 		Endpoint:       addr,
 		IDScope:        testScope,
 		RegistrationID: testRID,
-		TLS:            &tls.Config{RootCAs: pki.roots},
+		TLS:            &tls.Config{RootCAs: pki.Roots},
 		Sleep:          (&sleepRecorder{}).sleep,
 	})
 	if !errors.Is(err, ErrUnauthorized) {

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
 // DefaultEndpoint is the global device endpoint (spec A.1).
@@ -121,7 +123,7 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.MaxAttempts = 6
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleepCtx
+		cfg.Sleep = retry.Sleep
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
@@ -172,6 +174,10 @@ func splitEndpoint(ep, defPort string) (host, port string, err error) {
 	return ep, defPort, nil
 }
 
+// maxThrottledPolls bounds how often a throttled poll is repeated on one
+// connection before the whole registration backs off and starts over.
+const maxThrottledPolls = 3
+
 // errMaxWait is the cause when Config.MaxWait runs out.
 var errMaxWait = errors.New("registration did not finish within MaxWait")
 
@@ -221,7 +227,7 @@ func register(parent context.Context, cfg Config) (*Result, error) {
 		if errors.As(err, &de) {
 			floor = min(de.RetryAfter, maxRetryAfter)
 		}
-		d := backoff(attempt, cfg.BackoffBase, cfg.BackoffMax, floor, cfg.Rand())
+		d := retry.Backoff(attempt, cfg.BackoffBase, cfg.BackoffMax, floor, cfg.Rand())
 		log.Warn("dps attempt failed; retrying", "attempt", attempt+1, "delay", d, "err", err)
 		if err := cfg.Sleep(ctx, d); err != nil {
 			if parent.Err() != nil {
@@ -324,6 +330,8 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 	op := "register"
 	topic := RegisterTopic(strconv.Itoa(rid))
 	var payload []byte = body
+	var opID string
+	throttledPolls := 0
 	for {
 		if err := cn.wait(ctx, cn.cli.Publish(topic, 1, false, payload), cfg.ResponseTimeout); err != nil {
 			return nil, &Error{Kind: ErrTransient, Op: op, Err: err}
@@ -336,6 +344,20 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 				return nil, de
 			}
 			return nil, &Error{Kind: ErrTransient, Op: op, Err: err}
+		}
+		if r.Status == 429 && op == "poll" && throttledPolls < maxThrottledPolls {
+			// A throttled status poll: poll the same operation again rather
+			// than registering anew. Registrations are billable and have
+			// their own rate limit; status polls are neither (spec F).
+			throttledPolls++
+			wait := min(max(r.RetryAfter, minPollInterval*time.Duration(1<<throttledPolls)), maxRetryAfter)
+			log.Warn("dps poll throttled; polling the operation again", "operation_id", opID, "wait", wait)
+			if err := cfg.Sleep(ctx, wait); err != nil {
+				return nil, &Error{Kind: ErrTransient, Op: op, Err: err}
+			}
+			rid++
+			topic = PollTopic(strconv.Itoa(rid), opID)
+			continue
 		}
 		if r.Status != 200 && r.Status != 202 {
 			return nil, classifyStatus(op, r)
@@ -355,7 +377,8 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 		}
 		rid++
 		op = "poll"
-		topic = PollTopic(strconv.Itoa(rid), out.OperationID)
+		opID = out.OperationID
+		topic = PollTopic(strconv.Itoa(rid), opID)
 		payload = nil // spec A.2: the poll body is empty
 	}
 }

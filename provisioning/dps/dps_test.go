@@ -250,6 +250,46 @@ func TestRegisterRetriesNetworkAndLostConnection(t *testing.T) {
 	}
 }
 
+func TestRegisterPollThrottledPollsSameOperation(t *testing.T) {
+	t.Parallel()
+	op := "4.d0a671905ea5b2c8.e7173b7b-0e54-4aa0-9d20-aeb1b89e6c7d"
+	f := &fakeDPS{respond: func(n int, topic string, _ []byte) reply {
+		switch n {
+		case 0:
+			return reply{msgs: []fakeMsg{{resTopic(202, "1", "&retry-after=3"), []byte(body202)}}}
+		case 1:
+			return reply{msgs: []fakeMsg{{resTopic(429, "2", "&retry-after=1"), []byte(`{"errorCode":429002,"message":"too many polls"}`)}}}
+		case 2:
+			return reply{msgs: []fakeMsg{{resTopic(429, "3", "&retry-after=9"), []byte(`{"errorCode":429002,"message":"too many polls"}`)}}}
+		default:
+			return reply{msgs: []fakeMsg{{resTopic(200, "4", ""), []byte(body200)}}}
+		}
+	}}
+	s := &sleepRecorder{}
+	if _, err := Register(context.Background(), newTestConfig(f, s)); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if f.sessions != 1 {
+		t.Errorf("sessions = %d; want 1 (a throttled poll must not re-register)", f.sessions)
+	}
+	var registers, polls int
+	for _, e := range f.snapshot() {
+		switch {
+		case strings.Contains(e.topic, "iotdps-register"):
+			registers++
+		case strings.Contains(e.topic, "operationId="+op):
+			polls++
+		}
+	}
+	if registers != 1 || polls != 3 {
+		t.Errorf("registers, polls = %d, %d; want 1, 3", registers, polls)
+	}
+	// retry-after 3; then a growing floor (4 s, 8 s) unless retry-after is longer (9 s).
+	if got, want := s.got(), []time.Duration{3 * time.Second, 4 * time.Second, 9 * time.Second}; !reflect.DeepEqual(got, want) {
+		t.Errorf("sleeps = %v; want %v", got, want)
+	}
+}
+
 func TestRegisterReRegistersWhenOperationForgotten(t *testing.T) {
 	t.Parallel()
 	f := &fakeDPS{respond: func(n int, topic string, _ []byte) reply {

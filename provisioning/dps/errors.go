@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
 // Outcomes callers act on. Register wraps them (with *Error for details), so
@@ -89,4 +91,19 @@ func retriable(err error) bool {
 	}
 	var e *Error
 	return errors.As(err, &e) && e.Kind == ErrNotFound && e.Op == "poll"
+}
+
+// classifyConnect maps a paho Connect error to an outcome. CONNACK 4/5 and a
+// TLS alert from the server mean the server refused our identity (spec A.4,
+// G.2); CONNACK 1/2 a bad request; anything else on the way (DNS, TCP,
+// timeouts, CONNACK 3, our own certificate checks) is transient.
+func classifyConnect(err error) error {
+	switch retry.ClassifyConnect(err) {
+	case retry.Refused:
+		return ErrUnauthorized
+	case retry.Rejected:
+		return ErrBadRequest
+	default:
+		return ErrTransient
+	}
 }

@@ -224,32 +224,6 @@ func TestRetriable(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	base, capd := 2*time.Second, time.Minute
-	tests := []struct {
-		attempt int
-		floor   time.Duration
-		rnd     float64
-		want    time.Duration
-	}{
-		{0, 0, 0.5, time.Second},
-		{1, 0, 0.5, 2 * time.Second},
-		{2, 0, 0.5, 4 * time.Second},
-		{4, 0, 0.999, time.Duration(0.999 * float64(32*time.Second))},
-		{5, 0, 0.5, 30 * time.Second},  // 64 s capped to 60 s
-		{50, 0, 0.5, 30 * time.Second}, // no overflow on huge attempts
-		{3, 0, 0, 0},                   // full jitter may pick zero
-		{3, 7 * time.Second, 0, 7 * time.Second},
-		{3, 7 * time.Second, 0.99, time.Duration(0.99 * float64(16*time.Second))},
-	}
-	for _, tt := range tests {
-		if got := backoff(tt.attempt, base, capd, tt.floor, tt.rnd); got != tt.want {
-			t.Errorf("backoff(%d, floor %s, rnd %v) = %s; want %s", tt.attempt, tt.floor, tt.rnd, got, tt.want)
-		}
-	}
-}
-
 func TestClassifyConnect(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -3,63 +3,23 @@ package iothub
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/big"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/reefer/tracker/provisioning/internal/brokertest"
 )
 
 // A wire-level check through real paho, real mutual TLS and a real broker
 // (mochi on 127.0.0.1:0) with a small hook that answers twin requests like
 // IoT Hub. The protocol-complete emulator tests live with deploy/emulator.
-
-func testCerts(t *testing.T, clientCN string) (roots *x509.CertPool, server, client tls.Certificate) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) tls.Certificate {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	}
-	roots = x509.NewCertPool()
-	roots.AddCert(ca)
-	return roots, leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}),
-		leaf(3, clientCN, x509.ExtKeyUsageClientAuth, nil)
-}
 
 type hubHook struct {
 	mqtt.HookBase
@@ -80,11 +40,7 @@ func (h *hubHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 func (h *hubHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cn := ""
-	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && len(tc.ConnectionState().PeerCertificates) > 0 {
-		cn = tc.ConnectionState().PeerCertificates[0].Subject.CommonName
-	}
-	h.users = append(h.users, fmt.Sprintf("%s|%s|%s|clean=%v", pk.Connect.Username, cl.ID, cn, pk.Connect.Clean))
+	h.users = append(h.users, fmt.Sprintf("%s|%s|%s|clean=%v", pk.Connect.Username, cl.ID, brokertest.PeerCN(cl), pk.Connect.Clean))
 	return true
 }
 
@@ -113,27 +69,18 @@ func (h *hubHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 
 func TestClientAgainstBroker(t *testing.T) {
 	t.Parallel()
-	roots, serverCert, clientCert := testCerts(t, "sensor-thl-001")
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	pki := brokertest.NewPKI(t, "sensor-thl-001")
+	b := brokertest.New(t, pki)
+	srv := b.Server
 	hook := &hubHook{srv: srv}
-	if err := srv.AddHook(hook, nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots,
-	}})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
+	b.Start(t, hook)
 
 	states := make(chan StateChange, 50)
 	desired := make(chan Desired, 10)
 	c, err := New(Config{
-		Hub:       l.Address(),
+		Hub:       b.Addr,
 		DeviceID:  "sensor-thl-001",
-		TLS:       &tls.Config{Certificates: []tls.Certificate{clientCert}, RootCAs: roots},
+		TLS:       pki.ClientTLS(),
 		KeepAlive: 30 * time.Second,
 		OnState:   func(s StateChange) { states <- s },
 		OnDesired: func(d Desired) { desired <- d },
@@ -194,7 +141,7 @@ func TestClientAgainstBroker(t *testing.T) {
 
 	hook.mu.Lock()
 	defer hook.mu.Unlock()
-	wantUser := l.Address() + "/sensor-thl-001/?api-version=2021-04-12&DeviceClientType=reefer-tracker|sensor-thl-001|sensor-thl-001|clean=false"
+	wantUser := b.Addr + "/sensor-thl-001/?api-version=2021-04-12&DeviceClientType=reefer-tracker|sensor-thl-001|sensor-thl-001|clean=false"
 	if len(hook.users) != 2 || hook.users[0] != wantUser || hook.users[1] != wantUser {
 		t.Errorf("CONNECTs = %q; want twice %q", hook.users, wantUser)
 	}

@@ -40,6 +40,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
 // State is the connection state reported to Config.OnState.
@@ -194,7 +196,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Now = time.Now
 	}
 	if c.Sleep == nil {
-		c.Sleep = sleepCtx
+		c.Sleep = retry.Sleep
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64
@@ -448,7 +450,7 @@ func (c *Client) connectLoop(ctx context.Context, attempt int) (s *session, refu
 			notAuth = 0
 		}
 		c.setState(StateDisconnected, err)
-		d := backoff(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, c.cfg.Rand())
+		d := retry.Backoff(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
 		attempt++
 		c.log.Warn("iothub connect failed", "err", err, "retry_in", d)
 		if err := c.cfg.Sleep(ctx, d); err != nil {
@@ -552,7 +554,7 @@ func (c *Client) supervise(s *session) {
 		} else {
 			attempt++ // a flapping connection backs off like a failing one
 		}
-		d := backoff(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, c.cfg.Rand())
+		d := retry.Backoff(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
 		if err := c.cfg.Sleep(c.ctx, d); err != nil {
 			return
 		}

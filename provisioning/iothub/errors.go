@@ -1,13 +1,10 @@
 package iothub
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
-	"time"
 
-	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
 // Outcomes callers act on; test with errors.Is.
@@ -71,41 +68,12 @@ func statusError(op string, r twinResponse) error {
 	return e
 }
 
-// classifyConnect sorts a paho Connect error: refusal of our identity, or
-// anything else (treated as transient and retried).
+// classifyConnect sorts a paho Connect error: refusal of our identity
+// (CONNACK 4/5 or a TLS alert, spec B.7), or nil for anything else, which
+// the client treats as transient and retries.
 func classifyConnect(err error) error {
-	var op *net.OpError
-	switch {
-	case errors.Is(err, packets.ErrorRefusedNotAuthorised),
-		errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword),
-		errors.As(err, &op) && op.Op == "remote error":
+	if retry.ClassifyConnect(err) == retry.Refused {
 		return ErrNotAuthorized
 	}
 	return nil
-}
-
-// backoff is full jitter over min(max, base·2^attempt) (see provisioning/dps).
-func backoff(attempt int, base, max time.Duration, rnd float64) time.Duration {
-	ceil := base
-	for i := 0; i < attempt && ceil < max; i++ {
-		ceil *= 2
-	}
-	if ceil > max {
-		ceil = max
-	}
-	return time.Duration(rnd * float64(ceil))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

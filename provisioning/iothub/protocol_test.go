@@ -312,24 +312,3 @@ func TestValidateKeepAlive(t *testing.T) {
 		}
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		attempt int
-		rnd     float64
-		want    time.Duration
-	}{
-		{0, 0.5, 500 * time.Millisecond},
-		{1, 0.5, time.Second},
-		{3, 1 - 1e-9, 8*time.Second - 8},
-		{10, 0.5, 30 * time.Second}, // 1024 s capped at 60 s
-		{1000, 0.5, 30 * time.Second},
-		{4, 0, 0},
-	}
-	for _, tt := range tests {
-		if got := backoff(tt.attempt, time.Second, time.Minute, tt.rnd); got != tt.want {
-			t.Errorf("backoff(%d, %v) = %s; want %s", tt.attempt, tt.rnd, got, tt.want)
-		}
-	}
-}

@@ -3,7 +3,6 @@ package store
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -721,5 +720,3 @@ func (s *Store) PurgeC2D(hub, id string) (int, error) {
 	*r = n
 	return cnt, nil
 }
-
-var _ = json.Marshal

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
@@ -169,7 +171,7 @@ func TestProvisionIdentityErrors(t *testing.T) {
 				}
 				return []string{"--ca", ca}
 			},
-			wantErr: []string{"ca.pem", "no PEM CERTIFICATE"},
+			wantErr: []string{"ca.pem", "no CERTIFICATE PEM block"},
 		},
 	}
 	for _, tt := range tests {
@@ -245,4 +247,74 @@ func loadFixtureIdentity(t *testing.T, f provisionFixture) string {
 		t.Fatal(err)
 	}
 	return id.FingerprintSHA256
+}
+
+// End to end against the in-process emulator: real DPS over MQTT and TLS.
+func TestProvisionEmulator(t *testing.T) {
+	t.Parallel()
+	e := emulator.StartForTest(t)
+	root := certstest.Root(t, "groupCA-sensors", certstest.Options{})
+	inter := root.Intermediate(t, "groupCA-sensors-intermediate", certstest.Options{})
+	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cn := "sensor-thl-002"
+	leaf := inter.Leaf(t, cn, certstest.Options{})
+	f := provisionFixture{dir: dir, config: filepath.Join(dir, "tracker.json"), cert: filepath.Join(dir, cn+"-chain.pem"),
+		key: filepath.Join(dir, cn+".key"), state: filepath.Join(dir, "state")}
+	certstest.WriteCerts(t, f.cert, leaf.Cert, inter.Cert)
+	certstest.WriteKey(t, f.key, leaf.Key, certstest.PKCS8)
+	f.writeConfig(t, map[string]any{
+		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(), "caFile": e.Info().CACertPath,
+		"certFile": f.cert, "keyFile": f.key, "stateDir": f.state,
+	})
+	provision := func(args ...string) (int, string, string) {
+		return runArgs(t, append([]string{"provision", "--config", f.config, "--timeout", "30s"}, args...)...)
+	}
+
+	// Assigned: table output names the hub and device id; the cache is written.
+	code, out, stderr := provision()
+	if code != exitOK {
+		t.Fatalf("provision = %d; want 0\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	for _, want := range []string{"status           assigned", "substatus        initialAssignment",
+		"hub              " + e.HubHost(0), "device id        " + cn, "source           dps"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if a, err := cache.Load(f.state); err != nil || a.Hub != e.HubHost(0) || a.DeviceID != cn {
+		t.Errorf("cache = %+v, %v; want %s as %s", a, err, e.HubHost(0), cn)
+	}
+	if _, err := e.Store().GetDevice(e.HubHost(0), cn); err != nil {
+		t.Errorf("DPS did not create the hub identity: %v", err)
+	}
+
+	// Disabled by an individual enrollment: --force asks DPS, which refuses.
+	if _, err := e.EnrollDevice(leaf.Cert, func(en *store.IndividualEnrollment) { en.ProvisioningStatus = store.StatusDisabled }); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = provision("--force", "--json")
+	if code != exitFail {
+		t.Errorf("provision (disabled) = %d; want %d\nstderr:\n%s", code, exitFail, stderr)
+	}
+	var rep provisionReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, out)
+	}
+	const meaning = "enrollment disabled: re-enable it or delete the disabling individual enrollment"
+	if rep.Status != "disabled" || rep.Hub != "" || !strings.Contains(rep.Meaning, meaning) {
+		t.Errorf("report = %+v; want status disabled, no hub, meaning %q", rep, meaning)
+	}
+	if !strings.Contains(stderr, "not provisioned: "+meaning) {
+		t.Errorf("stderr lacks the meaning:\n%s", stderr)
+	}
+
+	// Without --force a valid cache still answers (the daemon would find
+	// out from the hub; the technician sees where it points).
+	code, out, _ = provision("--json")
+	if code != exitOK || !strings.Contains(out, `"source": "cache"`) {
+		t.Errorf("provision (cached) = %d\n%s; want 0 from the cache", code, out)
+	}
 }

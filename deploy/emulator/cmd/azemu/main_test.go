@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reefer/tracker/deploy/emulator"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestRunServesAndStops(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuf
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--hubs", "2", "--id-scope", "0ne00TEST", "--log-level", "debug"}, &out)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), "msg=ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready line; log:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "emulator.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info emulator.Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.DPS.IDScope != "0ne00TEST" || len(info.Hubs) != 2 || !strings.HasPrefix(info.Hubs[0].ConnectionString, "HostName="+info.Hubs[0].HostName+";SharedAccessKeyName=iothubowner;SharedAccessKey=") {
+		t.Errorf("emulator.json = %s", b)
+	}
+	// Every listener completes a TLS handshake with the published CA.
+	caPEM, _ := os.ReadFile(info.CACertPath)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	for _, addr := range []string{info.Hubs[0].MQTTAddress, info.Hubs[1].MQTTAddress, info.ServiceAddress} {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+		if err != nil {
+			// MQTT listeners require a client certificate; the
+			// server certificate must still verify.
+			if !strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "x509") {
+				t.Errorf("TLS to %s: %v", addr, err)
+			}
+			continue
+		}
+		conn.Close()
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run = %v; want nil after cancel", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"port taken", []string{"--data", t.TempDir(), "--mqtt", ln.Addr().String(), "--https", "-"}, "already in use"},
+		{"bad level", []string{"--log-level", "loud"}, "--log-level"},
+		{"bad hubs", []string{"--hubs", "0"}, "--hubs"},
+		{"extra args", []string{"--data", t.TempDir(), "extra"}, "unexpected"},
+		{"unknown flag", []string{"--nope"}, "not defined"},
+	}
+	for _, c := range cases {
+		var out syncBuf
+		err := run(context.Background(), c.args, &out)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("run(%s) = %v; want error containing %q", c.name, err, c.want)
+		}
+	}
+}

@@ -1,0 +1,42 @@
+package emulator
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestIndependentOfDeviceCode keeps the emulator an independent
+// implementation of the service side: no package under deploy/emulator
+// may import the project's device packages.
+func TestIndependentOfDeviceCode(t *testing.T) {
+	forbidden := []string{"github.com/reefer/tracker/provisioning", "github.com/reefer/tracker/firmware", "github.com/reefer/tracker/drivers"}
+	fset := token.NewFileSet()
+	n := 0
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return err
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		n++
+		for _, imp := range f.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			for _, bad := range forbidden {
+				if p == bad || strings.HasPrefix(p, bad+"/") {
+					t.Errorf("%s imports %s; the emulator must not depend on device code", path, p)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || n < 10 {
+		t.Fatalf("walked %d files: %v", n, err)
+	}
+}
