@@ -86,27 +86,35 @@ type Tuning struct {
 	BeatInterval                   time.Duration
 
 	// Lifecycle: the long schedule while refused (0: config
-	// reprovisionRetry) and the back-off after transient failures.
+	// reprovisionRetry), the back-off after transient failures, how long
+	// an unreachable hub is tried before asking DPS again, and the poll of
+	// the clock wait.
 	RetryMin, RetryMax      time.Duration
 	BackoffBase, BackoffMax time.Duration
+	HubGiveUp               time.Duration
 	ClockPoll               time.Duration
-	HubBackoffBase          time.Duration // iothub reconnect back-off
-	HubBackoffMax           time.Duration
-	HubNotAuthorizedLimit   int
-	HubOperationTimeout     time.Duration
-	DPSBackoffBase          time.Duration
-	DPSBackoffMax           time.Duration
-	DPSMaxWait              time.Duration
-	DPSResponseTimeout      time.Duration
-	HubConnectTimeout       time.Duration
-	DPSConnectTimeout       time.Duration
-	HubKeepAlive            time.Duration
-	HubStableAfter          time.Duration
-	HubTakeoverThreshold    int
-	DPSMaxAttempts          int
-	Now                     func() time.Time // wall clock for the clock wait and lifecycle
-	Rand                    func() float64   // jitter, [0,1)
-	GPSProbeTimeout         time.Duration
+
+	// IoT Hub client (provisioning/iothub.Config).
+	HubBackoffBase, HubBackoffMax time.Duration
+	HubNotAuthorizedLimit         int
+	HubOperationTimeout           time.Duration
+	HubConnectTimeout             time.Duration
+	HubKeepAlive                  time.Duration
+	HubStableAfter                time.Duration
+	HubTakeoverThreshold          int
+
+	// DPS client (provisioning/dps.Config).
+	DPSBackoffBase, DPSBackoffMax time.Duration
+	DPSMaxWait                    time.Duration
+	DPSResponseTimeout            time.Duration
+	DPSConnectTimeout             time.Duration
+	DPSMaxAttempts                int
+
+	// GPSProbeTimeout: how long "auto" waits for NMEA on the port.
+	GPSProbeTimeout time.Duration
+
+	Now  func() time.Time // wall clock for the clock wait and the lifecycle
+	Rand func() float64   // jitter in [0,1)
 }
 
 // Config configures a Daemon.
@@ -286,6 +294,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		RetryMax:    d.t.RetryMax,
 		BackoffBase: d.t.BackoffBase,
 		BackoffMax:  d.t.BackoffMax,
+		HubGiveUp:   d.t.HubGiveUp,
 		Logger:      d.log,
 		Now:         d.t.Now,
 		Rand:        d.t.Rand,
