@@ -96,6 +96,29 @@ func (a *Agent) ApplyDesired(version int64, desired map[string]any) error {
 	return err
 }
 
+// ApplyTwin applies the desired section of a full twin read (the GET after
+// every connect, spec B.5). Unlike a patch it is authoritative whatever its
+// $version: a device identity that DPS re-created after a deletion starts
+// its versions again, and its initial twin must not be ignored as stale.
+// A property the section lacks is treated as deleted (null): the configured
+// value returns. Call it from the goroutine that delivers desired updates,
+// so that no patch of the same connection overtakes it.
+func (a *Agent) ApplyTwin(version int64, desired map[string]any) error {
+	full := make(map[string]any, len(desired)+2)
+	for k, v := range desired {
+		full[k] = v
+	}
+	for _, key := range []string{PropTelemetryDelay, PropAlertThreshold} {
+		if _, ok := full[key]; !ok {
+			full[key] = nil
+		}
+	}
+	a.mu.Lock()
+	a.st.desiredVersion = 0
+	a.mu.Unlock()
+	return a.ApplyDesired(version, full)
+}
+
 func parseDelay(v any, def time.Duration) (time.Duration, error) {
 	if v == nil {
 		return def, nil

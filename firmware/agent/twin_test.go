@@ -289,3 +289,34 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+func TestApplyTwinIsAuthoritative(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) { c.TelemetryDelay = 20 * time.Second })
+	if err := r.a.ApplyDesired(7, map[string]any{"telemetryDelay": 5.0, "temperatureAlertThreshold": 8.0}); err != nil {
+		t.Fatal(err)
+	}
+	// A re-created identity restarts at a lower version; its full twin
+	// still applies, and what it lacks returns to the configured value.
+	if err := r.a.ApplyTwin(2, map[string]any{"telemetryDelay": "1", "$version": 2}); err != nil {
+		t.Fatalf("ApplyTwin = %v; want nil", err)
+	}
+	st := r.a.Status()
+	if st.TelemetryDelay != 1 || st.AlertThreshold != agent.DefaultAlertThreshold || st.DesiredVersion != 2 {
+		t.Errorf("after ApplyTwin(2): delay %v, threshold %v, version %d; want 1, %v, 2",
+			st.TelemetryDelay, st.AlertThreshold, st.DesiredVersion, agent.DefaultAlertThreshold)
+	}
+	// Patches after it are ordered against the twin's version again.
+	if err := r.a.ApplyDesired(1, map[string]any{"telemetryDelay": 9.0}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.a.Status(); st.TelemetryDelay != 1 {
+		t.Errorf("stale patch after ApplyTwin applied: delay %v; want 1", st.TelemetryDelay)
+	}
+	if err := r.a.ApplyTwin(3, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.a.Status(); st.TelemetryDelay != 20 {
+		t.Errorf("twin without telemetryDelay: delay %v; want the configured 20", st.TelemetryDelay)
+	}
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2creg"
+	"periph.io/x/host/v3"
+
+	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/daemon"
+	"github.com/reefer/tracker/firmware/health"
+)
+
+func init() {
+	commands["run"] = command{"run the tracker daemon (the systemd service)", runRun}
+}
+
+// runRun is `tracker run`: load the config, then hand over to
+// firmware/daemon until SIGTERM.
+func runRun(ctx context.Context, io stdio, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	path := fs.String("config", config.DefaultPath, "config `file`")
+	var o config.Overrides
+	o.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	cfg, err := config.Load(*path, os.Getenv, o)
+	if err != nil {
+		// systemctl status shows why the unit will not come back.
+		_ = health.Status("invalid config: " + err.Error())
+		return configError{err}
+	}
+	log, err := newLogger(io.err, cfg.LogLevel)
+	if err != nil {
+		return configError{err}
+	}
+	log.Info("tracker starting", "version", version, "config", cfg.Path(), "pid", os.Getpid())
+	if cfg.Sensors.Env.Mode != config.ModeSimulated {
+		// periph's host drivers register the I2C buses; without them
+		// "auto" falls back to the simulator and says so.
+		if _, err := host.Init(); err != nil {
+			log.Warn("periph host init failed", "err", err)
+		}
+	}
+	d, err := daemon.New(daemon.Config{
+		Tracker:         cfg,
+		FirmwareVersion: version,
+		Logger:          log,
+		OpenI2C:         func(name string) (i2c.BusCloser, error) { return i2creg.Open(name) },
+	})
+	if err != nil {
+		return configError{err}
+	}
+	err = d.Run(ctx)
+	if errors.Is(err, daemon.ErrIdentity) {
+		_ = health.Status("identity refused: " + err.Error())
+		return configError{err}
+	}
+	return err
+}

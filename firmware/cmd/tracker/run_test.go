@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/pki"
+	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/firmware/queue"
+)
+
+func TestRunConfigErrors(t *testing.T) {
+	t.Parallel()
+	f := newProvisionFixture(t, "sensor-thl-001", "127.0.0.1:1")
+	write := func(name, body string) string {
+		p := filepath.Join(f.dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	badDelay := write("delay.json", `{"version": 1, "idScope": "0ne00000A0A", "certFile": "`+f.cert+`", "keyFile": "`+f.key+`", "telemetryDelay": 0}`)
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"missing file", []string{"--config", filepath.Join(f.dir, "nope.json")}, []string{"no config file"}},
+		{"bad value", []string{"--config", badDelay}, []string{`key "telemetryDelay"`, "between 1 and 3600"}},
+		{"bad flag value", []string{"--config", f.config, "--env-mode", "magic"}, []string{`key "sensors.env.mode"`, "flag --env-mode"}},
+		{"relative cert", []string{"--config", f.config, "--cert", "chain.pem"}, []string{`key "certFile"`, "absolute path"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, _, stderr := runArgs(t, append([]string{"run"}, tt.args...)...)
+			if code != exitConfig {
+				t.Errorf("tracker run %q = %d; want %d (EX_CONFIG)\n%s", tt.args, code, exitConfig, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("tracker run %q: stderr %q lacks %q", tt.args, stderr, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRunIdentityRefused(t *testing.T) {
+	t.Parallel()
+	f := newProvisionFixture(t, "sensor-thl-001", "127.0.0.1:1")
+	if err := os.Chmod(f.key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runArgs(t, "run", "--config", f.config, "--env-mode", "simulated", "--gps-mode", "simulated")
+	if code != exitConfig || !strings.Contains(stderr, "device identity refused") || !strings.Contains(stderr, f.key) {
+		t.Errorf("tracker run with a world-readable key = %d, %q; want %d naming the key file", code, stderr, exitConfig)
+	}
+	if _, err := os.Stat(filepath.Join(f.state, "queue.db")); err == nil {
+		t.Errorf("queue created although the identity was refused")
+	}
+}
+
+// notifySocket is a systemd notify socket: it records every datagram.
+type notifySocket struct {
+	path string
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "notify") // short: socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := &notifySocket{path: filepath.Join(dir, "sock")}
+	n.conn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.conn.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := n.conn.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+func (n *notifySocket) seen(prefix string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.msgs {
+		if strings.HasPrefix(m, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *notifySocket) all() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.msgs...)
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRunBinaryNotifyAndSIGTERM runs the real binary as systemd would
+// (NOTIFY_SOCKET, WATCHDOG_USEC) against the emulator: READY=1, STATUS=,
+// WATCHDOG=1 while healthy, telemetry flowing; then SIGTERM: STOPPING=1,
+// exit 0, the queue flushed and closed.
+func TestRunBinaryNotifyAndSIGTERM(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tracker")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	e := emulator.StartForTest(t, func(c *emulator.Config) { c.HTTPSAddr = "-"; c.Logger = slog.New(slog.DiscardHandler) })
+	root, err := pki.NewRootCA("Run Test Root", pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := root.NewIntermediateCA("Run Test Intermediate", pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "sensor-thl-001"
+	leaf, err := inter.NewClient(id, pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, state := filepath.Join(dir, id+"-chain.pem"), filepath.Join(dir, id+".key"), filepath.Join(dir, "state")
+	if err := leaf.WriteFiles(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	hub := e.HubHost(0)
+	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, func(g *store.EnrollmentGroup) {
+		g.IoTHubs = []string{hub}
+		g.InitialTwin = &store.InitialTwin{Properties: store.InitialTwinProperties{Desired: map[string]any{"telemetryDelay": 1}}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(),
+		"certFile": cert, "keyFile": key, "caFile": e.Info().CACertPath, "stateDir": state,
+		"sensors": map[string]any{"env": map[string]any{"mode": "simulated"}, "gps": map[string]any{"mode": "simulated"}},
+	})
+	cfgPath := filepath.Join(dir, "tracker.json")
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ns := listenNotify(t)
+	cmd := exec.Command(bin, "run", "--config", cfgPath, "--log-level", "debug")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=1000000", "JOURNAL_STREAM=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("tracker stderr:\n%s", stderr.String())
+			t.Logf("notifications: %q", ns.all())
+		}
+	})
+
+	waitFor(t, "READY=1", 20*time.Second, func() bool { return ns.seen("READY=1") })
+	waitFor(t, "STATUS=connected", 20*time.Second, func() bool { return ns.seen("STATUS=connected to hub " + hub + " as " + id) })
+	waitFor(t, "WATCHDOG=1", 5*time.Second, func() bool { return ns.seen("WATCHDOG=1") })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := e.WaitTelemetry(ctx, hub, id, 3); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("tracker exited with %v after SIGTERM; want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("tracker did not exit within 20 s of SIGTERM")
+	}
+	if !ns.seen("STOPPING=1") {
+		t.Errorf("no STOPPING=1 in %q", ns.all())
+	}
+	// The queue was closed (its lock is free) and flushed: every sequence
+	// number handed out reached the hub.
+	q, err := queue.Open(filepath.Join(state, "queue.db"), queue.Options{LockTimeout: time.Second})
+	if err != nil {
+		t.Fatalf("queue after exit: %v", err)
+	}
+	defer q.Close()
+	next, _ := q.NextSeq()
+	if n, _ := q.Len(); n != 0 {
+		t.Errorf("queue holds %d messages after a connected shutdown; want 0", n)
+	}
+	seen := map[string]bool{}
+	for _, m := range e.Telemetry(hub, id) {
+		seen[m.MessageID] = true
+	}
+	if len(seen) != int(next-1) {
+		t.Errorf("hub has %d distinct messages; tracker sampled %d", len(seen), next-1)
+	}
+	if s := stderr.String(); !strings.Contains(s, "msg=stopped") || !strings.Contains(s, "left_queued=0") || !strings.Contains(s, "time=") {
+		t.Errorf("log lacks the stop line or timestamps outside journald:\n%s", s)
+	}
+}

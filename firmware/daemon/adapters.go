@@ -1,0 +1,131 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+
+	"github.com/reefer/tracker/firmware/agent"
+	"github.com/reefer/tracker/firmware/queue"
+	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/provisioning/iothub"
+)
+
+// queueAdapter is the bbolt queue as an agent.Queue.
+type queueAdapter struct{ q *queue.Queue }
+
+func (a queueAdapter) Put(m agent.Queued) error {
+	return a.q.Put(queue.Message{ID: m.ID, Seq: m.Seq, Body: m.Body, Props: m.Props, Created: m.Created})
+}
+
+func (a queueAdapter) NextSeq() (uint64, error) { return a.q.NextSeq() }
+
+func (a queueAdapter) Peek(n int) ([]agent.Queued, error) {
+	msgs, err := a.q.Peek(n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]agent.Queued, len(msgs))
+	for i, m := range msgs {
+		out[i] = agent.Queued{ID: m.ID, Seq: m.Seq, Body: m.Body, Props: m.Props, Created: m.Created}
+	}
+	return out, nil
+}
+
+func (a queueAdapter) Ack(ids ...string) error { return a.q.Ack(ids...) }
+func (a queueAdapter) Len() (int, int64)       { return a.q.Len() }
+func (a queueAdapter) Dropped() uint64         { return a.q.Dropped() }
+
+// hubMessage maps a queued reading to the telemetry message (spec B.3):
+// the message id stays the same on every resend so the cloud can
+// de-duplicate, and content type and encoding let IoT Hub route on the body.
+func hubMessage(m agent.Queued) iothub.Message {
+	return iothub.Message{
+		Body:            m.Body,
+		MessageID:       m.ID,
+		ContentType:     telemetry.ContentType,
+		ContentEncoding: telemetry.ContentEncoding,
+		CreationTime:    m.Created,
+		Properties:      m.Props,
+	}
+}
+
+// hubLink is the agent's Publisher and Reporter: whatever hub session is
+// current. Without one nothing is sent and the agent keeps the message.
+type hubLink struct{ d *Daemon }
+
+func (l hubLink) Send(ctx context.Context, m agent.Queued) error {
+	c := l.d.current()
+	if c == nil {
+		return fmt.Errorf("send %s: %w", m.ID, iothub.ErrNotConnected)
+	}
+	return c.Send(ctx, hubMessage(m))
+}
+
+// UpdateReported reports the agent's document plus the lifecycle status,
+// so the cloud sees why a tracker was offline once it is back.
+func (l hubLink) UpdateReported(ctx context.Context, patch map[string]any) error {
+	c := l.d.current()
+	if c == nil {
+		return fmt.Errorf("update reported: %w", iothub.ErrNotConnected)
+	}
+	patch = maps.Clone(patch)
+	patch[PropProvisioning] = l.d.prov.Status()
+	_, err := c.UpdateReported(ctx, patch)
+	return err
+}
+
+// desiredMap decodes a desired section or patch for the agent, without the
+// metadata members (spec B.5).
+func desiredMap(props json.RawMessage) (map[string]any, error) {
+	var m map[string]any
+	if err := json.Unmarshal(props, &m); err != nil {
+		return nil, fmt.Errorf("desired properties: %w", err)
+	}
+	if m == nil {
+		m = map[string]any{}
+	}
+	delete(m, "$version")
+	delete(m, "$metadata")
+	return m, nil
+}
+
+// onDesired hands the twin GET (authoritative, ApplyTwin) and desired
+// patches (ApplyDesired) to the agent. The hub client calls it from one
+// goroutine, in version order. Rejected values are logged and reported
+// by the agent; nothing here can crash the daemon.
+func (d *Daemon) onDesired(u iothub.Desired) {
+	m, err := desiredMap(u.Props)
+	if err != nil {
+		d.log.Warn("desired properties ignored", "version", u.Version, "err", err)
+		return
+	}
+	if u.Full {
+		d.log.Info("twin read", "desired_version", u.Version, "desired", string(u.Props))
+		_ = d.agent.ApplyTwin(u.Version, m)
+		return
+	}
+	d.log.Info("desired properties changed", "version", u.Version, "patch", string(u.Props))
+	_ = d.agent.ApplyDesired(u.Version, m)
+}
+
+// methodGetStatus answers getStatus with the agent's and the lifecycle's
+// state.
+func (d *Daemon) methodGetStatus(context.Context, json.RawMessage) (int, any) {
+	st, err := d.Status()
+	if err != nil {
+		return 503, map[string]string{"error": err.Error()}
+	}
+	return 200, st
+}
+
+// methodSendNow samples at once and answers with the queued message's id;
+// the message itself follows like any other.
+func (d *Daemon) methodSendNow(ctx context.Context, _ json.RawMessage) (int, any) {
+	m, err := d.SendNow(ctx)
+	if err != nil {
+		return 503, map[string]string{"error": err.Error()}
+	}
+	return 200, map[string]any{"messageId": m.ID, "seq": m.Seq, "queued": true}
+}

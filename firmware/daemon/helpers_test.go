@@ -1,0 +1,393 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/pki"
+	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/daemon"
+)
+
+// wait bounds every wait on the daemon; the steps take well under a second
+// each, the margin is for -race on two busy cores.
+const wait = 20 * time.Second
+
+// emu is an emulator that a test can stop and start again on the same
+// ports and state, like a hub outage.
+type emu struct {
+	*emulator.Emulator
+	t   *testing.T
+	cfg emulator.Config
+	mu  sync.Mutex
+	// before holds the telemetry recorded by earlier runs: the emulator
+	// keeps it in memory only.
+	before map[string][]store.Message
+}
+
+func startEmu(t *testing.T) *emu {
+	t.Helper()
+	e := &emu{t: t, before: map[string][]store.Message{}, cfg: emulator.Config{
+		DataDir:    t.TempDir(),
+		MQTTAddr:   "127.0.0.1:0",
+		HTTPSAddr:  "-",
+		RetryAfter: -1,
+		NoSync:     true,
+		Logger:     slog.New(slog.DiscardHandler),
+	}}
+	e.start()
+	t.Cleanup(func() { e.stop() })
+	return e
+}
+
+func (e *emu) start() {
+	e.t.Helper()
+	em, err := emulator.New(e.cfg)
+	if err != nil {
+		e.t.Fatalf("emulator.New: %v", err)
+	}
+	if err := em.Start(context.Background()); err != nil {
+		em.Close()
+		e.t.Fatalf("emulator.Start: %v", err)
+	}
+	e.mu.Lock()
+	e.Emulator = em
+	e.mu.Unlock()
+}
+
+// stop closes the emulator, keeping what it recorded.
+func (e *emu) stop() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.Emulator == nil {
+		return
+	}
+	for _, h := range e.Store().Hubs() {
+		for _, d := range mustList(e.Store().ListDevices(h.HostName)) {
+			key := h.HostName + "/" + d.DeviceID
+			e.before[key] = append(e.before[key], e.Emulator.Telemetry(h.HostName, d.DeviceID)...)
+		}
+	}
+	e.Emulator.Close()
+	e.Emulator = nil
+}
+
+func mustList(d []store.Device, _ error) []store.Device { return d }
+
+// telemetry returns every message recorded for id on hub 1, across restarts.
+func (e *emu) telemetry(id string) []store.Message {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	hub := e.HubHost(0)
+	out := append([]store.Message(nil), e.before[hub+"/"+id]...)
+	if e.Emulator != nil {
+		out = append(out, e.Emulator.Telemetry(hub, id)...)
+	}
+	return out
+}
+
+// fleet is the operator's PKI: root → intermediate → device leaves.
+type fleet struct{ root, inter *pki.Cert }
+
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	root, err := pki.NewRootCA("Reefer Test Root", pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := root.NewIntermediateCA("Reefer Test Intermediate", pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fleet{root, inter}
+}
+
+// enroll creates the group enrollment of scenario step 3 with the initial
+// twin {"telemetryDelay":1}.
+func (f *fleet) enroll(t *testing.T, e *emu, mod func(*store.EnrollmentGroup)) {
+	t.Helper()
+	_, err := e.EnrollGroup("enrollgroup-sensors", f.root.Cert, func(g *store.EnrollmentGroup) {
+		g.IoTHubs = []string{e.HubHost(0)}
+		g.AllocationPolicy = store.AllocationStatic
+		g.InitialTwin = &store.InitialTwin{Properties: store.InitialTwinProperties{Desired: map[string]any{"telemetryDelay": 1}}}
+		if mod != nil {
+			mod(g)
+		}
+	})
+	if err != nil {
+		t.Fatalf("enroll group: %v", err)
+	}
+}
+
+// device issues a leaf for cn and writes chain and key (0600) to dir.
+func (f *fleet) device(t *testing.T, cn, dir string) (*pki.Cert, string, string) {
+	t.Helper()
+	leaf, err := f.inter.NewClient(cn, pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, cn+"-chain.pem"), filepath.Join(dir, cn+".key")
+	if err := leaf.WriteFiles(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	return leaf, certFile, keyFile
+}
+
+// trackerConfig is a valid config for a simulated tracker against e.
+func trackerConfig(e *emu, certFile, keyFile, stateDir string) *config.Config {
+	c := config.Default()
+	c.IDScope = e.IDScope()
+	c.DPSEndpoint = e.DPSEndpoint()
+	c.CertFile, c.KeyFile = certFile, keyFile
+	c.CAFile = e.Info().CACertPath
+	c.StateDir = stateDir
+	c.Sensors.Env.Mode = config.ModeSimulated
+	c.Sensors.GPS.Mode = config.ModeSimulated
+	c.TelemetryDelay = 3600 // tests sample with SendNow or set telemetryDelay in the twin
+	c.LogLevel = "debug"
+	return c
+}
+
+// fast shortens every timing so a test waits for events, not schedules.
+func fast() daemon.Tuning {
+	return daemon.Tuning{
+		ReadyWait:             10 * time.Second,
+		StatusInterval:        50 * time.Millisecond,
+		FlushTimeout:          3 * time.Second,
+		SendBackoffMin:        20 * time.Millisecond,
+		SendBackoffMax:        200 * time.Millisecond,
+		RetryMin:              150 * time.Millisecond,
+		RetryMax:              400 * time.Millisecond,
+		BackoffBase:           30 * time.Millisecond,
+		BackoffMax:            300 * time.Millisecond,
+		ClockPoll:             10 * time.Millisecond,
+		HubBackoffBase:        20 * time.Millisecond,
+		HubBackoffMax:         200 * time.Millisecond,
+		HubNotAuthorizedLimit: 2,
+		HubOperationTimeout:   5 * time.Second,
+		HubConnectTimeout:     5 * time.Second,
+		DPSBackoffBase:        30 * time.Millisecond,
+		DPSBackoffMax:         300 * time.Millisecond,
+		DPSMaxWait:            10 * time.Second,
+		DPSResponseTimeout:    5 * time.Second,
+		DPSConnectTimeout:     5 * time.Second,
+	}
+}
+
+// tracker is a daemon running in the test process.
+type tracker struct {
+	t      *testing.T
+	d      *daemon.Daemon
+	id     string
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+	notes  *notes
+	cfg    *config.Config
+}
+
+type trackerOpt func(*config.Config, *daemon.Tuning)
+
+func startTracker(t *testing.T, cfg *config.Config, id string, opts ...trackerOpt) *tracker {
+	t.Helper()
+	tun := fast()
+	for _, o := range opts {
+		o(cfg, &tun)
+	}
+	tr := &tracker{t: t, id: id, cfg: cfg, done: make(chan error, 1), logs: &syncBuffer{}, notes: &notes{}}
+	d, err := daemon.New(daemon.Config{
+		Tracker:         cfg,
+		FirmwareVersion: "test",
+		Logger:          slog.New(slog.NewTextHandler(tr.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Notifier:        tr.notes,
+		Tuning:          tun,
+	})
+	if err != nil {
+		t.Fatalf("daemon.New: %v", err)
+	}
+	tr.d = d
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.cancel = cancel
+	go func() { tr.done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		tr.stop()
+		if t.Failed() {
+			t.Logf("tracker %s log:\n%s", id, tr.logs.String())
+		}
+	})
+	select {
+	case <-d.Started():
+	case err := <-tr.done:
+		tr.done <- err
+		t.Fatalf("tracker %s did not start: %v", id, err)
+	case <-time.After(wait):
+		t.Fatalf("tracker %s did not start", id)
+	}
+	eventually(t, id+" sampling", func() bool { return tr.status().Running })
+	return tr
+}
+
+// stop cancels the daemon (SIGTERM) and waits for Run; it returns Run's error.
+func (tr *tracker) stop() error {
+	tr.cancel()
+	select {
+	case err := <-tr.done:
+		tr.done <- err
+		return err
+	case <-time.After(wait):
+		tr.t.Errorf("tracker %s did not stop", tr.id)
+		return nil
+	}
+}
+
+func (tr *tracker) status() daemon.Status {
+	tr.t.Helper()
+	st, err := tr.d.Status()
+	if err != nil {
+		tr.t.Fatalf("Status: %v", err)
+	}
+	return st
+}
+
+func (tr *tracker) sendNow() uint64 {
+	tr.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	m, err := tr.d.SendNow(ctx)
+	if err != nil {
+		tr.t.Fatalf("SendNow: %v", err)
+	}
+	return m.Seq
+}
+
+// eventually polls cond until it holds or the wait runs out.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink shared by the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// count is how many log lines contain every one of parts.
+func (s *syncBuffer) count(parts ...string) int {
+	n := 0
+	for _, l := range strings.Split(s.String(), "\n") {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(l, p)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// notes records what the daemon tells systemd.
+type notes struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (n *notes) add(s string) error {
+	n.mu.Lock()
+	n.lines = append(n.lines, s)
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *notes) Ready() error             { return n.add("READY=1") }
+func (n *notes) Stopping() error          { return n.add("STOPPING=1") }
+func (n *notes) Status(line string) error { return n.add("STATUS=" + line) }
+
+func (n *notes) all() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.lines...)
+}
+
+func (n *notes) has(prefix string) bool {
+	for _, l := range n.all() {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// body is the telemetry body fields the tests look at.
+type body struct {
+	Temperature float64 `json:"temperature"`
+	Seq         uint64  `json:"seq"`
+	Source      struct {
+		Env string `json:"env"`
+		GPS string `json:"gps"`
+	} `json:"source"`
+}
+
+func decodeBody(t *testing.T, m store.Message) body {
+	t.Helper()
+	var b body
+	if err := json.Unmarshal(m.Body, &b); err != nil {
+		t.Fatalf("message %s body %q: %v", m.MessageID, m.Body, err)
+	}
+	return b
+}
+
+// reported returns the device's reported properties.
+func reported(t *testing.T, e *emu, id string) map[string]any {
+	t.Helper()
+	tw, err := e.Store().GetTwin(e.HubHost(0), id)
+	if err != nil {
+		return nil
+	}
+	return tw.Properties.Reported.Props
+}
+
+func num(v any) float64 {
+	var f float64
+	fmt.Sscan(fmt.Sprint(v), &f)
+	return f
+}
+
+// certOf reads the leaf certificate a tracker runs with.
+func certOf(tr *tracker) (*x509.Certificate, error) {
+	c, err := pki.Load(tr.cfg.CertFile, tr.cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return c.Cert, nil
+}
