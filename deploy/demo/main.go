@@ -7,8 +7,10 @@
 // group enrollment with initial twin telemetryDelay 1), makes device
 // certificates with deploy/certs, runs two trackers with simulated sensors,
 // watches their telemetry arrive, sets desired telemetryDelay 3 on
-// sensor-thl-001, shows the interval change and the reported value, and
-// stops everything with SIGTERM. It exits non-zero when any of that did not
+// sensor-thl-001, shows the interval change and the reported value,
+// disenrolls sensor-thl-002 (disabled individual enrollment + deleted hub
+// identity) and shows it refused while 001 carries on, and stops everything
+// with SIGTERM. It exits non-zero when any of that did not
 // happen, so it doubles as an end-to-end check.
 package main
 
@@ -49,6 +51,9 @@ func main() {
 }
 
 type demo struct {
+	mu      sync.Mutex
+	waiters map[string][]logWaiter
+
 	work, tracker, azemu, certs string
 	info                        emulatorInfo
 	http                        *http.Client
@@ -70,7 +75,7 @@ type emulatorInfo struct {
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	d := &demo{start: time.Now(), out: &lockedWriter{w: os.Stdout}}
+	d := &demo{start: time.Now(), out: &lockedWriter{w: os.Stdout}, waiters: map[string][]logWaiter{}}
 	fs.StringVar(&d.work, "work", ".demo", "working directory (emulator state, certificates, tracker state)")
 	fs.StringVar(&d.tracker, "tracker", "", "tracker binary")
 	fs.StringVar(&d.azemu, "azemu", "", "azemu binary")
@@ -152,7 +157,23 @@ func run(ctx context.Context, args []string) error {
 	d.say("sensor-thl-001 now sends every %.1f s; its twin reports telemetryDelay = %v", after.Seconds(), reported)
 	d.say("sensor-thl-002 is unaffected: every %.1f s", seen.interval(devices[1]).Seconds())
 
-	d.step("7. Stop the trackers (SIGTERM: flush, close the queue) and the emulator")
+	d.step("7. Disenroll sensor-thl-002: disabled individual enrollment, hub identity deleted")
+	if err := d.disenroll(ctx, devices[1]); err != nil {
+		return err
+	}
+	refused := d.waitLog(devices[1], "DPS refused the device", 30*time.Second)
+	mark1, mark2 := seen.count(devices[0]), seen.count(devices[1])
+	if err := d.watch(ctx, events, seen, 15*time.Second, func() bool { return seen.count(devices[0]) >= mark1+2 }); err != nil {
+		return fmt.Errorf("sensor-thl-001 after disenrolling 002: %w", err)
+	}
+	if !<-refused {
+		return errors.New("sensor-thl-002 was not refused by DPS after disenrollment")
+	}
+	d.say("sensor-thl-002 is refused (status disabled) and retries on its long schedule; it sent %d message(s) since; sensor-thl-001 sent %d",
+		seen.count(devices[1])-mark2, seen.count(devices[0])-mark1)
+	d.say("re-enrolling (deleting the disabled individual enrollment) lets it provision again at its next retry, without a restart")
+
+	d.step("8. Stop the trackers (SIGTERM: flush, close the queue) and the emulator")
 	stopTrackers()
 	stopMon()
 	stopEmu()
@@ -165,7 +186,7 @@ func run(ctx context.Context, args []string) error {
 	case fmt.Sprint(reported) != "3":
 		return fmt.Errorf("reported telemetryDelay = %v; want 3", reported)
 	}
-	fmt.Fprintf(d.out, "\nDemo finished in %.0f s: both trackers provisioned through DPS, sent telemetry, and sensor-thl-001 followed its twin.\n", time.Since(d.start).Seconds())
+	fmt.Fprintf(d.out, "\nDemo finished in %.0f s: both trackers provisioned through DPS and sent telemetry, sensor-thl-001 followed its twin, and disenrolled sensor-thl-002 was refused while 001 carried on.\n", time.Since(d.start).Seconds())
 	return nil
 }
 
@@ -431,7 +452,9 @@ func (d *demo) startTrackers(ctx context.Context) (stop func(), err error) {
 			defer wg.Done()
 			sc := bufio.NewScanner(stderr)
 			for sc.Scan() {
-				if line := sc.Text(); interesting(line) {
+				line := sc.Text()
+				d.logged(id, line)
+				if interesting(line) {
 					fmt.Fprintf(d.out, "   \033[%dm[%s]\033[0m %s\n", color, id, trimLog(line))
 				}
 			}
@@ -441,6 +464,82 @@ func (d *demo) startTrackers(ctx context.Context) (stop func(), err error) {
 	return stop, nil
 }
 
+// logWaiter is told when a tracker logs a line containing want.
+type logWaiter struct {
+	want string
+	ch   chan bool
+}
+
+// logged hands a tracker log line to whoever waits for it.
+func (d *demo) logged(id, line string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ws := d.waiters[id][:0]
+	for _, w := range d.waiters[id] {
+		if strings.Contains(line, w.want) {
+			w.ch <- true
+			continue
+		}
+		ws = append(ws, w)
+	}
+	d.waiters[id] = ws
+}
+
+// waitLog reports (once) whether tracker id logs want within timeout.
+func (d *demo) waitLog(id, want string, timeout time.Duration) <-chan bool {
+	w := logWaiter{want: want, ch: make(chan bool, 1)}
+	d.mu.Lock()
+	d.waiters[id] = append(d.waiters[id], w)
+	d.mu.Unlock()
+	out := make(chan bool, 1)
+	go func() {
+		select {
+		case ok := <-w.ch:
+			out <- ok
+		case <-time.After(timeout):
+			out <- false
+		}
+	}()
+	return out
+}
+
+// disenroll is scenario step 7: an individual enrollment with the device's
+// leaf certificate and provisioningStatus disabled overrides the group
+// (kept, not deleted), and the hub identity is deleted too, because
+// disenrolling in DPS alone leaves the device connected to the hub.
+func (d *demo) disenroll(ctx context.Context, id string) error {
+	leaf, err := os.ReadFile(filepath.Join(d.certs, "devices", id, id+".pem"))
+	if err != nil {
+		return err
+	}
+	enrollment := map[string]any{
+		"registrationId":     id,
+		"attestation":        map[string]any{"type": "x509", "x509": map[string]any{"clientCertificates": map[string]any{"primary": map[string]any{"certificate": string(leaf)}}}},
+		"provisioningStatus": "disabled",
+	}
+	if err := d.call(ctx, "PUT", "/enrollments/"+id, true, enrollment, nil); err != nil {
+		return err
+	}
+	d.say("PUT /enrollments/%s: provisioningStatus disabled", id)
+	req, err := http.NewRequestWithContext(ctx, "DELETE", d.info.ServiceURL+"/devices/"+id+"?api-version=2021-04-12", nil)
+	if err != nil {
+		return err
+	}
+	h := d.info.Hubs[0]
+	req.Header.Set("Authorization", service.SASToken(h.HostName, h.SharedAccessKeyName, h.SharedAccessKey, time.Now().Add(time.Hour)))
+	req.Header.Set("If-Match", "*")
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("DELETE /devices/%s: %s", id, resp.Status)
+	}
+	d.say("DELETE /devices/%s: the hub identity is gone", id)
+	return nil
+}
+
 // interesting keeps the tracker log lines a viewer wants: simulated-sensor
 // warnings, provisioning, connection, twin changes and shutdown, not one
 // line per message.
@@ -448,7 +547,7 @@ func interesting(line string) bool {
 	if strings.Contains(line, "level=ERROR") || strings.Contains(line, "SIMULATED") {
 		return true
 	}
-	for _, msg := range []string{`msg="dps assigned"`, "msg=connected ", `msg="desired properties applied"`, "msg=ready", "msg=stopping", `msg="stopped"`, "msg=stopped"} {
+	for _, msg := range []string{`msg="hub refused the device`, `msg="dps assigned"`, "msg=connected ", `msg="desired properties applied"`, "msg=ready", "msg=stopping", `msg="stopped"`, "msg=stopped"} {
 		if strings.Contains(line, msg) {
 			return true
 		}
