@@ -70,7 +70,7 @@ type Sensors struct {
 type EnvSensor struct {
 	Mode    Mode   `json:"mode"`
 	Bus     string `json:"bus"`     // periph I2C bus name or number; "" is the first bus
-	Address int    `json:"address"` // 7-bit I2C address
+	Address int    `json:"address"` // 0x76 or 0x77; 0 probes both
 }
 
 // GPSSensor configures the NMEA GPS receiver.
@@ -126,7 +126,7 @@ func Default() *Config {
 		DPSEndpoint: "global.azure-devices-provisioning.net:8883",
 		StateDir:    "/var/lib/tracker",
 		Sensors: Sensors{
-			Env: EnvSensor{Mode: ModeAuto, Address: 0x76},
+			Env: EnvSensor{Mode: ModeAuto, Address: 0},
 			GPS: GPSSensor{Mode: ModeAuto, Port: "/dev/serial0", Baud: 9600},
 		},
 		TelemetryDelay:            10,
@@ -370,8 +370,10 @@ func (c *Config) Validate() error {
 		}
 	}
 	mode("sensors.env.mode", c.Sensors.Env.Mode)
-	if a := c.Sensors.Env.Address; a < 0x08 || a > 0x77 {
-		bad("sensors.env.address", "must be a 7-bit I2C address from 8 to 119 (0x08-0x77); the BME280 answers at 118 (0x76) or 119 (0x77), got %d", a)
+	// A BME280 answers only at 0x76 or 0x77; 0 probes both, which is the
+	// safe default because boards differ in how they strap SDO.
+	if a := c.Sensors.Env.Address; a != 0 && a != 0x76 && a != 0x77 {
+		bad("sensors.env.address", "must be 0 (probe 0x76 then 0x77), 118 (0x76) or 119 (0x77), got %d", a)
 	}
 	mode("sensors.gps.mode", c.Sensors.GPS.Mode)
 	file("sensors.gps.port", "GPS serial device, e.g. /dev/serial0", c.Sensors.GPS.Port, true)

@@ -26,7 +26,7 @@
 //	"stateDir"                   "/var/lib/tracker"                           queue and cached DPS assignment
 //	"sensors.env.mode"           "auto"                                       BME280: "hardware", "simulated", or "auto" (hardware if found)
 //	"sensors.env.bus"            "" (first bus)                               I2C bus name or number, e.g. "1" for /dev/i2c-1
-//	"sensors.env.address"        118 (0x76)                                   BME280 I2C address, 118 (0x76) or 119 (0x77)
+//	"sensors.env.address"        0                                            BME280 I2C address: 0 probes 0x76 then 0x77; or 118 (0x76), 119 (0x77)
 //	"sensors.gps.mode"           "auto"                                       GPS: "hardware", "simulated", or "auto"
 //	"sensors.gps.port"           "/dev/serial0"                               GPS serial device
 //	"sensors.gps.baud"           9600                                         GPS baud rate

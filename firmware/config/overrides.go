@@ -48,7 +48,7 @@ var overrides = []override{
 	{"stateDir", "TRACKER_STATE_DIR", "state-dir", "state `directory`", 's', func(o *Overrides) any { return &o.StateDir }},
 	{"sensors.env.mode", "TRACKER_ENV_MODE", "env-mode", "BME280 `mode`: auto, hardware or simulated", 's', func(o *Overrides) any { return (*string)(&o.EnvMode) }},
 	{"sensors.env.bus", "TRACKER_ENV_BUS", "env-bus", "BME280 I2C `bus`", 's', func(o *Overrides) any { return &o.EnvBus }},
-	{"sensors.env.address", "TRACKER_ENV_ADDRESS", "env-address", "BME280 I2C `address` (118, 0x76, 0x77)", 'a', func(o *Overrides) any { return &o.EnvAddress }},
+	{"sensors.env.address", "TRACKER_ENV_ADDRESS", "env-address", "BME280 I2C `address` (0x76, 0x77, or 0 to probe both)", 'a', func(o *Overrides) any { return &o.EnvAddress }},
 	{"sensors.gps.mode", "TRACKER_GPS_MODE", "gps-mode", "GPS `mode`: auto, hardware or simulated", 's', func(o *Overrides) any { return (*string)(&o.GPSMode) }},
 	{"sensors.gps.port", "TRACKER_GPS_PORT", "gps-port", "GPS serial `device`", 's', func(o *Overrides) any { return &o.GPSPort }},
 	{"sensors.gps.baud", "TRACKER_GPS_BAUD", "gps-baud", "GPS `baud` rate", 'i', func(o *Overrides) any { return &o.GPSBaud }},

@@ -40,6 +40,9 @@ func CheckEnv(cfg config.EnvSensor, r sensorcheck.Report) Check {
 		bus = "(first)"
 	}
 	where := fmt.Sprintf("I2C bus %s, address 0x%02x", bus, cfg.Address)
+	if cfg.Address == 0 {
+		where = fmt.Sprintf("I2C bus %s, address 0x76 or 0x77", bus)
+	}
 	e := r.Env
 	switch {
 	case e == nil:

@@ -18,6 +18,7 @@ import (
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/drivers/choose"
 	"github.com/reefer/tracker/drivers/gps"
+	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/sensorcheck"
 )
 
@@ -45,11 +46,45 @@ func (s *sensorFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&s.seed, "seed", 1, "simulator seed")
 }
 
+// fromConfig fills the sensor settings the command line did not set from
+// the tracker's config, so a technician checks what the daemon would open.
+// A missing config is fine (the flags' defaults apply); a broken one is an
+// error naming the key, as for every other command.
+func (s *sensorFlags) fromConfig(fs *flag.FlagSet, path string) error {
+	c, err := config.Read(path)
+	if errors.Is(err, config.ErrNoConfig) {
+		return nil
+	}
+	if err != nil {
+		return configError{err}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	env, gps := c.Sensors.Env, c.Sensors.GPS
+	for name, apply := range map[string]func(){
+		"env-mode":    func() { s.envMode = string(env.Mode) },
+		"env-bus":     func() { s.bus = env.Bus },
+		"env-address": func() { s.addr = strconv.Itoa(env.Address) },
+		"gps-mode":    func() { s.gpsMode = string(gps.Mode) },
+		"gps-port":    func() { s.port = gps.Port },
+		"gps-baud":    func() { s.baud = gps.Baud },
+	} {
+		if !set[name] {
+			apply()
+		}
+	}
+	return nil
+}
+
 func parseAddr(s string) (uint16, error) {
-	if s == "auto" || s == "" || s == "0" {
+	if s == "auto" || s == "" {
 		return 0, nil
 	}
-	v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(s), "0x"), 16, 16)
+	// Decimal (118) or hex (0x76), like the config's --env-address.
+	v, err := strconv.ParseUint(s, 0, 16)
+	if v == 0 && err == nil {
+		return 0, nil
+	}
 	if err != nil || (v != 0x76 && v != 0x77) {
 		return 0, fmt.Errorf("--env-address %q: want 0x76, 0x77 or auto", s)
 	}
@@ -96,6 +131,7 @@ func runSensors(ctx context.Context, io stdio, args []string) error {
 	hardware := fs.Bool("hardware", false, "use real hardware only; exit non-zero naming what is missing")
 	fixWait := fs.Duration("gps-wait", 5*time.Second, "how long to wait for NMEA and a GPS fix")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	cfgPath := fs.String("config", config.DefaultPath, "take the sensor settings from this config `file` when it exists (flags override it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -104,6 +140,9 @@ func runSensors(ctx context.Context, io stdio, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if err := sf.fromConfig(fs, *cfgPath); err != nil {
+		return err
 	}
 	if *simulated && *hardware {
 		return usageError{"--simulated and --hardware exclude each other"}
