@@ -60,8 +60,18 @@ vet: ## go vet for the host, arm64 and armv7
 smoke: cross ## run the cross-built binaries under qemu-user and read a simulated sensor
 	./.ci/smoke.sh bin/tracker-linux-arm64 bin/tracker-linux-armv7
 
+# Device-side packages whose tests need no re-exec or servers of their own
+# kind; they run on the target architectures under qemu-user.
+ARM_TEST_PKGS := ./drivers/... ./firmware/telemetry ./firmware/agent ./firmware/config \
+	./firmware/health ./provisioning/certs ./provisioning/dps ./provisioning/iothub ./provisioning/cache
+
+.PHONY: test-arm
+test-arm: ## run the device-side unit tests as arm64 and armv7 binaries under qemu-user
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64-static $(ARM_TEST_PKGS)
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) test -count=1 -exec qemu-arm-static $(ARM_TEST_PKGS)
+
 .PHONY: check
-check: fmt-check lint-sh vet test smoke ## everything CI checks
+check: fmt-check lint-sh vet test smoke test-arm ## everything CI checks
 
 .PHONY: demo
 demo: ## the reference flow end to end on the local emulator (about 40 s)
