@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.BackoffMax, "backoff-max", 0, "dps BackoffMax (default the client's 2m)")
 	fs.IntVar(&o.MaxAttempts, "max-attempts", 0, "dps MaxAttempts (default the client's 6)")
 	fs.DurationVar(&o.MaxWait, "max-wait", 0, "dps MaxWait (default the client's 5m)")
+	fs.DurationVar(&o.Outage, "outage", 0, "keep DPS down this long after the devices start (connections refused)")
 	fs.BoolVar(&o.Telemetry, "telemetry", true, "after assignment connect to the hub, send one message, stay connected")
 	asJSON := fs.Bool("json", false, "print the report(s) as JSON")
 	verbose := fs.Bool("v", false, "emulator log on stderr")
@@ -109,7 +110,11 @@ func printReport(w io.Writer, r *Report, certs time.Duration) {
 	if !r.Jitter {
 		jit = "no jitter"
 	}
-	fmt.Fprintf(w, "fleet: %d devices, DPS limit %d registrations/min, %s\n", r.Devices, r.RatePerMinute, jit)
+	fmt.Fprintf(w, "fleet: %d devices, DPS limit %d registrations/min, %s", r.Devices, r.RatePerMinute, jit)
+	if r.Outage > 0 {
+		fmt.Fprintf(w, ", DPS down for the first %s", r.Outage)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  assigned %d, failed %d", r.Assigned, r.Failed)
 	for k, v := range r.Failures {
 		fmt.Fprintf(w, ", %s %d", k, v)

@@ -300,3 +300,39 @@ func benchFleet(b *testing.B, n int) *Fleet {
 	fleetCache[n] = f
 	return f
 }
+
+// DPS down at the start: devices are refused, back off (short real
+// waits here) and all end assigned once the emulator is back on the same
+// ports with the same enrollment.
+func TestRunOutage(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	short := func(ctx context.Context, d time.Duration) error {
+		tm := time.NewTimer(min(d, 50*time.Millisecond))
+		defer tm.Stop()
+		select {
+		case <-tm.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r, err := Run(t.Context(), testFleet(t, n), Options{RegistrationsPerMinute: 1000, Outage: 300 * time.Millisecond,
+		MaxAttempts: 100, Telemetry: true, Sleep: short})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if r.Assigned != n || r.Telemetry != n {
+		t.Fatalf("assigned %d, telemetry %d (%s); want %d, %d", r.Assigned, r.Telemetry, r.FirstError, n, n)
+	}
+	// Every device was refused at least once before the restart.
+	if r.Attempts < 2*n || r.MaxDeviceAttempts < 2 {
+		t.Errorf("attempts %d (max %d per device); want at least %d (max >= 2)", r.Attempts, r.MaxDeviceAttempts, 2*n)
+	}
+	if r.Responses[202] != n || r.Throttled != 0 {
+		t.Errorf("responses %v; want %d×202 and no 429", r.Responses, n)
+	}
+	if r.Max < 300*time.Millisecond {
+		t.Errorf("max time to assigned %s; want at least the 300ms outage", r.Max)
+	}
+}

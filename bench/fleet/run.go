@@ -41,6 +41,11 @@ type Options struct {
 	BackoffBase, BackoffMax time.Duration
 	MaxAttempts             int
 	MaxWait                 time.Duration
+	// Outage keeps DPS down for this long after the devices start: the
+	// emulator is stopped (connections refused, a transient error without
+	// retry-after) and started again on the same ports. It shows the
+	// client's jitter at work, which a 429's retry-after floor overrides.
+	Outage time.Duration
 	// Telemetry: after assignment each device connects to its hub with
 	// iothub, sends one message and stays connected until the run ends.
 	Telemetry bool
@@ -55,6 +60,8 @@ type Report struct {
 	Devices       int  `json:"devices"`
 	RatePerMinute int  `json:"registrationsPerMinute"`
 	Jitter        bool `json:"jitter"`
+	// Outage is Options.Outage.
+	Outage   time.Duration `json:"outageNs,omitempty"`
 	Assigned      int  `json:"assigned"`
 	Failed        int  `json:"failed"`
 	// Failures counts failed devices by the dps sentinel they wrapped.
@@ -183,24 +190,33 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	if pollRA <= 0 {
 		pollRA = -1 // the emulator's "0 s"
 	}
-	e, err := emulator.New(emulator.Config{
+	ecfg := emulator.Config{
 		DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPSAddr: "-", NoSync: true, Logger: logger,
 		RegistrationsPerMinute: rate, RetryAfter: pollRA,
-	})
+	}
+	e, err := startEmulator(ctx, ecfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := e.Start(ctx); err != nil {
-		e.Close()
-		return nil, err
-	}
-	defer e.Close()
+	defer func() { e.Close() }()
 	if _, err := e.EnrollGroup("fleet-bench", f.Root.Cert, nil); err != nil {
 		return nil, fmt.Errorf("enroll group: %w", err)
 	}
 	ports, err := emulatorPorts(e.Info())
 	if err != nil {
 		return nil, err
+	}
+	endpoint, scope := e.DPSEndpoint(), e.IDScope()
+	tlsCfgs := make([]*tls.Config, n)
+	for i := range n {
+		tlsCfgs[i] = e.ClientTLSConfig(f.Certs[i])
+	}
+	if o.Outage > 0 {
+		// Same DataDir, so the restart keeps ports, CA, ID scope and
+		// the enrollment.
+		if err := e.Close(); err != nil {
+			return nil, fmt.Errorf("stop emulator for the outage: %w", err)
+		}
 	}
 
 	rnd := func() float64 { return o.ConstRand }
@@ -228,10 +244,10 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 				return mqtt.NewClient(opts)
 			}
 			cfg := dps.Config{
-				Endpoint:       e.DPSEndpoint(),
-				IDScope:        e.IDScope(),
+				Endpoint:       endpoint,
+				IDScope:        scope,
 				RegistrationID: f.IDs[i],
-				TLS:            e.ClientTLSConfig(f.Certs[i]),
+				TLS:            tlsCfgs[i],
 				MaxWait:        o.MaxWait,
 				MaxAttempts:    o.MaxAttempts,
 				BackoffBase:    o.BackoffBase,
@@ -253,7 +269,7 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 			}
 			oc.assigned, oc.hub = true, res.AssignedHub
 			if o.Telemetry {
-				oc.client, oc.telErr = sendOne(ctx, e, res, f.Certs[i])
+				oc.client, oc.telErr = sendOne(ctx, res, tlsCfgs[i])
 				oc.finished = time.Since(st.start)
 			}
 		}(i)
@@ -262,11 +278,26 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	smp := startSampler(ports, 100*time.Millisecond)
 	st.start = time.Now()
 	close(begin)
+	if o.Outage > 0 {
+		select {
+		case <-time.After(o.Outage):
+		case <-ctx.Done():
+		}
+		// Devices only talk to it after it is up; they never read e.
+		e2, err := startEmulator(ctx, ecfg)
+		if err != nil {
+			wg.Wait()
+			smp.Stop()
+			closeAll(out)
+			return nil, fmt.Errorf("restart emulator after the outage: %w", err)
+		}
+		e = e2
+	}
 	wg.Wait()
 	wall := time.Since(st.start)
 	pk := smp.Stop()
 
-	r := &Report{Devices: n, RatePerMinute: rate, Jitter: !o.NoJitter, Wall: wall, Failures: map[string]int{},
+	r := &Report{Devices: n, RatePerMinute: rate, Jitter: !o.NoJitter, Outage: o.Outage, Wall: wall, Failures: map[string]int{},
 		Responses: st.responses, Throttled: st.responses[429], Attempts: len(st.connects), Peaks: pk, FDLimit: lim}
 	var times []time.Duration
 	for i := range out {
@@ -305,8 +336,8 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 
 // sendOne connects device res to its hub, sends one telemetry message
 // (QoS 1, returns after PUBACK, spec B.3) and leaves the client connected.
-func sendOne(ctx context.Context, e *emulator.Emulator, res *dps.Result, cert tls.Certificate) (*iothub.Client, error) {
-	c, err := iothub.New(iothub.Config{Hub: res.AssignedHub, DeviceID: res.DeviceID, TLS: e.ClientTLSConfig(cert)})
+func sendOne(ctx context.Context, res *dps.Result, tlsCfg *tls.Config) (*iothub.Client, error) {
+	c, err := iothub.New(iothub.Config{Hub: res.AssignedHub, DeviceID: res.DeviceID, TLS: tlsCfg})
 	if err != nil {
 		return nil, err
 	}
@@ -319,6 +350,18 @@ func sendOne(ctx context.Context, e *emulator.Emulator, res *dps.Result, cert tl
 		return c, err
 	}
 	return c, nil
+}
+
+func startEmulator(ctx context.Context, cfg emulator.Config) (*emulator.Emulator, error) {
+	e, err := emulator.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Start(ctx); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
 }
 
 func closeAll(out []outcome) {
