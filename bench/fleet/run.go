@@ -62,8 +62,8 @@ type Report struct {
 	Jitter        bool `json:"jitter"`
 	// Outage is Options.Outage.
 	Outage   time.Duration `json:"outageNs,omitempty"`
-	Assigned      int  `json:"assigned"`
-	Failed        int  `json:"failed"`
+	Assigned int           `json:"assigned"`
+	Failed   int           `json:"failed"`
 	// Failures counts failed devices by the dps sentinel they wrapped.
 	Failures   map[string]int `json:"failures,omitempty"`
 	FirstError string         `json:"firstError,omitempty"`
