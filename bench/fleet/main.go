@@ -1,0 +1,149 @@
+// Command fleet provisions thousands of trackers at once against the
+// in-process emulator with the real device client (dps.Register over TLS
+// and MQTT, then optionally iothub and one telemetry message) and reports
+// how the fleet got through the DPS registration rate limit: time to
+// assigned (p50/p90/p99/max), connection attempts, 429s, failures, and
+// peak goroutines, heap, file descriptors and emulator connections.
+//
+//	go run ./bench/fleet -devices 1000
+//	go run ./bench/fleet -devices 1000 -compare   # full jitter, then none
+//
+// The same run is a benchmark: go test -run '^$' -bench . ./bench/fleet.
+// See bench/README.md for the scaling and typical numbers.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "fleet:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o Options
+	devices := fs.Int("devices", 1000, "trackers that register at once")
+	fs.IntVar(&o.RegistrationsPerMinute, "rate", 0, "emulator DPS registrations per minute (default devices/2)")
+	fs.DurationVar(&o.PollRetryAfter, "poll-retry-after", 0, "retry-after the emulator sends with 202 (whole seconds)")
+	fs.BoolVar(&o.NoJitter, "no-jitter", false, "replace the back-off jitter with the constant -rand")
+	fs.Float64Var(&o.ConstRand, "rand", 0.5, "jitter sample every device uses with -no-jitter, in [0,1)")
+	compare := fs.Bool("compare", false, "run twice: full jitter, then -no-jitter")
+	fs.DurationVar(&o.BackoffBase, "backoff-base", 0, "dps BackoffBase (default the client's 2s)")
+	fs.DurationVar(&o.BackoffMax, "backoff-max", 0, "dps BackoffMax (default the client's 2m)")
+	fs.IntVar(&o.MaxAttempts, "max-attempts", 0, "dps MaxAttempts (default the client's 6)")
+	fs.DurationVar(&o.MaxWait, "max-wait", 0, "dps MaxWait (default the client's 5m)")
+	fs.DurationVar(&o.Outage, "outage", 0, "keep DPS down this long after the devices start (connections refused)")
+	fs.BoolVar(&o.Telemetry, "telemetry", true, "after assignment connect to the hub, send one message, stay connected")
+	asJSON := fs.Bool("json", false, "print the report(s) as JSON")
+	verbose := fs.Bool("v", false, "emulator log on stderr")
+	timeout := fs.Duration("timeout", 15*time.Minute, "give up on the whole run after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *devices < 1 {
+		return fmt.Errorf("-devices %d: want at least 1", *devices)
+	}
+	if o.ConstRand < 0 || o.ConstRand >= 1 {
+		return fmt.Errorf("-rand %v: want a value in [0,1)", o.ConstRand)
+	}
+	if *verbose {
+		o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if lim, need := fdLimit(), FDsNeeded(*devices, o.Telemetry); lim != 0 && lim < need {
+		return fmt.Errorf("%d devices need about %d file descriptors, limit is %d: raise ulimit -Hn, use -telemetry=false or fewer -devices", *devices, need, lim)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	fmt.Fprintf(stderr, "issuing %d ECDSA P-256 device certificates...\n", *devices)
+	f, err := NewFleet(*devices)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "issued in %s\n", f.Took.Round(time.Millisecond))
+	runs := []Options{o}
+	if *compare {
+		nj := o
+		nj.NoJitter = true
+		o.NoJitter = false
+		runs = []Options{o, nj}
+	}
+	var reports []*Report
+	for _, ro := range runs {
+		fmt.Fprintf(stderr, "registering %d devices at once (jitter=%v)...\n", *devices, !ro.NoJitter)
+		r, err := Run(ctx, f, ro)
+		if err != nil {
+			return err
+		}
+		reports = append(reports, r)
+		if !*asJSON {
+			printReport(stdout, r, f.Took)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(reports)
+	}
+	return nil
+}
+
+func printReport(w io.Writer, r *Report, certs time.Duration) {
+	ms := func(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+	jit := "full jitter"
+	if !r.Jitter {
+		jit = "no jitter"
+	}
+	fmt.Fprintf(w, "fleet: %d devices, DPS limit %d registrations/min, %s", r.Devices, r.RatePerMinute, jit)
+	if r.Outage > 0 {
+		fmt.Fprintf(w, ", DPS down for the first %s", r.Outage)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  assigned %d, failed %d", r.Assigned, r.Failed)
+	for k, v := range r.Failures {
+		fmt.Fprintf(w, ", %s %d", k, v)
+	}
+	fmt.Fprintf(w, "\n  wall %s; time to assigned p50 %s p90 %s p99 %s max %s\n", ms(r.Wall), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max))
+	fmt.Fprintf(w, "  DPS connections %d (max %d per device), responses 202:%d 200:%d 429:%d",
+		r.Attempts, r.MaxDeviceAttempts, r.Responses[202], r.Responses[200], r.Responses[429])
+	for st, c := range r.Responses {
+		if st != 200 && st != 202 && st != 429 {
+			fmt.Fprintf(w, " %d:%d", st, c)
+		}
+	}
+	fmt.Fprintf(w, "\n  peak DPS connects in one second %d; connects per second: %s\n", r.PeakConnectsPerSec, sparse(r.ConnectsPerSec))
+	fmt.Fprintf(w, "  telemetry recorded %d, failed %d\n", r.Telemetry, r.TelemetryFailed)
+	fmt.Fprintf(w, "  peak goroutines %d, heap %.1f MiB, fds %d (limit %d), emulator connections %d\n",
+		r.Peaks.Goroutines, float64(r.Peaks.HeapBytes)/(1<<20), r.Peaks.FDs, r.FDLimit, r.Peaks.EmulatorConns)
+	fmt.Fprintf(w, "  certificates issued in %s\n", ms(certs))
+	if r.FirstError != "" {
+		fmt.Fprintf(w, "  first error: %s\n", r.FirstError)
+	}
+}
+
+// sparse prints the non-zero seconds as "t=count".
+func sparse(b []int) string {
+	var parts []string
+	for s, c := range b {
+		if c > 0 {
+			parts = append(parts, fmt.Sprintf("%ds=%d", s, c))
+		}
+	}
+	return strings.Join(parts, " ")
+}
