@@ -190,8 +190,9 @@ func TestRegisterRetriesThrottleWithRetryAfterFloor(t *testing.T) {
 	if _, err := Register(context.Background(), newTestConfig(f, s)); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
-	// Jitter 0.5 of a 2 s base is 1 s; retry-after 7 s is the floor.
-	if got, want := s.got(), []time.Duration{7 * time.Second}; !reflect.DeepEqual(got, want) {
+	// retry-after 7 s is the floor; jitter 0.5 of a 7 s window goes on top
+	// (the window is at least the floor, here larger than the 2 s base).
+	if got, want := s.got(), []time.Duration{7*time.Second + 3500*time.Millisecond}; !reflect.DeepEqual(got, want) {
 		t.Errorf("sleeps = %v; want %v", got, want)
 	}
 	if f.sessions != 2 {

@@ -152,10 +152,11 @@ func TestDPSThrottledThenAssigned(t *testing.T) {
 	if res.DeviceID != "dev-b" {
 		t.Errorf("Register = %+v; want dev-b", res)
 	}
-	// The first wait is the back-off after the 429: at least retry-after,
-	// which is what remains of the minute (almost all of it).
-	if len(waits) == 0 || waits[0] < 50*time.Second || waits[0] > time.Minute {
-		t.Errorf("waits = %v; want the first to honour retry-after (~60s)", waits)
+	// The first wait is the back-off after the 429: retry-after (what
+	// remains of the minute, almost all of it) plus jitter of up to as much
+	// again, so a throttled fleet does not come back in one second.
+	if len(waits) == 0 || waits[0] < 50*time.Second || waits[0] > 2*time.Minute {
+		t.Errorf("waits = %v; want the first to honour retry-after (~60s) plus jitter (< 60s)", waits)
 	}
 	if !restarted {
 		t.Error("the client never backed off for retry-after")

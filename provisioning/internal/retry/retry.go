@@ -15,9 +15,14 @@ import (
 
 // Backoff is the delay before retry number attempt (0 for the first retry):
 // "full jitter", a uniform pick in [0, min(max, base·2^attempt)), so that a
-// fleet coming back after an outage spreads out instead of stampeding. floor
-// is a lower bound, the server's retry-after when it sent one (spec A.4:
-// honour retry-after on 429); pass 0 for none. rnd is a sample from [0, 1).
+// fleet coming back after an outage spreads out instead of stampeding.
+//
+// floor is the server's retry-after when it sent one (spec A.4: honour
+// retry-after on 429); pass 0 for none. The jitter then goes on top of it,
+// over a window at least as long as the floor: a throttled fleet is told the
+// same retry-after, and waiting exactly that long would bring every device
+// back in the same second, to be throttled again (bench/fleet measured
+// exactly that). rnd is a sample from [0, 1).
 func Backoff(attempt int, base, max, floor time.Duration, rnd float64) time.Duration {
 	ceil := base
 	// Doubling stops at max, so a huge attempt cannot overflow.
@@ -27,11 +32,14 @@ func Backoff(attempt int, base, max, floor time.Duration, rnd float64) time.Dura
 	if ceil > max {
 		ceil = max
 	}
-	d := time.Duration(rnd * float64(ceil))
-	if d < floor {
-		d = floor
+	if floor <= 0 {
+		return time.Duration(rnd * float64(ceil))
 	}
-	return d
+	window := ceil
+	if window < floor {
+		window = floor
+	}
+	return floor + time.Duration(rnd*float64(window))
 }
 
 // Sleep waits d or until ctx ends; then it returns context.Cause(ctx) (the

@@ -30,9 +30,12 @@ func TestBackoff(t *testing.T) {
 		{50, 0, 0.5, 30 * time.Second}, // no overflow on huge attempts
 		{1000, 0, 0.5, 30 * time.Second},
 		{3, 0, 0, 0}, // full jitter may pick zero
+		// With a retry-after floor the jitter goes on top, over a window of
+		// at least the floor, so a throttled fleet does not return at once.
 		{3, 7 * time.Second, 0, 7 * time.Second},
-		{3, 7 * time.Second, 0.99, time.Duration(0.99 * float64(16*time.Second))},
-		{0, 5 * time.Minute, 0.5, 5 * time.Minute}, // the floor may exceed max
+		{3, 7 * time.Second, 0.5, 7*time.Second + 8*time.Second},         // window: the 16 s ceiling
+		{0, 7 * time.Second, 0.5, 7*time.Second + 3500*time.Millisecond}, // window: the 7 s floor
+		{0, 5 * time.Minute, 0.5, 7*time.Minute + 30*time.Second},        // the floor may exceed max
 	}
 	for _, tt := range tests {
 		if got := Backoff(tt.attempt, base, capd, tt.floor, tt.rnd); got != tt.want {
