@@ -79,6 +79,11 @@ demo: ## the reference flow end to end on the local emulator (about 40 s)
 	@$(MAKE) --no-print-directory emulator >/dev/null
 	$(GO) run ./deploy/demo --tracker bin/tracker-$(shell $(GO) env GOOS)-$(shell $(GO) env GOARCH) --azemu bin/azemu
 
+.PHONY: bench
+bench: ## load figures: 1,000 trackers provisioning at once; 10,000 devices on the emulator (minutes)
+	$(GO) run ./bench/fleet -devices 1000
+	$(GO) test -run '^$$' -bench TelemetryConnectedDevices -benchtime 20000x ./deploy/emulator/
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf bin
