@@ -33,8 +33,13 @@ type Options struct {
 	// Hubs lists the emulated hubs; at least one.
 	Hubs []Hub
 	// TelemetryHistory bounds the recent messages kept per device
-	// (default 1000).
-	TelemetryHistory int
+	// (default 1000) and TelemetryHistoryBytes their total MessageSize
+	// (default 1 MiB); the newest message is always kept.
+	TelemetryHistory      int
+	TelemetryHistoryBytes int
+	// TelemetryFlushInterval is how often new telemetry is appended to
+	// the history files (default 100 ms).
+	TelemetryFlushInterval time.Duration
 	// NoSync skips fsync on writes (benchmarks; state is still written).
 	NoSync bool
 	// Now is the clock (default time.Now).
@@ -71,12 +76,22 @@ type Store struct {
 
 	telMu     sync.Mutex
 	telSignal chan struct{} // closed and replaced on each telemetry message
+
+	// Telemetry persistence (telemetry.go). telDirty, flushRunning and
+	// closed are guarded by mu; disk by flushMu.
+	telDirty     map[telKey]*telemetryLog
+	flushRunning bool
+	closed       bool
+	closing      chan struct{}
+	flushWG      sync.WaitGroup
+	flushMu      sync.Mutex
+	disk         map[string]*diskLog // file path -> state
 }
 
 type hubState struct {
 	Hub
 	devices   map[string]*deviceRecord
-	telemetry map[string][]Message
+	telemetry map[string]*telemetryLog // device id -> history
 }
 
 // deviceRecord is the persisted form of one identity with its twin and
@@ -111,7 +126,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: no hubs configured", dir)
 	}
 	if opts.TelemetryHistory <= 0 {
-		opts.TelemetryHistory = 1000
+		opts.TelemetryHistory = DefaultTelemetryHistory
+	}
+	if opts.TelemetryHistoryBytes <= 0 {
+		opts.TelemetryHistoryBytes = DefaultTelemetryHistoryBytes
+	}
+	if opts.TelemetryFlushInterval <= 0 {
+		opts.TelemetryFlushInterval = DefaultTelemetryFlushInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -131,6 +152,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		hubs:        map[string]*hubState{},
 		obs:         map[int]Observer{},
 		telSignal:   make(chan struct{}),
+		telDirty:    map[telKey]*telemetryLog{},
+		closing:     make(chan struct{}),
+		disk:        map[string]*diskLog{},
 	}
 	seen := map[string]bool{}
 	for _, h := range opts.Hubs {
@@ -141,7 +165,7 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store %s: duplicate hub %+v", dir, h)
 		}
 		seen[h.Name] = true
-		s.hubs[h.HostName] = &hubState{Hub: h, devices: map[string]*deviceRecord{}, telemetry: map[string][]Message{}}
+		s.hubs[h.HostName] = &hubState{Hub: h, devices: map[string]*deviceRecord{}, telemetry: map[string]*telemetryLog{}}
 		s.hubOrder = append(s.hubOrder, h.HostName)
 	}
 	if err := s.load(); err != nil {
@@ -332,10 +356,13 @@ func unquote(s string) string {
 
 // ---- persistence ----
 
-// fileName escapes an id for use as a file name: ASCII letters, digits,
+// fileName is the JSON file name of an id (see escapeID).
+func fileName(id string) string { return escapeID(id) + ".json" }
+
+// escapeID escapes an id for use in a file name: ASCII letters, digits,
 // '-' and '_' pass, everything else becomes %XX (ids may hold '.', '%',
 // '*', '?' and more, spec E).
-func fileName(id string) string {
+func escapeID(id string) string {
 	var b strings.Builder
 	for i := 0; i < len(id); i++ {
 		c := id[i]
@@ -345,7 +372,7 @@ func fileName(id string) string {
 			fmt.Fprintf(&b, "%%%02X", c)
 		}
 	}
-	return b.String() + ".json"
+	return b.String()
 }
 
 func (s *Store) path(parts ...string) string {
@@ -490,6 +517,9 @@ func (s *Store) load() error {
 			r.Device.ConnectionState = Disconnected
 			h.devices[r.Device.DeviceID] = r
 		}); err != nil {
+			return err
+		}
+		if err := s.loadTelemetry(h); err != nil {
 			return err
 		}
 	}
