@@ -107,6 +107,12 @@ type Config struct {
 	// 1 MiB; see store.Options).
 	TelemetryHistory      int
 	TelemetryHistoryBytes int
+	// Now is the clock (default time.Now) for DPS rate limits, poll
+	// windows and retry-after, C2D lock and TTL expiry, certificate
+	// validity, timestamps, and SAS token expiry in the service API, so
+	// tests can step time instead of waiting. Network deadlines and
+	// direct-method timeouts use real time.
+	Now func() time.Time
 	// NoSync skips fsync in the store (benchmarks).
 	NoSync bool
 	// Logger (default: discard).
@@ -152,6 +158,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return nil
 }
@@ -265,7 +274,7 @@ func New(cfg Config) (*Emulator, error) {
 	for i, h := range e.hubs {
 		hubs[i] = store.Hub{Name: h.name, HostName: h.host}
 	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{Hubs: hubs, NoSync: cfg.NoSync, Logger: cfg.Logger,
+	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{Hubs: hubs, NoSync: cfg.NoSync, Logger: cfg.Logger, Now: cfg.Now,
 		TelemetryHistory: cfg.TelemetryHistory, TelemetryHistoryBytes: cfg.TelemetryHistoryBytes})
 	if err != nil {
 		e.closeListeners()
@@ -602,6 +611,9 @@ func (e *Emulator) Store() *store.Store { return e.store }
 
 // Info describes how to reach the emulator (valid after Start).
 func (e *Emulator) Info() Info { return e.info }
+
+// Now is the emulator's clock (Config.Now).
+func (e *Emulator) Now() time.Time { return e.cfg.Now() }
 
 // Logger is the emulator's logger.
 func (e *Emulator) Logger() *slog.Logger { return e.log }
