@@ -587,14 +587,10 @@ func (s *Store) EnqueueC2D(hub, id string, m C2DMessage) (C2DMessage, error) {
 		m.ExpiryTime = Time{now.Add(DefaultC2DTTL)}
 	}
 	m.Body = append([]byte(nil), m.Body...)
-	n := *r
-	n.C2D = append(append([]C2DMessage(nil), r.C2D...), m)
-	n.Device.CloudToDeviceMessageCount = len(n.C2D)
-	if err := s.saveDevice(h, &n); err != nil {
+	if err := s.setC2DLocked(h, r, append(append([]C2DMessage(nil), r.C2D...), m)); err != nil {
 		s.mu.Unlock()
 		return C2DMessage{}, err
 	}
-	*r = n
 	host := h.HostName
 	s.unlockAndNotify([]func(Observer){func(o Observer) { o.C2DEnqueued(host, id) }})
 	return m, nil
@@ -645,9 +641,14 @@ func (s *Store) CompleteC2D(hub, id, messageID string) error {
 	if idx < 0 {
 		return ErrMessageNotFound.With("no queued message %q for %q", messageID, id)
 	}
+	return s.setC2DLocked(h, r, append(append([]C2DMessage(nil), r.C2D[:idx]...), r.C2D[idx+1:]...))
+}
+
+// setC2DLocked stores q as the device's C2D queue. Caller holds mu.
+func (s *Store) setC2DLocked(h *hubState, r *deviceRecord, q []C2DMessage) error {
 	n := *r
-	n.C2D = append(append([]C2DMessage(nil), r.C2D[:idx]...), r.C2D[idx+1:]...)
-	n.Device.CloudToDeviceMessageCount = len(n.C2D)
+	n.C2D = q
+	n.Device.CloudToDeviceMessageCount = len(q)
 	if err := s.saveDevice(h, &n); err != nil {
 		return err
 	}
@@ -663,13 +664,9 @@ func (s *Store) PurgeC2D(hub, id string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := *r
-	cnt := len(n.C2D)
-	n.C2D = nil
-	n.Device.CloudToDeviceMessageCount = 0
-	if err := s.saveDevice(h, &n); err != nil {
+	cnt := len(r.C2D)
+	if err := s.setC2DLocked(h, r, nil); err != nil {
 		return 0, err
 	}
-	*r = n
 	return cnt, nil
 }

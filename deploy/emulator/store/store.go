@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -451,7 +452,10 @@ func (s *Store) remove(path string) error {
 	return nil
 }
 
-func readDirJSON[T any](dir string, fn func(*T)) error {
+// readDirFiles calls fn with the path and content of every file in dir
+// whose name ends in suffix, skipping temp files (".tmp-*"). A missing dir
+// holds nothing.
+func readDirFiles(dir, suffix string, fn func(path string, b []byte) error) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -460,7 +464,7 @@ func readDirJSON[T any](dir string, fn func(*T)) error {
 		return err
 	}
 	for _, e := range ents {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), suffix) || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
@@ -468,15 +472,24 @@ func readDirJSON[T any](dir string, fn func(*T)) error {
 		if err != nil {
 			return err
 		}
+		if err := fn(p, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readDirJSON[T any](dir string, fn func(*T)) error {
+	return readDirFiles(dir, ".json", func(p string, b []byte) error {
 		v := new(T)
-		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.UseNumber()
 		if err := dec.Decode(v); err != nil {
 			return fmt.Errorf("decode %s: %w", p, err)
 		}
 		fn(v)
-	}
-	return nil
+		return nil
+	})
 }
 
 func (s *Store) load() error {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -322,30 +321,10 @@ func (s *Store) writeTelemetry(j telJob) error {
 // or fails its checksum is skipped and its file rewritten with the good
 // records.
 func (s *Store) loadTelemetry(h *hubState) error {
-	dir := s.telemetryDir(h)
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		name := e.Name()
-		if e.IsDir() || strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".jsonl") {
-			continue
-		}
-		path := filepath.Join(dir, name)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+	return readDirFiles(s.telemetryDir(h), ".jsonl", func(path string, b []byte) error {
 		recs, bad := parseRecords(b)
 		if len(recs) == 0 {
-			if err := s.remove(path); err != nil {
-				return err
-			}
-			continue
+			return s.remove(path)
 		}
 		id := recs[0].DeviceID
 		l := &telemetryLog{}
@@ -364,8 +343,8 @@ func (s *Store) loadTelemetry(h *hubState) error {
 				return fmt.Errorf("repair %s: %w", path, err)
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // parseRecords decodes "crc32hex json\n" records, counting the ones that
