@@ -79,20 +79,22 @@ type Store struct {
 	telSignal chan struct{} // closed and replaced on each telemetry message
 
 	// Telemetry persistence (telemetry.go). telDirty, flushRunning and
-	// closed are guarded by mu; disk by flushMu.
+	// closed are guarded by mu.
 	telDirty     map[telKey]*telemetryLog
 	flushRunning bool
 	closed       bool
 	closing      chan struct{}
 	flushWG      sync.WaitGroup
-	flushMu      sync.Mutex
-	disk         map[string]*diskLog // file path -> state
+	flushMu      sync.Mutex // serialises flushes
+	compactSlack int        // records a log may hold beyond 2 x live
 }
 
 type hubState struct {
 	Hub
 	devices   map[string]*deviceRecord
 	telemetry map[string]*telemetryLog // device id -> history
+	telLive   telSize                  // live history of all devices (mu)
+	telFile   telFile                  // the hub's telemetry log (flushMu)
 }
 
 // deviceRecord is the persisted form of one identity with its twin and
@@ -142,20 +144,20 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		dir:         dir,
-		opts:        opts,
-		log:         opts.Logger,
-		now:         opts.Now,
-		cas:         map[string]map[string]*CACertificate{},
-		groups:      map[string]*EnrollmentGroup{},
-		enrollments: map[string]*IndividualEnrollment{},
-		regs:        map[string]*regRecord{},
-		hubs:        map[string]*hubState{},
-		obs:         map[int]Observer{},
-		telSignal:   make(chan struct{}),
-		telDirty:    map[telKey]*telemetryLog{},
-		closing:     make(chan struct{}),
-		disk:        map[string]*diskLog{},
+		dir:          dir,
+		opts:         opts,
+		log:          opts.Logger,
+		now:          opts.Now,
+		cas:          map[string]map[string]*CACertificate{},
+		groups:       map[string]*EnrollmentGroup{},
+		enrollments:  map[string]*IndividualEnrollment{},
+		regs:         map[string]*regRecord{},
+		hubs:         map[string]*hubState{},
+		obs:          map[int]Observer{},
+		telSignal:    make(chan struct{}),
+		telDirty:     map[telKey]*telemetryLog{},
+		closing:      make(chan struct{}),
+		compactSlack: 1024,
 	}
 	seen := map[string]bool{}
 	for _, h := range opts.Hubs {

@@ -135,19 +135,25 @@ func TestTelemetryBoundsInMemoryAndOnDisk(t *testing.T) {
 	}
 }
 
-// TestTelemetryFileCompacted checks the file stays bounded while messages
+// TestTelemetryFileCompacted checks the log stays bounded while messages
 // keep coming, with many flushes appending to it.
 func TestTelemetryFileCompacted(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := openTelemetryStore(t, dir, Options{TelemetryHistory: 5})
-	if _, err := s.PutDevice("localhost:1", selfSignedDevice("d", thumb64), ""); err != nil {
-		t.Fatal(err)
+	s.compactSlack = 0 // compact as soon as the log doubles
+	for _, id := range []string{"d", "e"} {
+		if _, err := s.PutDevice("localhost:1", selfSignedDevice(id, thumb64), ""); err != nil {
+			t.Fatal(err)
+		}
 	}
-	path := filepath.Join(dir, "hubs", "hub1", "telemetry", "d.jsonl")
+	path := filepath.Join(dir, "hubs", "hub1", "telemetry.jsonl")
 	maxLines := 0
 	for i := 0; i < 40; i++ {
 		record(t, s, "d", fmt.Sprint(i))
+		if i%4 == 0 {
+			record(t, s, "e", fmt.Sprint(i))
+		}
 		if err := s.FlushTelemetry(); err != nil {
 			t.Fatal(err)
 		}
@@ -157,13 +163,36 @@ func TestTelemetryFileCompacted(t *testing.T) {
 		}
 		maxLines = max(maxLines, bytes.Count(b, []byte{'\n'}))
 	}
-	if maxLines > 10 {
-		t.Errorf("file held up to %d records; want at most 2 x 5", maxLines)
+	if maxLines > 20 {
+		t.Errorf("log held up to %d records; want at most 2 x 10 live", maxLines)
 	}
-	recs, bad := parseRecords(must(os.ReadFile(path)))
-	if bad != 0 || len(recs) < 5 || string(recs[len(recs)-1].Body) != "39" {
-		t.Errorf("file has %d records (%d bad), last %q; want >= 5, none bad, last \"39\"", len(recs), bad, recs[len(recs)-1].Body)
+	if recs, bad := parseRecords(must(os.ReadFile(path))); bad != 0 || len(recs) < 10 {
+		t.Errorf("log has %d records (%d bad); want >= 10, none bad", len(recs), bad)
 	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTelemetryStore(t, dir, Options{TelemetryHistory: 5})
+	for id, want := range map[string]string{"d": "35,36,37,38,39", "e": "20,24,28,32,36"} {
+		if got := bodies(s2.Telemetry("localhost:1", id)); got != want {
+			t.Errorf("history of %s after compactions and restart = %q; want %q", id, got, want)
+		}
+	}
+}
+
+// parseRecords decodes a whole log, counting the bad records.
+func parseRecords(b []byte) (recs []telemetryRecord, bad int) {
+	for len(b) > 0 {
+		line, rest, ok := bytes.Cut(b, []byte{'\n'})
+		b = rest
+		r, good := parseRecord(line)
+		if !ok || !good {
+			bad++
+			continue
+		}
+		recs = append(recs, r)
+	}
+	return recs, bad
 }
 
 func must[T any](v T, err error) T {
@@ -189,7 +218,7 @@ func TestTelemetryTornRecord(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "hubs", "hub1", "telemetry", "d.jsonl")
+	path := filepath.Join(dir, "hubs", "hub1", "telemetry.jsonl")
 	b := must(os.ReadFile(path))
 	lines := bytes.SplitAfter(b, []byte{'\n'})
 	// Flip a byte inside record "b" and cut a copy of "c" in half.
@@ -226,7 +255,7 @@ func TestTelemetryFlushedInBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	record(t, s, "d", "x")
-	path := filepath.Join(dir, "hubs", "hub1", "telemetry", "d.jsonl")
+	path := filepath.Join(dir, "hubs", "hub1", "telemetry.jsonl")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		b, _ := os.ReadFile(path)
@@ -249,5 +278,29 @@ func TestTelemetryFlushedInBackground(t *testing.T) {
 			t.Fatal("flusher still running while idle")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestTelemetryRecordRoundTrip(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	tests := []Message{
+		{DeviceID: "d", EnqueuedTime: Time{at}},
+		{DeviceID: `we"ird\id`, Topic: "devices/x/messages/events/a=%22", EnqueuedTime: Time{at}, Body: []byte{0, 1, 0xff, '\n'},
+			MessageID: "m\u00e9\t1", SystemProperties: map[string]string{"content-type": "application/json", "ctl": "\x01\x1f\"\\"},
+			Properties: map[string]string{"k\n": "v\u2028", "empty": ""}},
+	}
+	for _, m := range tests {
+		line := appendRecord(nil, &m)
+		r, ok := parseRecord(line[:len(line)-1])
+		if !ok || line[len(line)-1] != '\n' {
+			t.Fatalf("parseRecord(appendRecord(%+v)) failed: %q", m, line)
+		}
+		got := Message{DeviceID: r.DeviceID, Topic: r.Topic, EnqueuedTime: Time{r.EnqueuedTime}, Body: r.Body,
+			MessageID: r.MessageID, SystemProperties: r.SystemProperties, Properties: r.Properties}
+		if fmt.Sprintf("%q %q %v %q %q %q %q", got.DeviceID, got.Topic, got.EnqueuedTime.UnixNano(), got.Body, got.MessageID, got.SystemProperties, got.Properties) !=
+			fmt.Sprintf("%q %q %v %q %q %q %q", m.DeviceID, m.Topic, m.EnqueuedTime.UnixNano(), m.Body, m.MessageID, m.SystemProperties, m.Properties) {
+			t.Errorf("round trip = %+v; want %+v", got, m)
+		}
 	}
 }
