@@ -70,12 +70,12 @@ func (d *dpsService) authenticate(user, clientID string) (string, error) {
 }
 
 // errorBody is ProvisioningServiceErrorDetails (spec A.4).
-func errorBody(code int, msg string) []byte {
+func errorBody(code int, msg string, now time.Time) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"errorCode":    code,
 		"trackingId":   newTrackingID(),
 		"message":      msg,
-		"timestampUtc": time.Now().UTC().Format("2006-01-02T15:04:05.0000000Z"),
+		"timestampUtc": now.UTC().Format("2006-01-02T15:04:05.0000000Z"),
 	})
 	return b
 }
@@ -106,7 +106,7 @@ func (d *dpsService) respondError(s *session, rid string, err error, retryAfter 
 	if errors.As(err, &se) && se.Message != "" {
 		msg = se.Message
 	}
-	d.respond(s, code/1000, rid, retryAfter, errorBody(code, msg))
+	d.respond(s, code/1000, rid, retryAfter, errorBody(code, msg, d.e.cfg.Now()))
 }
 
 // handle serves one DPS publish; false closes the connection.
@@ -163,7 +163,7 @@ func (d *dpsService) register(s *session, rid string, body []byte) {
 		d.respondError(s, rid, store.ErrInvalid.With("registrationId %q differs from the connection's %q", req.RegistrationID, s.rid), -1)
 		return
 	}
-	now := time.Now()
+	now := d.e.cfg.Now()
 	d.mu.Lock()
 	ok, wait := allow(&d.regs, now, d.e.cfg.RegistrationsPerMinute, time.Minute)
 	d.gcLocked(now)
@@ -197,7 +197,7 @@ func (d *dpsService) register(s *session, rid string, body []byte) {
 }
 
 func (d *dpsService) poll(s *session, rid, opID string) {
-	now := time.Now()
+	now := d.e.cfg.Now()
 	d.mu.Lock()
 	pl := d.polls[strings.ToLower(s.rid)]
 	ok, wait := allow(&pl, now, d.e.cfg.PollLimit, d.e.cfg.PollWindow)

@@ -27,8 +27,8 @@
 //   - G.13: re-registration re-creates a hub identity deleted out of band.
 //
 // Other simplifications: C2D locks last Config.C2DLockTimeout per
-// connection (a reconnect redelivers at once); telemetry history is kept in
-// memory only; modules, SAS device authentication and WebSockets are not
+// connection (a reconnect redelivers at once); telemetry history is bounded
+// per device (Config.TelemetryHistory, TelemetryHistoryBytes); modules, SAS device authentication and WebSockets are not
 // implemented (CONNACK 0x05).
 package emulator
 
@@ -102,6 +102,17 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake and the wait for CONNECT
 	// (default 30 s).
 	HandshakeTimeout time.Duration
+	// TelemetryHistory and TelemetryHistoryBytes bound the telemetry kept
+	// per device, in memory and in DataDir (defaults 1000 messages,
+	// 1 MiB; see store.Options).
+	TelemetryHistory      int
+	TelemetryHistoryBytes int
+	// Now is the clock (default time.Now) for DPS rate limits, poll
+	// windows and retry-after, C2D lock and TTL expiry, certificate
+	// validity, timestamps, and SAS token expiry in the service API, so
+	// tests can step time instead of waiting. Network deadlines and
+	// direct-method timeouts use real time.
+	Now func() time.Time
 	// NoSync skips fsync in the store (benchmarks).
 	NoSync bool
 	// Logger (default: discard).
@@ -147,6 +158,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return nil
 }
@@ -260,7 +274,8 @@ func New(cfg Config) (*Emulator, error) {
 	for i, h := range e.hubs {
 		hubs[i] = store.Hub{Name: h.name, HostName: h.host}
 	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{Hubs: hubs, NoSync: cfg.NoSync, Logger: cfg.Logger})
+	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{Hubs: hubs, NoSync: cfg.NoSync, Logger: cfg.Logger, Now: cfg.Now,
+		TelemetryHistory: cfg.TelemetryHistory, TelemetryHistoryBytes: cfg.TelemetryHistoryBytes})
 	if err != nil {
 		e.closeListeners()
 		return nil, fmt.Errorf("emulator: %w", err)
@@ -567,7 +582,7 @@ func (e *Emulator) Close() error {
 	e.mu.Unlock()
 	if !started {
 		e.closeListeners()
-		return nil
+		return e.store.Close()
 	}
 	if e.removeObs != nil {
 		e.removeObs()
@@ -587,7 +602,8 @@ func (e *Emulator) Close() error {
 		e.closeListeners()
 	}
 	e.wg.Wait()
-	return err
+	// Last: telemetry that arrived until the server closed is written.
+	return errors.Join(err, e.store.Close())
 }
 
 // Store is the emulator's state, for service APIs and tests.
@@ -595,6 +611,9 @@ func (e *Emulator) Store() *store.Store { return e.store }
 
 // Info describes how to reach the emulator (valid after Start).
 func (e *Emulator) Info() Info { return e.info }
+
+// Now is the emulator's clock (Config.Now).
+func (e *Emulator) Now() time.Time { return e.cfg.Now() }
 
 // Logger is the emulator's logger.
 func (e *Emulator) Logger() *slog.Logger { return e.log }

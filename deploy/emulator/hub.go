@@ -73,7 +73,7 @@ func stripDefaultPort(host string) string { return strings.TrimSuffix(host, ":88
 // verified CA of the hub.
 func (h *hubService) checkCert(hub string, d store.Device, chain []*x509.Certificate) error {
 	leaf := chain[0]
-	now := time.Now()
+	now := h.e.cfg.Now()
 	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
 		return errors.New("client certificate is not valid now")
 	}
@@ -98,7 +98,7 @@ func (h *hubService) checkCert(hub string, d store.Device, chain []*x509.Certifi
 		for _, c := range chain[1:] {
 			inter.AddCert(c)
 		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			return fmt.Errorf("certificate chain: %w", err)
 		}
 		return nil
@@ -252,7 +252,7 @@ func (h *hubService) recordTelemetry(s *session, topic string, body []byte, reta
 	for k, v := range extra {
 		app[k] = v
 	}
-	now := time.Now().UTC()
+	now := h.e.cfg.Now().UTC()
 	sys["iothub-connection-device-id"] = s.deviceID
 	sys["iothub-connection-auth-generation-id"] = s.generationID
 	sys["iothub-connection-auth-method"] = `{"scope":"device","type":"x509","issuer":"iothub"}`
@@ -375,7 +375,7 @@ func (s *session) deliverC2D() {
 	if err != nil {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := s.e.cfg.Now().UnixNano()
 	for _, m := range msgs {
 		s.mu.Lock()
 		if until, ok := s.c2dLocked[m.MessageID]; ok && until > now {

@@ -18,7 +18,7 @@ import (
 func TestRestartKeepsState(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cfg := Config{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", Hubs: 2, RetryAfter: -1, Logger: testLogger()}
+	cfg := Config{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", Hubs: 2, RetryAfter: -1, Logger: testLogger(), TelemetryHistory: 2}
 	start := func() *Emulator {
 		e, err := New(cfg)
 		if err != nil {
@@ -44,6 +44,15 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc.next(t)
+	for _, b := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`} {
+		if err := hc.publish(t, "devices/dev-1/messages/events/", 1, []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tel := e.Telemetry(assigned, "dev-1") // PUBACKed, so recorded
+	if len(tel) != 2 || string(tel[1].Body) != `{"n":3}` {
+		t.Fatalf("telemetry before restart = %d messages; want the newest 2 (TelemetryHistory)", len(tel))
+	}
 	before := e.Info()
 	caBefore, _ := os.ReadFile(before.CACertPath)
 	if err := e.Close(); err != nil {
@@ -62,6 +71,10 @@ func TestRestartKeepsState(t *testing.T) {
 	}
 	if st, err := e.Store().GetRegistration("dev-1"); err != nil || st.AssignedHub != assigned {
 		t.Errorf("registration after restart = %+v, %v", st, err)
+	}
+	if got := e.Telemetry(assigned, "dev-1"); len(got) != 2 || string(got[0].Body) != `{"n":2}` || string(got[1].Body) != `{"n":3}` ||
+		!got[1].EnqueuedTime.Equal(tel[1].EnqueuedTime.Time) || got[1].SystemProperties["iothub-connection-device-id"] != "dev-1" {
+		t.Errorf("telemetry after restart = %+v; want %+v", got, tel)
 	}
 	// The device reconnects to its cached hub with the same certificate.
 	hc = mustHubDial(t, e, 1, "dev-1", dev.TLS())

@@ -26,6 +26,7 @@ func ServiceAPI(e *Emulator) http.Handler {
 		Hubs:    hubs,
 		Methods: e,
 		Logger:  e.Logger().With("component", "service"),
+		Now:     e.cfg.Now,
 	})
 	if err != nil {
 		// Only a programming error (keys and hosts come from this emulator)

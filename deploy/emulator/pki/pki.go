@@ -61,104 +61,62 @@ func serial(o Options) *big.Int {
 
 func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
 
-func (c *Cert) issue(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Cert, pub, c.Key)
+// newCert generates a key and a certificate for tmpl (subject and usage),
+// with o's validity window and serial, signed by parent or, when parent is
+// nil, self-signed.
+func newCert(parent *Cert, tmpl *x509.Certificate, o Options, what string) (*Cert, error) {
+	key, err := newKey()
 	if err != nil {
 		return nil, err
 	}
-	return x509.ParseCertificate(der)
+	tmpl.SerialNumber = serial(o)
+	tmpl.NotBefore, tmpl.NotAfter = o.window(tmpl.IsCA)
+	tmpl.BasicConstraintsValid = true
+	issuer, signer, chain := tmpl, crypto.Signer(key), []*x509.Certificate(nil)
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+		chain = append([]*x509.Certificate{parent.Cert}, parent.Chain...)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, signer)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	x, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return &Cert{Cert: x, Key: key, Chain: chain}, nil
+}
+
+func caTemplate(cn string) *x509.Certificate {
+	return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}
+}
+
+func leafTemplate(cn string, usage x509.ExtKeyUsage) *x509.Certificate {
+	return &x509.Certificate{Subject: pkix.Name{CommonName: cn},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
 }
 
 // NewRootCA creates a self-signed root CA.
 func NewRootCA(cn string, o Options) (*Cert, error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, err
-	}
-	nb, na := o.window(true)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(o),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             nb,
-		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("root CA %s: %w", cn, err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &Cert{Cert: c, Key: key}, nil
+	return newCert(nil, caTemplate(cn), o, "root CA "+cn)
 }
 
 // NewIntermediateCA issues a CA certificate signed by c.
 func (c *Cert) NewIntermediateCA(cn string, o Options) (*Cert, error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, err
-	}
-	nb, na := o.window(true)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(o),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             nb,
-		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	x, err := c.issue(tmpl, &key.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("intermediate CA %s: %w", cn, err)
-	}
-	return &Cert{Cert: x, Key: key, Chain: append([]*x509.Certificate{c.Cert}, c.Chain...)}, nil
+	return newCert(c, caTemplate(cn), o, "intermediate CA "+cn)
 }
 
 // NewClient issues a TLS client (device) certificate with subject CN = cn.
 func (c *Cert) NewClient(cn string, o Options) (*Cert, error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, err
-	}
-	nb, na := o.window(false)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(o),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             nb,
-		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
-	x, err := c.issue(tmpl, &key.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("client cert %s: %w", cn, err)
-	}
-	return &Cert{Cert: x, Key: key, Chain: append([]*x509.Certificate{c.Cert}, c.Chain...)}, nil
+	return newCert(c, leafTemplate(cn, x509.ExtKeyUsageClientAuth), o, "client cert "+cn)
 }
 
 // NewServer issues a TLS server certificate for the given DNS names and IP
 // addresses.
 func (c *Cert) NewServer(hosts []string, o Options) (*Cert, error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, err
-	}
-	nb, na := o.window(false)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(o),
-		Subject:               pkix.Name{CommonName: hosts[0]},
-		NotBefore:             nb,
-		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
+	tmpl := leafTemplate(hosts[0], x509.ExtKeyUsageServerAuth)
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -166,40 +124,13 @@ func (c *Cert) NewServer(hosts []string, o Options) (*Cert, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	x, err := c.issue(tmpl, &key.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("server cert: %w", err)
-	}
-	return &Cert{Cert: x, Key: key, Chain: append([]*x509.Certificate{c.Cert}, c.Chain...)}, nil
+	return newCert(c, tmpl, o, "server cert")
 }
 
 // NewSelfSigned creates a self-signed device certificate (for selfSigned
 // thumbprint identities and individual enrollments).
 func NewSelfSigned(cn string, o Options) (*Cert, error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, err
-	}
-	nb, na := o.window(false)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(o),
-		Subject:               pkix.Name{CommonName: cn},
-		Issuer:                pkix.Name{CommonName: cn},
-		NotBefore:             nb,
-		NotAfter:              na,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("self-signed %s: %w", cn, err)
-	}
-	x, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &Cert{Cert: x, Key: key}, nil
+	return newCert(nil, leafTemplate(cn, x509.ExtKeyUsageClientAuth), o, "self-signed "+cn)
 }
 
 // NewVerification issues the proof-of-possession certificate for a CA: CN =

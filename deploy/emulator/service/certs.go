@@ -85,12 +85,7 @@ func (c *certAPI) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := c.s.st.PutCACertificate(c.owner, r.PathValue("name"), cert, verified, r.Header.Get("If-Match"))
-	if err != nil {
-		c.s.fail(w, r, err)
-		return
-	}
-	setETag(w, out.ETag)
-	writeJSON(w, http.StatusOK, out)
+	c.s.reply(w, r, out, out.ETag, err)
 }
 
 func (c *certAPI) list(w http.ResponseWriter, r *http.Request) {
@@ -99,32 +94,18 @@ func (c *certAPI) list(w http.ResponseWriter, r *http.Request) {
 
 func (c *certAPI) get(w http.ResponseWriter, r *http.Request) {
 	out, err := c.s.st.GetCACertificate(c.owner, r.PathValue("name"))
-	if err != nil {
-		c.s.fail(w, r, err)
-		return
-	}
-	setETag(w, out.ETag)
-	writeJSON(w, http.StatusOK, out)
+	c.s.reply(w, r, out, out.ETag, err)
 }
 
 func (c *certAPI) delete(w http.ResponseWriter, r *http.Request) {
-	if err := c.s.st.DeleteCACertificate(c.owner, r.PathValue("name"), r.Header.Get("If-Match")); err != nil {
-		c.s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	c.s.replyDeleted(w, r, c.s.st.DeleteCACertificate(c.owner, r.PathValue("name"), r.Header.Get("If-Match")))
 }
 
 // generateCode issues the proof-of-possession code (spec C, step 1); it is
 // in properties.verificationCode of the answer.
 func (c *certAPI) generateCode(w http.ResponseWriter, r *http.Request) {
 	out, err := c.s.st.GenerateVerificationCode(c.owner, r.PathValue("name"), r.Header.Get("If-Match"))
-	if err != nil {
-		c.s.fail(w, r, err)
-		return
-	}
-	setETag(w, out.ETag)
-	writeJSON(w, http.StatusOK, out)
+	c.s.reply(w, r, out, out.ETag, err)
 }
 
 // verify takes the proof certificate (CN = code, signed by the CA key) and
@@ -136,10 +117,5 @@ func (c *certAPI) verify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := c.s.st.VerifyCACertificate(c.owner, r.PathValue("name"), cert, r.Header.Get("If-Match"))
-	if err != nil {
-		c.s.fail(w, r, err)
-		return
-	}
-	setETag(w, out.ETag)
-	writeJSON(w, http.StatusOK, out)
+	c.s.reply(w, r, out, out.ETag, err)
 }

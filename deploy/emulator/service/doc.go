@@ -96,6 +96,9 @@
 //	GET  /messages/events/stream?deviceId=&since=            newline-delimited JSON, one Event per message
 //	POST /devices/{id}/messages/deviceBound                  enqueue C2D; 403004 when the queue is full
 //
+// The telemetry of a deleted identity stays readable (IoT Hub retains
+// messages, spec F).
+//
 // The C2D body is the message; iothub-messageid, iothub-correlationid,
 // iothub-userid, iothub-contenttype, iothub-contentencoding, iothub-ttl
 // (seconds) and iothub-app-{name} headers set its properties, or, with

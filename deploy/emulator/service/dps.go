@@ -54,30 +54,16 @@ func (s *Service) putGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := s.st.PutEnrollmentGroup(g, r.Header.Get("If-Match"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	setETag(w, out.ETag)
-	writeJSON(w, http.StatusOK, out)
+	s.reply(w, r, out, out.ETag, err)
 }
 
 func (s *Service) getGroup(w http.ResponseWriter, r *http.Request) {
 	g, err := s.st.GetEnrollmentGroup(r.PathValue("id"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	setETag(w, g.ETag)
-	writeJSON(w, http.StatusOK, g)
+	s.reply(w, r, g, g.ETag, err)
 }
 
 func (s *Service) deleteGroup(w http.ResponseWriter, r *http.Request) {
-	if err := s.st.DeleteEnrollmentGroup(r.PathValue("id"), r.Header.Get("If-Match")); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.replyDeleted(w, r, s.st.DeleteEnrollmentGroup(r.PathValue("id"), r.Header.Get("If-Match")))
 }
 
 func (s *Service) groupAttestation(w http.ResponseWriter, r *http.Request) {
@@ -119,30 +105,16 @@ func (s *Service) putEnrollment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := s.st.PutIndividualEnrollment(e, r.Header.Get("If-Match"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	setETag(w, out.ETag)
-	writeJSON(w, http.StatusOK, out)
+	s.reply(w, r, out, out.ETag, err)
 }
 
 func (s *Service) getEnrollment(w http.ResponseWriter, r *http.Request) {
 	e, err := s.st.GetIndividualEnrollment(r.PathValue("id"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	setETag(w, e.ETag)
-	writeJSON(w, http.StatusOK, e)
+	s.reply(w, r, e, e.ETag, err)
 }
 
 func (s *Service) deleteEnrollment(w http.ResponseWriter, r *http.Request) {
-	if err := s.st.DeleteIndividualEnrollment(r.PathValue("id"), r.Header.Get("If-Match")); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.replyDeleted(w, r, s.st.DeleteIndividualEnrollment(r.PathValue("id"), r.Header.Get("If-Match")))
 }
 
 func (s *Service) enrollmentAttestation(w http.ResponseWriter, r *http.Request) {
@@ -171,20 +143,11 @@ func (s *Service) queryEnrollments(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) getRegistration(w http.ResponseWriter, r *http.Request) {
 	st, err := s.st.GetRegistration(r.PathValue("id"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	setETag(w, st.ETag)
-	writeJSON(w, http.StatusOK, st)
+	s.reply(w, r, st, st.ETag, err)
 }
 
 func (s *Service) deleteRegistration(w http.ResponseWriter, r *http.Request) {
-	if err := s.st.DeleteRegistration(r.PathValue("id"), r.Header.Get("If-Match")); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.replyDeleted(w, r, s.st.DeleteRegistration(r.PathValue("id"), r.Header.Get("If-Match")))
 }
 
 // queryRegistrations lists the records made through a group. The group

@@ -62,30 +62,16 @@ func (h *hubAPI) putDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := h.s.st.PutDevice(h.hub, d, r.Header.Get("If-Match"))
-	if err != nil {
-		h.s.fail(w, r, err)
-		return
-	}
-	setETag(w, out.ETag)
-	writeJSON(w, http.StatusOK, out)
+	h.s.reply(w, r, out, out.ETag, err)
 }
 
 func (h *hubAPI) getDevice(w http.ResponseWriter, r *http.Request) {
 	d, err := h.s.st.GetDevice(h.hub, r.PathValue("id"))
-	if err != nil {
-		h.s.fail(w, r, err)
-		return
-	}
-	setETag(w, d.ETag)
-	writeJSON(w, http.StatusOK, d)
+	h.s.reply(w, r, d, d.ETag, err)
 }
 
 func (h *hubAPI) deleteDevice(w http.ResponseWriter, r *http.Request) {
-	if err := h.s.st.DeleteDevice(h.hub, r.PathValue("id"), r.Header.Get("If-Match")); err != nil {
-		h.s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	h.s.replyDeleted(w, r, h.s.st.DeleteDevice(h.hub, r.PathValue("id"), r.Header.Get("If-Match")))
 }
 
 // listDevices is the deprecated GET /devices?top=N (spec E); top defaults
@@ -177,12 +163,7 @@ func twinFieldIs(t store.Twin, field, value string) bool {
 
 func (h *hubAPI) getTwin(w http.ResponseWriter, r *http.Request) {
 	t, err := h.s.st.GetTwin(h.hub, r.PathValue("id"))
-	if err != nil {
-		h.s.fail(w, r, err)
-		return
-	}
-	setETag(w, t.ETag)
-	writeJSON(w, http.StatusOK, t)
+	h.s.reply(w, r, t, t.ETag, err)
 }
 
 func (h *hubAPI) patchTwin(w http.ResponseWriter, r *http.Request)   { h.changeTwin(w, r, false) }
@@ -205,12 +186,7 @@ func (h *hubAPI) changeTwin(w http.ResponseWriter, r *http.Request, replace bool
 	} else {
 		t, err = h.s.st.UpdateTwin(h.hub, id, patch, r.Header.Get("If-Match"))
 	}
-	if err != nil {
-		h.s.fail(w, r, err)
-		return
-	}
-	setETag(w, t.ETag)
-	writeJSON(w, http.StatusOK, t)
+	h.s.reply(w, r, t, t.ETag, err)
 }
 
 func decodeTwinPatch(r *http.Request, replace bool) (store.TwinPatch, error) {

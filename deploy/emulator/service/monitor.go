@@ -86,12 +86,13 @@ func (h *hubAPI) deviceEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		top = n
 	}
-	if _, err := h.s.st.GetDevice(h.hub, id); err != nil {
+	msgs := h.s.st.Telemetry(h.hub, id)
+	if err := h.knownDevice(id, msgs); err != nil {
 		h.s.fail(w, r, err)
 		return
 	}
 	out := []Event{}
-	for _, m := range h.s.st.Telemetry(h.hub, id) {
+	for _, m := range msgs {
 		if m.EnqueuedTime.After(since) {
 			out = append(out, eventOf(m))
 		}
@@ -100,6 +101,16 @@ func (h *hubAPI) deviceEvents(w http.ResponseWriter, r *http.Request) {
 		out = out[len(out)-top:] // the most recent ones
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// knownDevice accepts an existing identity or a deleted one whose
+// telemetry is still retained (spec F), else reports 404001.
+func (h *hubAPI) knownDevice(id string, msgs []store.Message) error {
+	if len(msgs) > 0 {
+		return nil
+	}
+	_, err := h.s.st.GetDevice(h.hub, id)
+	return err
 }
 
 // cursor tracks what a stream has sent for one device: everything up to
@@ -151,7 +162,7 @@ func (h *hubAPI) eventStream(w http.ResponseWriter, r *http.Request) {
 	}
 	only := r.URL.Query().Get("deviceId")
 	if only != "" {
-		if _, err := h.s.st.GetDevice(h.hub, only); err != nil {
+		if err := h.knownDevice(only, h.s.st.Telemetry(h.hub, only)); err != nil {
 			h.s.fail(w, r, err)
 			return
 		}

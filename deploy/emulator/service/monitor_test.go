@@ -85,6 +85,17 @@ func TestDeviceEvents(t *testing.T) {
 	want(t, "bad since", e.do("GET", hubPath("/devices/dev-1/messages/events?since=yesterday"), tok, nil), 400, 400004)
 	want(t, "bad top", e.do("GET", hubPath("/devices/dev-1/messages/events?top=-1"), tok, nil), 400, 400004)
 	want(t, "unknown device", e.do("GET", hubPath("/devices/nope/messages/events"), tok, nil), 404, 404001)
+
+	// Spec F: messages are retained after the identity is deleted.
+	if err := e.st.DeleteDevice(hub1, "dev-1", "*"); err != nil {
+		t.Fatal(err)
+	}
+	r = e.do("GET", hubPath("/devices/dev-1/messages/events"), tok, nil)
+	want(t, "events of a deleted device", r, 200, 0)
+	r.json(t, &evs)
+	if len(evs) != 4 || string(evs[3].Payload) != `{"n":4}` {
+		t.Errorf("events after delete = %s; want the 4 recorded", r.body)
+	}
 }
 
 // openStream starts a stream request and returns a line reader once the

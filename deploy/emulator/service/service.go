@@ -360,6 +360,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // setETag sets the ETag response header, quoting the value if needed.
+// reply answers 200 with v and its etag, or the error.
+func (s *Service) reply(w http.ResponseWriter, r *http.Request, v any, etag string, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	setETag(w, etag)
+	writeJSON(w, http.StatusOK, v)
+}
+
+// replyDeleted answers 204, or the error.
+func (s *Service) replyDeleted(w http.ResponseWriter, r *http.Request, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func setETag(w http.ResponseWriter, etag string) {
 	if etag == "" {
 		return

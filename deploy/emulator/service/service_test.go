@@ -59,6 +59,7 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	if err != nil {
 		t.Fatalf("store.Open: %v", err)
 	}
+	t.Cleanup(func() { st.Close() }) // before TempDir's removal: flushes telemetry
 	cfg := service.Config{
 		DPS: service.DPSConfig{HostName: dpsHost, IDScope: "0ne00000001", Policies: service.Policies{dpsOwner: dpsKey}},
 		Hubs: map[string]service.Policies{

@@ -7,8 +7,10 @@
 // service API can serialise what the store returns as-is. State is kept in
 // memory and written through to a data directory, one JSON file per entity,
 // each written atomically (temp file, fsync, rename), so it survives a
-// restart. Telemetry history is kept in memory only: it is a debugging aid,
-// not state a device depends on.
+// restart. The bounded per-device telemetry history is instead appended to
+// one log per hub by a background flusher and compacted when it doubles
+// (see telemetry.go); it outlives the identity, as IoT Hub retains
+// messages.
 //
 // Protocol layers learn about changes through an [Observer] (desired-twin
 // patches, identity changes, C2D enqueues) and the service API reaches

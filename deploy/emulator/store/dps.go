@@ -3,7 +3,9 @@ package store
 import (
 	"crypto/x509"
 	"encoding/base64"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -216,9 +218,126 @@ func (s *Store) verifiedCAs(owner string) []*x509.Certificate {
 
 // ---- enrollments ----
 
-// normalizeEnrollmentCommon validates and defaults the fields shared by
-// groups and individual enrollments. Caller holds mu.
-func (s *Store) normalizeCommon(att *AttestationMechanism, status *string, policy **ReprovisionPolicy, alloc *string, hubHost string, hubs []string) error {
+// enrollmentFields points into the fields that enrollment groups and
+// individual enrollments share (spec D), so one piece of code validates,
+// stamps and stores both.
+type enrollmentFields struct {
+	att              *AttestationMechanism
+	status, alloc    *string
+	policy           **ReprovisionPolicy
+	hubHost          string
+	hubs             []string
+	etag             *string
+	created, updated **Time
+}
+
+func (g *EnrollmentGroup) fields() enrollmentFields {
+	return enrollmentFields{&g.Attestation, &g.ProvisioningStatus, &g.AllocationPolicy, &g.ReprovisionPolicy,
+		g.IoTHubHostName, g.IoTHubs, &g.ETag, &g.CreatedDateTimeUTC, &g.LastUpdatedDateTimeUTC}
+}
+
+func (e *IndividualEnrollment) fields() enrollmentFields {
+	return enrollmentFields{&e.Attestation, &e.ProvisioningStatus, &e.AllocationPolicy, &e.ReprovisionPolicy,
+		e.IoTHubHostName, e.IoTHubs, &e.ETag, &e.CreatedDateTimeUTC, &e.LastUpdatedDateTimeUTC}
+}
+
+// dpsKind describes one kind of persisted DPS entity for the shared
+// get/put/delete code: its name in messages, its directory under dps/, its
+// not-found error, its map in the store (keyed by lower-case id) and its
+// etag.
+type dpsKind[T any] struct {
+	what     string
+	dir      string
+	notFound *Error
+	entries  func(*Store) map[string]*T
+	etag     func(*T) string
+}
+
+var (
+	groupKind = dpsKind[EnrollmentGroup]{"enrollment group", "enrollmentGroups", ErrGroupNotFound,
+		func(s *Store) map[string]*EnrollmentGroup { return s.groups }, func(g *EnrollmentGroup) string { return g.ETag }}
+	enrollmentKind = dpsKind[IndividualEnrollment]{"enrollment", "enrollments", ErrEnrollmentNotFound,
+		func(s *Store) map[string]*IndividualEnrollment { return s.enrollments }, func(e *IndividualEnrollment) string { return e.ETag }}
+	registrationKind = dpsKind[regRecord]{"registration", "registrations", ErrRegistrationMissing,
+		func(s *Store) map[string]*regRecord { return s.regs }, func(r *regRecord) string { return r.State.ETag }}
+)
+
+// lookup returns the entity with id (case-insensitive). Caller holds mu.
+func (k dpsKind[T]) lookup(s *Store, id string) (*T, error) {
+	v := k.entries(s)[strings.ToLower(id)]
+	if v == nil {
+		return nil, k.notFound.With("%s %q not found", k.what, id)
+	}
+	return v, nil
+}
+
+// list returns every entity in id order (case-insensitive). Caller holds
+// mu.
+func (k dpsKind[T]) list(s *Store) []*T {
+	m := k.entries(s)
+	out := make([]*T, 0, len(m))
+	for _, key := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[key])
+	}
+	return out
+}
+
+// remove deletes the entity with id when ifMatch matches its etag. Caller
+// holds mu.
+func (k dpsKind[T]) remove(s *Store, id, ifMatch string) error {
+	v, err := k.lookup(s, id)
+	if err != nil {
+		return err
+	}
+	if !ETagMatches(ifMatch, k.etag(v)) {
+		return ErrPrecondition.With("etag mismatch for %s %q", k.what, id)
+	}
+	key := strings.ToLower(id)
+	if err := s.remove(fileJoin(s.path("dps", k.dir), key)); err != nil {
+		return ErrInternal.With("%v", err)
+	}
+	delete(k.entries(s), key)
+	return nil
+}
+
+// putEnrollment validates the shared fields of v, applies If-Match (other
+// than "" or "*" requires an existing entry with that etag), stamps the
+// times and a new etag, and stores v. Caller holds mu.
+func putEnrollment[T any, P interface {
+	*T
+	fields() enrollmentFields
+}](s *Store, k dpsKind[T], id string, v P, ifMatch string) error {
+	f := v.fields()
+	if err := s.normalizeCommon(f); err != nil {
+		return err
+	}
+	key := strings.ToLower(id)
+	old := P(k.entries(s)[key])
+	if ifMatch != "" && ifMatch != "*" {
+		if old == nil {
+			return k.notFound.With("%s %q not found", k.what, id)
+		}
+		if !ETagMatches(ifMatch, *old.fields().etag) {
+			return ErrPrecondition.With("etag mismatch for %s %q", k.what, id)
+		}
+	}
+	now := &Time{s.now().UTC()}
+	*f.created, *f.updated = now, now
+	if old != nil {
+		*f.created = *old.fields().created
+	}
+	*f.etag = newQuotedETag()
+	if err := s.writeJSON(fileJoin(s.path("dps", k.dir), key), v); err != nil {
+		return ErrInternal.With("%v", err)
+	}
+	k.entries(s)[key] = (*T)(v)
+	return nil
+}
+
+// normalizeCommon validates and defaults the fields shared by groups and
+// individual enrollments. Caller holds mu.
+func (s *Store) normalizeCommon(f enrollmentFields) error {
+	att, status, policy, alloc, hubHost, hubs := f.att, f.status, f.policy, f.alloc, f.hubHost, f.hubs
 	if *status == "" {
 		*status = StatusEnabled
 	}
@@ -260,6 +379,21 @@ func (s *Store) normalizeCommon(att *AttestationMechanism, status *string, polic
 	return nil
 }
 
+// fillCertInfo requires a primary certificate (else ErrInvalid with
+// missing) and fills in the info of primary and secondary: clients write
+// the certificate, the service adds its info (spec D).
+func fillCertInfo(c *X509Certificates, missing string) error {
+	if c == nil || c.Primary == nil || c.Primary.Certificate == "" {
+		return ErrInvalid.With("%s", missing)
+	}
+	for _, e := range []*X509CertificateWithInfo{c.Primary, c.Secondary} {
+		if _, err := fillInfo(e); err != nil {
+			return ErrInvalid.With("%v", err)
+		}
+	}
+	return nil
+}
+
 // PutEnrollmentGroup creates or updates an enrollment group (spec D). An
 // If-Match other than "" or "*" requires the group to exist with that etag.
 // The group's X.509 attestation needs signingCertificates or caReferences
@@ -278,13 +412,8 @@ func (s *Store) PutEnrollmentGroup(g EnrollmentGroup, ifMatch string) (Enrollmen
 			return EnrollmentGroup{}, ErrInvalid.With("x509 attestation needs signingCertificates or caReferences")
 		}
 		if x.SigningCertificates != nil {
-			if x.SigningCertificates.Primary == nil || x.SigningCertificates.Primary.Certificate == "" {
-				return EnrollmentGroup{}, ErrInvalid.With("signingCertificates.primary is required")
-			}
-			for _, e := range []*X509CertificateWithInfo{x.SigningCertificates.Primary, x.SigningCertificates.Secondary} {
-				if _, err := fillInfo(e); err != nil {
-					return EnrollmentGroup{}, ErrInvalid.With("%v", err)
-				}
+			if err := fillCertInfo(x.SigningCertificates, "signingCertificates.primary is required"); err != nil {
+				return EnrollmentGroup{}, err
 			}
 		}
 	}
@@ -300,29 +429,9 @@ func (s *Store) PutEnrollmentGroup(g EnrollmentGroup, ifMatch string) (Enrollmen
 			}
 		}
 	}
-	if err := s.normalizeCommon(&g.Attestation, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, g.IoTHubHostName, g.IoTHubs); err != nil {
+	if err := putEnrollment(s, groupKind, g.EnrollmentGroupID, &g, ifMatch); err != nil {
 		return EnrollmentGroup{}, err
 	}
-	key := strings.ToLower(g.EnrollmentGroupID)
-	old := s.groups[key]
-	if ifMatch != "" && ifMatch != "*" {
-		if old == nil {
-			return EnrollmentGroup{}, ErrGroupNotFound.With("enrollment group %q not found", g.EnrollmentGroupID)
-		}
-		if !ETagMatches(ifMatch, old.ETag) {
-			return EnrollmentGroup{}, ErrPrecondition.With("etag mismatch for enrollment group %q", g.EnrollmentGroupID)
-		}
-	}
-	now := &Time{s.now().UTC()}
-	g.CreatedDateTimeUTC, g.LastUpdatedDateTimeUTC = now, now
-	if old != nil {
-		g.CreatedDateTimeUTC = old.CreatedDateTimeUTC
-	}
-	g.ETag = newQuotedETag()
-	if err := s.writeJSON(fileJoin(s.path("dps", "enrollmentGroups"), key), &g); err != nil {
-		return EnrollmentGroup{}, ErrInternal.With("%v", err)
-	}
-	s.groups[key] = &g
 	return cloneGroup(g), nil
 }
 
@@ -330,9 +439,9 @@ func (s *Store) PutEnrollmentGroup(g EnrollmentGroup, ifMatch string) (Enrollmen
 func (s *Store) GetEnrollmentGroup(id string) (EnrollmentGroup, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	g := s.groups[strings.ToLower(id)]
-	if g == nil {
-		return EnrollmentGroup{}, ErrGroupNotFound.With("enrollment group %q not found", id)
+	g, err := groupKind.lookup(s, id)
+	if err != nil {
+		return EnrollmentGroup{}, err
 	}
 	return cloneGroup(*g), nil
 }
@@ -342,12 +451,9 @@ func (s *Store) ListEnrollmentGroups() []EnrollmentGroup {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]EnrollmentGroup, 0, len(s.groups))
-	for _, g := range s.groups {
+	for _, g := range groupKind.list(s) {
 		out = append(out, cloneGroup(*g))
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return strings.ToLower(out[i].EnrollmentGroupID) < strings.ToLower(out[j].EnrollmentGroupID)
-	})
 	return out
 }
 
@@ -356,19 +462,7 @@ func (s *Store) ListEnrollmentGroups() []EnrollmentGroup {
 func (s *Store) DeleteEnrollmentGroup(id, ifMatch string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := strings.ToLower(id)
-	g := s.groups[key]
-	if g == nil {
-		return ErrGroupNotFound.With("enrollment group %q not found", id)
-	}
-	if !ETagMatches(ifMatch, g.ETag) {
-		return ErrPrecondition.With("etag mismatch for enrollment group %q", id)
-	}
-	if err := s.remove(fileJoin(s.path("dps", "enrollmentGroups"), key)); err != nil {
-		return ErrInternal.With("%v", err)
-	}
-	delete(s.groups, key)
-	return nil
+	return groupKind.remove(s, id, ifMatch)
 }
 
 // PutIndividualEnrollment creates or updates an individual enrollment
@@ -383,45 +477,19 @@ func (s *Store) PutIndividualEnrollment(e IndividualEnrollment, ifMatch string) 
 	e = cloneEnrollment(e)
 	e.RegistrationState = nil // read-only
 	if e.Attestation.Type == AttestationX509 && e.Attestation.X509 != nil {
-		x := e.Attestation.X509
-		if x.ClientCertificates == nil || x.ClientCertificates.Primary == nil || x.ClientCertificates.Primary.Certificate == "" {
-			// Spec D: individual X.509 uses clientCertificates. CA
-			// references on an individual enrollment are accepted by
-			// the real service too; we support clientCertificates
-			// only, which is what devices use.
-			return IndividualEnrollment{}, ErrInvalid.With("x509 individual enrollment needs clientCertificates.primary")
-		}
-		for _, c := range []*X509CertificateWithInfo{x.ClientCertificates.Primary, x.ClientCertificates.Secondary} {
-			if _, err := fillInfo(c); err != nil {
-				return IndividualEnrollment{}, ErrInvalid.With("%v", err)
-			}
+		// Spec D: individual X.509 uses clientCertificates. CA
+		// references on an individual enrollment are accepted by the
+		// real service too; we support clientCertificates only, which
+		// is what devices use.
+		if err := fillCertInfo(e.Attestation.X509.ClientCertificates, "x509 individual enrollment needs clientCertificates.primary"); err != nil {
+			return IndividualEnrollment{}, err
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.normalizeCommon(&e.Attestation, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, e.IoTHubHostName, e.IoTHubs); err != nil {
+	if err := putEnrollment(s, enrollmentKind, e.RegistrationID, &e, ifMatch); err != nil {
 		return IndividualEnrollment{}, err
 	}
-	key := strings.ToLower(e.RegistrationID)
-	old := s.enrollments[key]
-	if ifMatch != "" && ifMatch != "*" {
-		if old == nil {
-			return IndividualEnrollment{}, ErrEnrollmentNotFound.With("enrollment %q not found", e.RegistrationID)
-		}
-		if !ETagMatches(ifMatch, old.ETag) {
-			return IndividualEnrollment{}, ErrPrecondition.With("etag mismatch for enrollment %q", e.RegistrationID)
-		}
-	}
-	now := &Time{s.now().UTC()}
-	e.CreatedDateTimeUTC, e.LastUpdatedDateTimeUTC = now, now
-	if old != nil {
-		e.CreatedDateTimeUTC = old.CreatedDateTimeUTC
-	}
-	e.ETag = newQuotedETag()
-	if err := s.writeJSON(fileJoin(s.path("dps", "enrollments"), key), &e); err != nil {
-		return IndividualEnrollment{}, ErrInternal.With("%v", err)
-	}
-	s.enrollments[key] = &e
 	return s.withRegState(e), nil
 }
 
@@ -440,9 +508,9 @@ func (s *Store) withRegState(e IndividualEnrollment) IndividualEnrollment {
 func (s *Store) GetIndividualEnrollment(registrationID string) (IndividualEnrollment, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.enrollments[strings.ToLower(registrationID)]
-	if e == nil {
-		return IndividualEnrollment{}, ErrEnrollmentNotFound.With("enrollment %q not found", registrationID)
+	e, err := enrollmentKind.lookup(s, registrationID)
+	if err != nil {
+		return IndividualEnrollment{}, err
 	}
 	return s.withRegState(*e), nil
 }
@@ -453,12 +521,9 @@ func (s *Store) ListIndividualEnrollments() []IndividualEnrollment {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]IndividualEnrollment, 0, len(s.enrollments))
-	for _, e := range s.enrollments {
+	for _, e := range enrollmentKind.list(s) {
 		out = append(out, s.withRegState(*e))
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return strings.ToLower(out[i].RegistrationID) < strings.ToLower(out[j].RegistrationID)
-	})
 	return out
 }
 
@@ -467,19 +532,7 @@ func (s *Store) ListIndividualEnrollments() []IndividualEnrollment {
 func (s *Store) DeleteIndividualEnrollment(registrationID, ifMatch string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := strings.ToLower(registrationID)
-	e := s.enrollments[key]
-	if e == nil {
-		return ErrEnrollmentNotFound.With("enrollment %q not found", registrationID)
-	}
-	if !ETagMatches(ifMatch, e.ETag) {
-		return ErrPrecondition.With("etag mismatch for enrollment %q", registrationID)
-	}
-	if err := s.remove(fileJoin(s.path("dps", "enrollments"), key)); err != nil {
-		return ErrInternal.With("%v", err)
-	}
-	delete(s.enrollments, key)
-	return nil
+	return enrollmentKind.remove(s, registrationID, ifMatch)
 }
 
 // ---- registration records ----
@@ -488,9 +541,9 @@ func (s *Store) DeleteIndividualEnrollment(registrationID, ifMatch string) error
 func (s *Store) GetRegistration(registrationID string) (DeviceRegistrationState, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	r := s.regs[strings.ToLower(registrationID)]
-	if r == nil {
-		return DeviceRegistrationState{}, ErrRegistrationMissing.With("registration %q not found", registrationID)
+	r, err := registrationKind.lookup(s, registrationID)
+	if err != nil {
+		return DeviceRegistrationState{}, err
 	}
 	return r.State, nil
 }
@@ -501,14 +554,11 @@ func (s *Store) ListRegistrations(groupID string) []DeviceRegistrationState {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []DeviceRegistrationState
-	for _, r := range s.regs {
+	for _, r := range registrationKind.list(s) {
 		if groupID == "" || (!r.Individual && strings.EqualFold(r.EnrollmentGroupID, groupID)) {
 			out = append(out, r.State)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return strings.ToLower(out[i].RegistrationID) < strings.ToLower(out[j].RegistrationID)
-	})
 	return out
 }
 
@@ -517,19 +567,7 @@ func (s *Store) ListRegistrations(groupID string) []DeviceRegistrationState {
 func (s *Store) DeleteRegistration(registrationID, ifMatch string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := strings.ToLower(registrationID)
-	r := s.regs[key]
-	if r == nil {
-		return ErrRegistrationMissing.With("registration %q not found", registrationID)
-	}
-	if !ETagMatches(ifMatch, r.State.ETag) {
-		return ErrPrecondition.With("etag mismatch for registration %q", registrationID)
-	}
-	if err := s.remove(fileJoin(s.path("dps", "registrations"), key)); err != nil {
-		return ErrInternal.With("%v", err)
-	}
-	delete(s.regs, key)
-	return nil
+	return registrationKind.remove(s, registrationID, ifMatch)
 }
 
 // ---- deep copies ----

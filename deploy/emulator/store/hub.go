@@ -247,7 +247,8 @@ func (s *Store) ListDevices(hub string) ([]Device, error) {
 	return out, nil
 }
 
-// DeleteDevice removes an identity with its twin and C2D queue (spec E).
+// DeleteDevice removes an identity with its twin and C2D queue (spec E);
+// its telemetry history stays.
 // A connected device is disconnected by the observer.
 func (s *Store) DeleteDevice(hub, id, ifMatch string) error {
 	s.mu.Lock()
@@ -275,7 +276,7 @@ func (s *Store) deleteDeviceLocked(h *hubState, r *deviceRecord) ([]func(Observe
 		return nil, ErrInternal.With("%v", err)
 	}
 	delete(h.devices, id)
-	delete(h.telemetry, id)
+	// The telemetry history stays: IoT Hub retains messages (spec F).
 	old := cloneDevice(r.Device)
 	host := h.HostName
 	return []func(Observer){func(o Observer) { o.DeviceChanged(host, id, old, nil) }}, nil
@@ -547,54 +548,6 @@ func (s *Store) PatchReported(hub, id string, patch map[string]any) (int64, erro
 	return n.Reported.Version, nil
 }
 
-// ---- telemetry ----
-
-// RecordTelemetry appends a device-to-cloud message to the device's bounded
-// history (spec B.3). EnqueuedTime is set when zero.
-func (s *Store) RecordTelemetry(m Message) error {
-	s.mu.Lock()
-	h, r, err := s.device(m.Hub, m.DeviceID)
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	if m.EnqueuedTime.IsZero() {
-		m.EnqueuedTime = Time{s.now().UTC()}
-	}
-	r.Device.LastActivityTime = m.EnqueuedTime
-	hist := append(h.telemetry[m.DeviceID], m)
-	if over := len(hist) - s.opts.TelemetryHistory; over > 0 {
-		hist = append([]Message(nil), hist[over:]...)
-	}
-	h.telemetry[m.DeviceID] = hist
-	s.mu.Unlock()
-
-	s.telMu.Lock()
-	close(s.telSignal)
-	s.telSignal = make(chan struct{})
-	s.telMu.Unlock()
-	return nil
-}
-
-// Telemetry returns the recorded messages of a device, oldest first.
-func (s *Store) Telemetry(hub, id string) []Message {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	h := s.hubs[hub]
-	if h == nil {
-		return nil
-	}
-	return append([]Message(nil), h.telemetry[id]...)
-}
-
-// TelemetrySignal returns a channel that is closed at the next recorded
-// telemetry message, for waiting without polling.
-func (s *Store) TelemetrySignal() <-chan struct{} {
-	s.telMu.Lock()
-	defer s.telMu.Unlock()
-	return s.telSignal
-}
-
 // ---- cloud-to-device ----
 
 // C2D limits (spec B.4, F).
@@ -634,14 +587,10 @@ func (s *Store) EnqueueC2D(hub, id string, m C2DMessage) (C2DMessage, error) {
 		m.ExpiryTime = Time{now.Add(DefaultC2DTTL)}
 	}
 	m.Body = append([]byte(nil), m.Body...)
-	n := *r
-	n.C2D = append(append([]C2DMessage(nil), r.C2D...), m)
-	n.Device.CloudToDeviceMessageCount = len(n.C2D)
-	if err := s.saveDevice(h, &n); err != nil {
+	if err := s.setC2DLocked(h, r, append(append([]C2DMessage(nil), r.C2D...), m)); err != nil {
 		s.mu.Unlock()
 		return C2DMessage{}, err
 	}
-	*r = n
 	host := h.HostName
 	s.unlockAndNotify([]func(Observer){func(o Observer) { o.C2DEnqueued(host, id) }})
 	return m, nil
@@ -692,9 +641,14 @@ func (s *Store) CompleteC2D(hub, id, messageID string) error {
 	if idx < 0 {
 		return ErrMessageNotFound.With("no queued message %q for %q", messageID, id)
 	}
+	return s.setC2DLocked(h, r, append(append([]C2DMessage(nil), r.C2D[:idx]...), r.C2D[idx+1:]...))
+}
+
+// setC2DLocked stores q as the device's C2D queue. Caller holds mu.
+func (s *Store) setC2DLocked(h *hubState, r *deviceRecord, q []C2DMessage) error {
 	n := *r
-	n.C2D = append(append([]C2DMessage(nil), r.C2D[:idx]...), r.C2D[idx+1:]...)
-	n.Device.CloudToDeviceMessageCount = len(n.C2D)
+	n.C2D = q
+	n.Device.CloudToDeviceMessageCount = len(q)
 	if err := s.saveDevice(h, &n); err != nil {
 		return err
 	}
@@ -710,13 +664,9 @@ func (s *Store) PurgeC2D(hub, id string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := *r
-	cnt := len(n.C2D)
-	n.C2D = nil
-	n.Device.CloudToDeviceMessageCount = 0
-	if err := s.saveDevice(h, &n); err != nil {
+	cnt := len(r.C2D)
+	if err := s.setC2DLocked(h, r, nil); err != nil {
 		return 0, err
 	}
-	*r = n
 	return cnt, nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -33,8 +34,13 @@ type Options struct {
 	// Hubs lists the emulated hubs; at least one.
 	Hubs []Hub
 	// TelemetryHistory bounds the recent messages kept per device
-	// (default 1000).
-	TelemetryHistory int
+	// (default 1000) and TelemetryHistoryBytes their total MessageSize
+	// (default 1 MiB); the newest message is always kept.
+	TelemetryHistory      int
+	TelemetryHistoryBytes int
+	// TelemetryFlushInterval is how often new telemetry is appended to
+	// the history files (default 100 ms).
+	TelemetryFlushInterval time.Duration
 	// NoSync skips fsync on writes (benchmarks; state is still written).
 	NoSync bool
 	// Now is the clock (default time.Now).
@@ -71,12 +77,24 @@ type Store struct {
 
 	telMu     sync.Mutex
 	telSignal chan struct{} // closed and replaced on each telemetry message
+
+	// Telemetry persistence (telemetry.go). telDirty, flushRunning and
+	// closed are guarded by mu.
+	telDirty     map[telKey]*telemetryLog
+	flushRunning bool
+	closed       bool
+	closing      chan struct{}
+	flushWG      sync.WaitGroup
+	flushMu      sync.Mutex // serialises flushes
+	compactSlack int        // records a log may hold beyond 2 x live
 }
 
 type hubState struct {
 	Hub
 	devices   map[string]*deviceRecord
-	telemetry map[string][]Message
+	telemetry map[string]*telemetryLog // device id -> history
+	telLive   telSize                  // live history of all devices (mu)
+	telFile   telFile                  // the hub's telemetry log (flushMu)
 }
 
 // deviceRecord is the persisted form of one identity with its twin and
@@ -111,7 +129,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: no hubs configured", dir)
 	}
 	if opts.TelemetryHistory <= 0 {
-		opts.TelemetryHistory = 1000
+		opts.TelemetryHistory = DefaultTelemetryHistory
+	}
+	if opts.TelemetryHistoryBytes <= 0 {
+		opts.TelemetryHistoryBytes = DefaultTelemetryHistoryBytes
+	}
+	if opts.TelemetryFlushInterval <= 0 {
+		opts.TelemetryFlushInterval = DefaultTelemetryFlushInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -120,17 +144,20 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		dir:         dir,
-		opts:        opts,
-		log:         opts.Logger,
-		now:         opts.Now,
-		cas:         map[string]map[string]*CACertificate{},
-		groups:      map[string]*EnrollmentGroup{},
-		enrollments: map[string]*IndividualEnrollment{},
-		regs:        map[string]*regRecord{},
-		hubs:        map[string]*hubState{},
-		obs:         map[int]Observer{},
-		telSignal:   make(chan struct{}),
+		dir:          dir,
+		opts:         opts,
+		log:          opts.Logger,
+		now:          opts.Now,
+		cas:          map[string]map[string]*CACertificate{},
+		groups:       map[string]*EnrollmentGroup{},
+		enrollments:  map[string]*IndividualEnrollment{},
+		regs:         map[string]*regRecord{},
+		hubs:         map[string]*hubState{},
+		obs:          map[int]Observer{},
+		telSignal:    make(chan struct{}),
+		telDirty:     map[telKey]*telemetryLog{},
+		closing:      make(chan struct{}),
+		compactSlack: 1024,
 	}
 	seen := map[string]bool{}
 	for _, h := range opts.Hubs {
@@ -141,7 +168,7 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store %s: duplicate hub %+v", dir, h)
 		}
 		seen[h.Name] = true
-		s.hubs[h.HostName] = &hubState{Hub: h, devices: map[string]*deviceRecord{}, telemetry: map[string][]Message{}}
+		s.hubs[h.HostName] = &hubState{Hub: h, devices: map[string]*deviceRecord{}, telemetry: map[string]*telemetryLog{}}
 		s.hubOrder = append(s.hubOrder, h.HostName)
 	}
 	if err := s.load(); err != nil {
@@ -332,10 +359,13 @@ func unquote(s string) string {
 
 // ---- persistence ----
 
-// fileName escapes an id for use as a file name: ASCII letters, digits,
+// fileName is the JSON file name of an id (see escapeID).
+func fileName(id string) string { return escapeID(id) + ".json" }
+
+// escapeID escapes an id for use in a file name: ASCII letters, digits,
 // '-' and '_' pass, everything else becomes %XX (ids may hold '.', '%',
 // '*', '?' and more, spec E).
-func fileName(id string) string {
+func escapeID(id string) string {
 	var b strings.Builder
 	for i := 0; i < len(id); i++ {
 		c := id[i]
@@ -345,7 +375,7 @@ func fileName(id string) string {
 			fmt.Fprintf(&b, "%%%02X", c)
 		}
 	}
-	return b.String() + ".json"
+	return b.String()
 }
 
 func (s *Store) path(parts ...string) string {
@@ -424,7 +454,10 @@ func (s *Store) remove(path string) error {
 	return nil
 }
 
-func readDirJSON[T any](dir string, fn func(*T)) error {
+// readDirFiles calls fn with the path and content of every file in dir
+// whose name ends in suffix, skipping temp files (".tmp-*"). A missing dir
+// holds nothing.
+func readDirFiles(dir, suffix string, fn func(path string, b []byte) error) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -433,7 +466,7 @@ func readDirJSON[T any](dir string, fn func(*T)) error {
 		return err
 	}
 	for _, e := range ents {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), suffix) || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
@@ -441,15 +474,24 @@ func readDirJSON[T any](dir string, fn func(*T)) error {
 		if err != nil {
 			return err
 		}
+		if err := fn(p, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readDirJSON[T any](dir string, fn func(*T)) error {
+	return readDirFiles(dir, ".json", func(p string, b []byte) error {
 		v := new(T)
-		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.UseNumber()
 		if err := dec.Decode(v); err != nil {
 			return fmt.Errorf("decode %s: %w", p, err)
 		}
 		fn(v)
-	}
-	return nil
+		return nil
+	})
 }
 
 func (s *Store) load() error {
@@ -490,6 +532,9 @@ func (s *Store) load() error {
 			r.Device.ConnectionState = Disconnected
 			h.devices[r.Device.DeviceID] = r
 		}); err != nil {
+			return err
+		}
+		if err := s.loadTelemetry(h); err != nil {
 			return err
 		}
 	}

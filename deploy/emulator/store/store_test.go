@@ -21,6 +21,7 @@ func openTest(t *testing.T, dir string) *Store {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -333,6 +334,7 @@ func TestTelemetryHistoryBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	if _, err := s.PutDevice("localhost:1", selfSignedDevice("d", thumb64), ""); err != nil {
 		t.Fatal(err)
 	}
