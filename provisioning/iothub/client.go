@@ -132,6 +132,11 @@ type Config struct {
 	// TakeoverThreshold is how many short remote closes in a row make a
 	// disconnect report ErrTakenOver. Default 3.
 	TakeoverThreshold int
+	// GapWait is how long a desired patch that skips a version waits for
+	// the missing one before the twin is read again. paho delivers each
+	// message on its own goroutine, so the missing patch is usually already
+	// in flight. Default 1 s.
+	GapWait time.Duration
 
 	Now       func() time.Time
 	Sleep     func(ctx context.Context, d time.Duration) error
@@ -186,6 +191,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
 	def(&c.StableAfter, 2*time.Minute)
+	def(&c.GapWait, time.Second)
 	if c.NotAuthorizedLimit <= 0 {
 		c.NotAuthorizedLimit = 3
 	}
@@ -735,11 +741,11 @@ func (c *Client) onDesiredPatch(s *session, topic string, body []byte) {
 		return
 	}
 	c.seqMu.Lock()
-	out, resync := c.seq.patch(v, body)
+	out, gap := c.seq.patch(v, body)
 	c.enqueueLocked(out)
 	c.seqMu.Unlock()
-	if resync {
-		c.resync(s)
+	if gap {
+		c.resyncAfter(s, c.cfg.GapWait)
 	}
 }
 
@@ -755,12 +761,27 @@ func (c *Client) enqueueLocked(out []Desired) {
 }
 
 // resync re-reads the twin once at a time after a version gap.
-func (c *Client) resync(s *session) {
+func (c *Client) resync(s *session) { c.resyncAfter(s, 0) }
+
+// resyncAfter waits up to wait for a version gap to close by itself (the
+// missing patch arriving), then re-reads the twin if it is still open.
+func (c *Client) resyncAfter(s *session, wait time.Duration) {
 	if !c.resyncing.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer c.resyncing.Store(false)
+		if wait > 0 {
+			if err := c.cfg.Sleep(c.ctx, wait); err != nil {
+				return
+			}
+			c.seqMu.Lock()
+			open := len(c.seq.pendingVersions()) > 0
+			c.seqMu.Unlock()
+			if !open {
+				return
+			}
+		}
 		t, err := c.getTwin(c.ctx, s)
 		if err != nil {
 			c.log.Warn("iothub twin resync failed", "err", err)

@@ -307,6 +307,47 @@ func TestDesiredGapResyncs(t *testing.T) {
 	eventually(t, "the resync GET", func() bool { return len(h.hub.published(twinGetPrefix)) == 2 })
 }
 
+// A gap that the missing patch closes within GapWait needs no twin GET:
+// paho delivers messages on separate goroutines, so a small reordering is
+// normal and must not cost a round trip.
+func TestDesiredGapClosedByLatePatchNoResync(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	waited := make(chan time.Duration, 1)
+	h := newHarness(t, func(c *Config) {
+		c.GapWait = 750 * time.Millisecond
+		c.Sleep = func(ctx context.Context, d time.Duration) error {
+			waited <- d
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	})
+	if err := h.c.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.nextDesired(t) // version 12 from the GET
+	cli := h.hub.last()
+	cli.deliver("$iothub/twin/PATCH/properties/desired/?$version=14", []byte(`{"telemetryDelay":14,"$version":14}`))
+	if d := <-waited; d != 750*time.Millisecond {
+		t.Errorf("gap wait = %s; want GapWait", d)
+	}
+	cli.deliver("$iothub/twin/PATCH/properties/desired/?$version=13", []byte(`{"telemetryDelay":13,"$version":13}`))
+	for _, want := range []int64{13, 14} {
+		if d := h.nextDesired(t); d.Full || d.Version != want {
+			t.Fatalf("desired = %+v; want patch %d", d, want)
+		}
+	}
+	close(release)
+	time.Sleep(20 * time.Millisecond) // let the waiter look at the (closed) gap
+	if n := len(h.hub.published(twinGetPrefix)); n != 1 {
+		t.Errorf("twin GETs = %d; want 1 (the connect): the gap closed by itself", n)
+	}
+}
+
 func TestMethods(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
