@@ -7,6 +7,7 @@ import (
 	"maps"
 
 	"github.com/reefer/tracker/firmware/agent"
+	"github.com/reefer/tracker/firmware/doctor"
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/firmware/telemetry"
 	"github.com/reefer/tracker/provisioning/iothub"
@@ -110,14 +111,30 @@ func (d *Daemon) onDesired(u iothub.Desired) {
 	_ = d.agent.ApplyDesired(u.Version, m)
 }
 
-// methodGetStatus answers getStatus with the agent's and the lifecycle's
-// state.
-func (d *Daemon) methodGetStatus(context.Context, json.RawMessage) (int, any) {
+// statusAnswer is what getStatus answers: the daemon's state plus the
+// facts `tracker doctor` shows, so an operator sees from the cloud what a
+// technician would see on site. The doctor part is the offline, no-sensor
+// subset: the running tracker already holds the sensors and the hub
+// connection, and the agent's report carries their state.
+type statusAnswer struct {
+	Status
+	Doctor doctor.Report `json:"doctor"`
+}
+
+// methodGetStatus answers getStatus.
+func (d *Daemon) methodGetStatus(ctx context.Context, _ json.RawMessage) (int, any) {
 	st, err := d.Status()
 	if err != nil {
 		return 503, map[string]string{"error": err.Error()}
 	}
-	return 200, st
+	rep := doctor.Run(ctx, doctor.Inputs{
+		Config:      d.cfg.Tracker,
+		Offline:     true,
+		SkipSensors: true,
+		Now:         d.t.Now,
+		Logger:      d.log,
+	})
+	return 200, statusAnswer{Status: st, Doctor: rep}
 }
 
 // methodSendNow samples at once and answers with the queued message's id;

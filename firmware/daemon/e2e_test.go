@@ -112,10 +112,22 @@ func TestProvisionTelemetryTwinMethods(t *testing.T) {
 			Phase string `json:"phase"`
 			Hub   string `json:"hub"`
 		} `json:"lifecycle"`
+		Doctor struct {
+			Checks []struct{ Name, Status string } `json:"checks"`
+		} `json:"doctor"`
 	}
 	if err := json.Unmarshal(res.Payload, &st); err != nil || st.DeviceID != id || st.Delay != 2 || !st.Connected ||
 		st.Lifecycle.Phase != "connected" || st.Lifecycle.Hub != hub {
 		t.Errorf("getStatus payload %s (%v); want device, delay 2, connected, lifecycle connected to %s", res.Payload, err, hub)
+	}
+	// The same facts as tracker doctor: the certificate and queue checks
+	// pass for a running, connected tracker.
+	checks := map[string]string{}
+	for _, c := range st.Doctor.Checks {
+		checks[c.Name] = c.Status
+	}
+	if checks["certificate id"] != "OK" || checks["key file"] != "OK" || checks["queue"] != "OK" {
+		t.Errorf("getStatus doctor checks = %v; want certificate id, key file and queue OK", checks)
 	}
 	res, err = e.InvokeMethod(ctx, hub, id, store.MethodRequest{MethodName: "sendNow", ResponseTimeoutInSeconds: 10})
 	if err != nil || res.Status != 200 {
