@@ -13,40 +13,62 @@ import (
 // Clock is a manual agent.Clock: time moves only when Advance is called.
 // Timers and tickers deliver on buffered channels of one and drop ticks the
 // receiver has not taken yet, like the time package does.
+//
+// Like the real thing it has two clocks. Advance moves both; SetWall steps
+// only the wall clock (Now), the way NTP or `date -s` does, and leaves the
+// monotonic reading and every timer alone: Go's timers and tickers run on
+// the monotonic clock, so a step neither fires nor delays them.
 type Clock struct {
 	mu      sync.Mutex
-	now     time.Time
+	wall    time.Time     // Now
+	mono    time.Duration // Monotonic; timers are due at a mono reading
 	waiters []*waiter
 	changed chan struct{} // closed and replaced whenever waiters change
 }
 
 type waiter struct {
-	at     time.Time
+	at     time.Duration // due when mono reaches it
 	period time.Duration // 0 for a one-shot timer
 	ch     chan time.Time
 }
 
 var _ agent.Clock = (*Clock)(nil)
 
-// NewClock returns a clock set to start.
+// NewClock returns a clock whose wall time is start and whose monotonic
+// reading is 0.
 func NewClock(start time.Time) *Clock {
-	return &Clock{now: start, changed: make(chan struct{})}
+	return &Clock{wall: start, changed: make(chan struct{})}
 }
 
-// Now returns the clock's time.
+// Now returns the clock's wall time.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.now
+	return c.wall
 }
 
-// After returns a channel that receives the time once d has passed.
+// Monotonic returns the time Advance has moved the clock since NewClock.
+func (c *Clock) Monotonic() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
+// SetWall steps the wall clock to t, forwards or backwards, without moving
+// the monotonic clock or firing anything.
+func (c *Clock) SetWall(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wall = t
+}
+
+// After returns a channel that receives the wall time once d has passed.
 func (c *Clock) After(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	w := &waiter{at: c.now.Add(d), ch: make(chan time.Time, 1)}
+	w := &waiter{at: c.mono + d, ch: make(chan time.Time, 1)}
 	if d <= 0 {
-		w.ch <- c.now
+		w.ch <- c.wall
 		return w.ch
 	}
 	c.add(w)
@@ -60,35 +82,41 @@ func (c *Clock) NewTicker(d time.Duration) agent.Ticker {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	w := &waiter{at: c.now.Add(d), period: d, ch: make(chan time.Time, 1)}
+	w := &waiter{at: c.mono + d, period: d, ch: make(chan time.Time, 1)}
 	c.add(w)
 	return &ticker{c: c, w: w}
 }
 
-// Advance moves the clock forward by d, firing every timer and ticker due
-// on the way in time order.
+// Advance moves both clocks forward by d, firing every timer and ticker due
+// on the way in time order; each delivers the wall time it fired at.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	end := c.now.Add(d)
+	end := c.mono + d
 	for {
-		sort.SliceStable(c.waiters, func(i, j int) bool { return c.waiters[i].at.Before(c.waiters[j].at) })
-		if len(c.waiters) == 0 || c.waiters[0].at.After(end) {
+		sort.SliceStable(c.waiters, func(i, j int) bool { return c.waiters[i].at < c.waiters[j].at })
+		if len(c.waiters) == 0 || c.waiters[0].at > end {
 			break
 		}
 		w := c.waiters[0]
-		c.now = w.at
+		c.moveTo(w.at)
 		select {
-		case w.ch <- w.at:
+		case w.ch <- c.wall:
 		default: // receiver is behind: drop the tick like time.Ticker
 		}
 		if w.period > 0 {
-			w.at = w.at.Add(w.period)
+			w.at += w.period
 		} else {
 			c.remove(w)
 		}
 	}
-	c.now = end
+	c.moveTo(end)
+}
+
+// moveTo advances both clocks to the monotonic reading mono.
+func (c *Clock) moveTo(mono time.Duration) {
+	c.wall = c.wall.Add(mono - c.mono)
+	c.mono = mono
 }
 
 // Waiters returns the number of pending timers and running tickers.
@@ -106,7 +134,7 @@ func (c *Clock) Deadlines() []time.Duration {
 	defer c.mu.Unlock()
 	var ds []time.Duration
 	for _, w := range c.waiters {
-		ds = append(ds, w.at.Sub(c.now))
+		ds = append(ds, w.at-c.mono)
 	}
 	slices.Sort(ds)
 	return ds
@@ -166,7 +194,7 @@ func (t *ticker) Reset(d time.Duration) {
 	defer t.c.mu.Unlock()
 	t.c.remove(t.w)
 	drain(t.w.ch) // Go 1.23+ tickers deliver no stale tick after Reset
-	t.w.at, t.w.period = t.c.now.Add(d), d
+	t.w.at, t.w.period = t.c.mono+d, d
 	t.c.add(t.w)
 }
 

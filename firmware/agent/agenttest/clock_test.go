@@ -85,3 +85,42 @@ func TestAfterAndWaitForWaiters(t *testing.T) {
 		t.Fatal("After(0) did not fire at once")
 	}
 }
+
+func TestSetWallStepsOnlyTheWallClock(t *testing.T) {
+	t.Parallel()
+	boot := time.Unix(0, 0).UTC() // a Pi without an RTC
+	c := NewClock(boot)
+	tk := c.NewTicker(10 * time.Second)
+	c.Advance(4 * time.Second)
+	m0 := c.Monotonic()
+	c.SetWall(t0)
+	if got := c.Now(); !got.Equal(t0) {
+		t.Fatalf("Now() after SetWall = %v; want %v", got, t0)
+	}
+	if got := c.Monotonic(); got != m0 {
+		t.Fatalf("Monotonic() after SetWall = %v; want %v unchanged", got, m0)
+	}
+	if v, ok := recv(tk.C()); ok {
+		t.Fatalf("a wall step fired the ticker at %v", v)
+	}
+	if got := c.Deadlines(); len(got) != 1 || got[0] != 6*time.Second {
+		t.Fatalf("Deadlines() after SetWall = %v; want [6s]", got)
+	}
+	// Timers keep their monotonic schedule and report the new wall time.
+	c.Advance(6 * time.Second)
+	if v, ok := recv(tk.C()); !ok || !v.Equal(t0.Add(6*time.Second)) {
+		t.Fatalf("tick = %v, %v; want %v, true", v, ok, t0.Add(6*time.Second))
+	}
+	if got := c.Monotonic() - m0; got != 6*time.Second {
+		t.Fatalf("monotonic elapsed across the step = %v; want 6s", got)
+	}
+	// Stepping back does not rewind the monotonic clock either.
+	c.SetWall(boot)
+	c.Advance(time.Second)
+	if got, want := c.Now(), boot.Add(time.Second); !got.Equal(want) {
+		t.Fatalf("Now() = %v; want %v", got, want)
+	}
+	if got := c.Monotonic(); got != 11*time.Second {
+		t.Fatalf("Monotonic() = %v; want 11s", got)
+	}
+}
