@@ -32,6 +32,12 @@ const (
 	DefaultReportInterval = 15 * time.Minute
 	DefaultBeatInterval   = 5 * time.Second
 	DefaultSenseTimeout   = 10 * time.Second
+
+	// DefaultHoldMax bounds the samples held while the wall clock is not
+	// set: an hour at the shortest interval, ten at the default one, and
+	// well under a megabyte of memory.
+	DefaultHoldMax   = 3600
+	DefaultClockPoll = time.Second
 )
 
 // sendBatch is how many messages the sender peeks at a time.
@@ -45,6 +51,9 @@ var (
 	ErrRunning = errors.New("agent already running")
 	// ErrBadDesired wraps every rejected desired property.
 	ErrBadDesired = errors.New("bad desired property")
+	// ErrHeld: SendNow took the sample but holds it until the wall clock
+	// is set (Config.ClockFloor); the Queued it returns has only ID and Seq.
+	ErrHeld = errors.New("sample held until the clock is set")
 )
 
 // Config holds an agent's dependencies and settings. Zero durations take
@@ -86,6 +95,19 @@ type Config struct {
 
 	// Rand returns a number in [0,1) for back-off jitter; nil: math/rand/v2.
 	Rand func() float64
+
+	// ClockFloor is the earliest wall-clock time the agent believes (the
+	// daemon passes lifecycle.ClockFloor). While Clock.Now is before it,
+	// each sample is held in memory with its monotonic reading instead of
+	// being queued, and queued with its true time once the clock is set;
+	// see the package comment. Zero: every time is believed.
+	ClockFloor time.Time
+	// HoldMax bounds the held samples; beyond it the oldest is dropped and
+	// counted in StatusReport.Dropped. 0: DefaultHoldMax.
+	HoldMax int
+	// ClockPoll is how often the wall clock is looked at while samples are
+	// held. 0: DefaultClockPoll.
+	ClockPoll time.Duration
 }
 
 // Agent is the daemon's core loop. Create it with New and start it with Run.
@@ -125,6 +147,21 @@ type state struct {
 	lastSample, lastSend, lastErrAt                time.Time
 	lastSeq                                        uint64
 	lastErr                                        string
+
+	// Samples taken while the wall clock was below ClockFloor, oldest
+	// first. Only the sampler goroutine changes held.
+	held        []heldSample
+	heldDropped uint64
+	holding     bool // a hold episode began and was logged; ends on release
+}
+
+// heldSample is a reading whose wall time is not to be believed. mono
+// (Clock.Monotonic when it was taken) gives its true time later.
+type heldSample struct {
+	s         telemetry.Sample
+	mono      time.Duration
+	threshold float64 // the one in force when it was taken
+	id        string
 }
 
 type sendNowReq struct {
@@ -168,6 +205,10 @@ func New(cfg Config) (*Agent, error) {
 	setDefault(&cfg.ReportInterval, DefaultReportInterval)
 	setDefault(&cfg.SenseTimeout, DefaultSenseTimeout)
 	setDefault(&cfg.BeatInterval, DefaultBeatInterval)
+	setDefault(&cfg.ClockPoll, DefaultClockPoll)
+	if cfg.HoldMax <= 0 {
+		cfg.HoldMax = DefaultHoldMax
+	}
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = cfg.BackoffMin
 	}
@@ -276,6 +317,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started", "device", a.cfg.DeviceID, "interval", a.interval(), "threshold", a.threshold())
 	a.sampler(ctx)
 	close(sampled)
+	// The clock may have been set since the last poll: keep what we can.
+	a.releaseHeld()
+	if n := a.heldCount(); n > 0 {
+		a.log.Warn("stopping with samples held for the clock; they are lost (their time is unknown)", "held", n)
+	}
 
 	close(flushing)
 	n, _ := a.cfg.Queue.Len()
@@ -311,10 +357,30 @@ func (a *Agent) sampler(ctx context.Context) {
 	defer tick.Stop()
 	beat := a.clock.NewTicker(a.cfg.BeatInterval)
 	defer beat.Stop()
+	// poll runs only while samples are held, to queue them soon after the
+	// clock is set even when the next sample is an hour away.
+	var poll Ticker
+	defer func() {
+		if poll != nil {
+			poll.Stop()
+		}
+	}()
 
 	a.sampleOnce(ctx)
 	for {
 		a.beat()
+		a.releaseHeld()
+		var pollC <-chan time.Time
+		switch held := a.heldCount() > 0; {
+		case held && poll == nil:
+			poll = a.clock.NewTicker(a.cfg.ClockPoll)
+		case !held && poll != nil:
+			poll.Stop()
+			poll = nil
+		}
+		if poll != nil {
+			pollC = poll.C()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -332,6 +398,7 @@ func (a *Agent) sampler(ctx context.Context) {
 			m, err := a.sampleOnce(ctx)
 			req.reply <- sendNowResult{m, err}
 		case <-beat.C():
+		case <-pollC:
 		}
 	}
 }
@@ -342,10 +409,11 @@ func (a *Agent) beat() {
 	}
 }
 
-// sampleOnce reads the sensors and queues one message. A failed reading is
-// logged and counted and produces no message: never a made-up value.
+// sampleOnce reads the sensors and queues one message, or holds it while
+// the wall clock is not set. A failed reading is logged and counted and
+// produces no message: never a made-up value.
 func (a *Agent) sampleOnce(ctx context.Context) (Queued, error) {
-	now := a.clock.Now()
+	now, mono := a.clock.Now(), a.clock.Monotonic()
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.SenseTimeout)
 	env, err := a.cfg.Env.Sense(sctx)
 	cancel()
@@ -360,17 +428,30 @@ func (a *Agent) sampleOnce(ctx context.Context) (Queued, error) {
 			s.Position = &p
 		}
 	}
+	// The seq is taken now, held or not, so messages keep sampling order
+	// and a sample lost while held leaves a gap, like a dropped one.
 	seq, err := a.cfg.Queue.NextSeq()
 	if err != nil {
 		a.queueFailed("next seq", err)
 		return Queued{}, fmt.Errorf("agent: next seq: %w", err)
 	}
 	s.Seq = seq
-	msg, err := telemetry.Build(a.cfg.DeviceID, s, a.threshold())
+	threshold := a.threshold()
+	msg, err := telemetry.Build(a.cfg.DeviceID, s, threshold)
 	if err != nil {
 		a.sensorFailed(err)
 		return Queued{}, fmt.Errorf("agent: build message %d: %w", seq, err)
 	}
+	if !a.clockSet(now) {
+		a.hold(heldSample{s: s, mono: mono, threshold: threshold, id: msg.ID})
+		return Queued{ID: msg.ID, Seq: seq}, ErrHeld
+	}
+	a.releaseHeld() // older samples go first
+	return a.enqueue(msg, s)
+}
+
+// enqueue puts a built message in the queue and counts it.
+func (a *Agent) enqueue(msg telemetry.Message, s telemetry.Sample) (Queued, error) {
 	q := Queued{ID: msg.ID, Seq: msg.Seq, Body: msg.Body, Props: msg.Properties, Created: msg.CreatedAt}
 	if err := a.cfg.Queue.Put(q); err != nil {
 		a.queueFailed("put "+q.ID, err)
@@ -379,14 +460,14 @@ func (a *Agent) sampleOnce(ctx context.Context) (Queued, error) {
 	a.mu.Lock()
 	a.st.samples++
 	a.st.consecutiveSensorErrs = 0
-	a.st.lastSample, a.st.lastSeq = now, seq
-	envChanged := a.st.envSource != env.Source
-	a.st.envSource = env.Source
+	a.st.lastSample, a.st.lastSeq = s.Time, s.Seq
+	envChanged := a.st.envSource != s.Env.Source
+	a.st.envSource = s.Env.Source
 	a.mu.Unlock()
 	if envChanged {
 		signal(a.wakeReporter)
 	}
-	a.log.Debug("telemetry queued", "id", q.ID, "seq", seq, "temperature", env.TemperatureC,
+	a.log.Debug("telemetry queued", "id", q.ID, "seq", s.Seq, "temperature", s.Env.TemperatureC,
 		"alert", msg.Alert, "fix", s.Position != nil)
 	signal(a.wakeSender)
 	return q, nil

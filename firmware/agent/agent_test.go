@@ -49,9 +49,15 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func newRig(t *testing.T, mutate func(*agent.Config)) *rig {
 	t.Helper()
+	return newRigAt(t, t0, mutate)
+}
+
+// newRigAt is newRig with the wall clock starting at start.
+func newRigAt(t *testing.T, start time.Time, mutate func(*agent.Config)) *rig {
+	t.Helper()
 	r := &rig{
 		t:     t,
-		clock: agenttest.NewClock(t0),
+		clock: agenttest.NewClock(start),
 		q:     &agenttest.Queue{},
 		pub:   agenttest.NewPublisher(),
 		rep:   &agenttest.Reporter{},
@@ -90,6 +96,14 @@ func newRig(t *testing.T, mutate func(*agent.Config)) *rig {
 // (sampler, beat, reporter) to be armed.
 func (r *rig) start() {
 	r.t.Helper()
+	r.run()
+	r.waitPuts(1)
+}
+
+// run runs the agent and waits for its tickers (sampler, beat, reporter)
+// to be armed.
+func (r *rig) run() {
+	r.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan error, 1)
 	go func() { r.done <- r.a.Run(ctx) }()
@@ -114,7 +128,6 @@ func (r *rig) start() {
 	if err := r.clock.WaitForWaiters(wctx, 3); err != nil {
 		r.t.Fatalf("agent never armed its tickers: %v", err)
 	}
-	r.waitPuts(1)
 }
 
 func (r *rig) waitPuts(n int) {

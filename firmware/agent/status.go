@@ -19,9 +19,17 @@ type StatusReport struct {
 	DesiredVersion  int64             `json:"desiredVersion"`
 	Sources         telemetry.Sources `json:"sources"`
 
-	QueueDepth int    `json:"queueDepth"`
-	QueueBytes int64  `json:"queueBytes"`
-	Dropped    uint64 `json:"droppedMessages"`
+	QueueDepth int   `json:"queueDepth"`
+	QueueBytes int64 `json:"queueBytes"`
+	// Dropped counts readings lost to a full queue (Queue.Dropped) or, in
+	// this run, to a full holding area (HeldDropped).
+	Dropped uint64 `json:"droppedMessages"`
+
+	// WaitingForClock: the wall clock is before Config.ClockFloor. Held
+	// samples wait for it in memory; HeldDropped of them were dropped.
+	WaitingForClock bool   `json:"waitingForClock,omitempty"`
+	Held            int    `json:"heldSamples"`
+	HeldDropped     uint64 `json:"heldDropped,omitempty"`
 
 	Samples      uint64 `json:"samples"`
 	SensorErrors uint64 `json:"sensorErrors"`
@@ -46,6 +54,7 @@ func (a *Agent) Status() StatusReport {
 	if a.cfg.GPS != nil {
 		gps = a.cfg.GPS.Source()
 	}
+	waiting := !a.clockSet(a.clock.Now())
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.st
@@ -60,7 +69,10 @@ func (a *Agent) Status() StatusReport {
 		Sources:          telemetry.Sources{Env: st.envSource, GPS: gps},
 		QueueDepth:       depth,
 		QueueBytes:       bytes,
-		Dropped:          dropped,
+		Dropped:          dropped + st.heldDropped,
+		WaitingForClock:  waiting,
+		Held:             len(st.held),
+		HeldDropped:      st.heldDropped,
 		Samples:          st.samples,
 		SensorErrors:     st.sensorErrs,
 		Sent:             st.sent,

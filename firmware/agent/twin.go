@@ -22,7 +22,8 @@ const (
 	PropSensors          = "sensors" // {"env": "hardware"|"simulated", "gps": ...}
 	PropQueueDepth       = "queueDepth"
 	PropQueueBytes       = "queueBytes"
-	PropDroppedMessages  = "droppedMessages"
+	PropDroppedMessages  = "droppedMessages" // queue drops plus this run's holding-area drops
+	PropHeldSamples      = "heldSamples"     // samples held until the wall clock is set
 	PropLastProvisioned  = "lastProvisioned" // RFC 3339 UTC, null before the first
 )
 
@@ -212,7 +213,8 @@ func (a *Agent) reported() map[string]any {
 		PropSensors:          map[string]any{"env": string(a.st.envSource), "gps": gps},
 		PropQueueDepth:       depth,
 		PropQueueBytes:       bytes,
-		PropDroppedMessages:  dropped,
+		PropDroppedMessages:  dropped + a.st.heldDropped,
+		PropHeldSamples:      len(a.st.held),
 		PropLastProvisioned:  provisioned,
 	}
 }
