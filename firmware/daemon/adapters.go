@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -140,8 +141,17 @@ func (d *Daemon) methodGetStatus(ctx context.Context, _ json.RawMessage) (int, a
 // methodSendNow samples at once and answers with the queued message's id;
 // the message itself follows like any other.
 func (d *Daemon) methodSendNow(ctx context.Context, _ json.RawMessage) (int, any) {
-	m, err := d.SendNow(ctx)
-	if err != nil {
+	return sendNowAnswer(d.SendNow(ctx))
+}
+
+// sendNowAnswer is the sendNow method's status and payload. A sample held
+// for the clock was taken and will follow: a success, but not queued yet.
+func sendNowAnswer(m agent.Queued, err error) (int, any) {
+	switch {
+	case errors.Is(err, agent.ErrHeld):
+		return 200, map[string]any{"messageId": m.ID, "seq": m.Seq, "queued": false, "held": true,
+			"note": "held until the clock is set"}
+	case err != nil:
 		return 503, map[string]string{"error": err.Error()}
 	}
 	return 200, map[string]any{"messageId": m.ID, "seq": m.Seq, "queued": true}

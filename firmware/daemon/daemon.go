@@ -113,8 +113,12 @@ type Tuning struct {
 	// GPSProbeTimeout: how long "auto" waits for NMEA on the port.
 	GPSProbeTimeout time.Duration
 
-	Now  func() time.Time // wall clock for the clock wait and the lifecycle
+	Now  func() time.Time // wall clock for the clock wait and the lifecycle (nil: Clock.Now)
 	Rand func() float64   // jitter in [0,1)
+	// Clock is the agent's clock: sampling cadence, send back-off and the
+	// wall and monotonic readings of samples held until the clock is set.
+	// nil: the system clock.
+	Clock agent.Clock
 }
 
 // Config configures a Daemon.
@@ -174,8 +178,11 @@ func New(cfg Config) (*Daemon, error) {
 	if t.StatusInterval <= 0 {
 		t.StatusInterval = DefaultStatusInterval
 	}
+	if t.Clock == nil {
+		t.Clock = agent.SystemClock()
+	}
 	if t.Now == nil {
-		t.Now = time.Now
+		t.Now = t.Clock.Now
 	}
 	if t.RetryMin <= 0 {
 		t.RetryMin = cfg.Tracker.ReprovisionRetry.MinDuration()
@@ -206,8 +213,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Identity first: a refusal here is final. Validity is judged at the
 	// clock floor at the earliest, so a board still in 1970 gets to the
 	// clock wait instead of failing with "not yet valid".
+	floor := lifecycle.ClockFloor(tc.CertFile)
 	checkAt := d.t.Now()
-	if floor := lifecycle.ClockFloor(tc.CertFile); checkAt.Before(floor) {
+	if checkAt.Before(floor) {
 		checkAt = floor
 	}
 	id, err := certs.LoadIdentity(tc.CertFile, tc.KeyFile, checkAt)
@@ -249,6 +257,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	threshold := tc.TemperatureAlertThreshold
+	// The TLS floor doubles as the floor for sample timestamps: a clock
+	// that cannot be trusted for certificates cannot date readings either.
+	// Should only the certificate's NotBefore be ahead of a correct clock,
+	// holding costs a delay, not accuracy: re-stamping from the monotonic
+	// clock gives the same times.
 	a, err := agent.New(agent.Config{
 		DeviceID:        id.RegistrationID,
 		FirmwareVersion: d.cfg.FirmwareVersion,
@@ -258,6 +271,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Publisher:       hubLink{d},
 		Reporter:        hubLink{d},
 		Logger:          d.log,
+		Clock:           d.t.Clock,
+		ClockFloor:      floor,
 		TelemetryDelay:  tc.TelemetryInterval(),
 		AlertThreshold:  &threshold,
 		EnvSource:       sens.envSource,

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -41,6 +43,16 @@ func TestStatusLine(t *testing.T) {
 			"offline, retrying in 2 s; 42 queued, 3 dropped"},
 		{"clock", "waiting for the clock", lifecycle.Status{Phase: lifecycle.PhaseStarting}, agent.StatusReport{Sources: telemetry.Sources{Env: drivers.Simulated}},
 			"waiting for the clock; 0 queued; SIMULATED sensors"},
+		{"samples held", "waiting for the clock (time sync) before TLS", lifecycle.Status{Phase: lifecycle.PhaseStarting},
+			agent.StatusReport{WaitingForClock: true, Held: 42, QueueDepth: 3},
+			"waiting for the clock; 42 samples held; 3 queued"},
+		{"one sample held", "", lifecycle.Status{Phase: lifecycle.PhaseStarting}, agent.StatusReport{WaitingForClock: true, Held: 1},
+			"waiting for the clock; 1 sample held; 0 queued"},
+		{"clock set, release pending", "", lifecycle.Status{Phase: lifecycle.PhaseStarting}, agent.StatusReport{Held: 2},
+			"waiting for the clock; 2 samples held; 0 queued"},
+		{"holding area overflowed", "", lifecycle.Status{Phase: lifecycle.PhaseStarting},
+			agent.StatusReport{WaitingForClock: true, Held: 3600, Dropped: 5, HeldDropped: 5},
+			"waiting for the clock; 3600 samples held; 0 queued, 5 dropped"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,5 +92,32 @@ func TestDesiredMap(t *testing.T) {
 		if (err != nil) != tt.wantErr || (err == nil && len(m) != tt.keys) {
 			t.Errorf("desiredMap(%s) = %v, %v; want %d keys, error %v", tt.in, m, err, tt.keys, tt.wantErr)
 		}
+	}
+}
+
+func TestSendNowAnswer(t *testing.T) {
+	t.Parallel()
+	m := agent.Queued{ID: "sensor-thl-001-7", Seq: 7}
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		want   string
+	}{
+		{"queued", nil, 200, `{"messageId":"sensor-thl-001-7","queued":true,"seq":7}`},
+		{"held", agent.ErrHeld, 200, `{"held":true,"messageId":"sensor-thl-001-7","note":"held until the clock is set","queued":false,"seq":7}`},
+		{"failed", fmt.Errorf("agent: read env sensor: %w", errors.New("i2c: no ack")), 503, `{"error":"agent: read env sensor: i2c: no ack"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, payload := sendNowAnswer(m, tt.err)
+			b, err := json.Marshal(payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status != tt.status || string(b) != tt.want {
+				t.Errorf("sendNowAnswer(%v) = %d %s; want %d %s", tt.err, status, b, tt.status, tt.want)
+			}
+		})
 	}
 }

@@ -12,7 +12,10 @@
 //     else; a refusal (bad permissions, wrong chain, key mismatch) is final
 //     and Run returns an error wrapping ErrIdentity (exit 78 in main).
 //  2. Queue and sensors: local only. Sampling starts at once, so a tracker
-//     at sea queues readings without ever having reached the hub.
+//     at sea queues readings without ever having reached the hub. While the
+//     wall clock is below lifecycle.ClockFloor the agent holds readings in
+//     memory and queues them with their true time once it is set (see
+//     firmware/agent); STATUS= says "waiting for the clock; N samples held".
 //  3. READY=1 on the first hub connection or after Tuning.ReadyWait,
 //     whichever comes first: systemd learns we are up without the start-up
 //     timeout depending on the network.

@@ -12,8 +12,8 @@ import (
 )
 
 // StatusLine is the one-line summary for systemd's STATUS= (shown by
-// `systemctl status`): what the tracker is doing, then the queue. note,
-// when set, replaces the lifecycle part (the clock wait).
+// `systemctl status`): what the tracker is doing, then the queue. The
+// agent's wait for the clock, or note when set, replaces the lifecycle part.
 func StatusLine(note string, ls lifecycle.Status, st agent.StatusReport, now time.Time) string {
 	var b strings.Builder
 	retry := ""
@@ -21,6 +21,8 @@ func StatusLine(note string, ls lifecycle.Status, st agent.StatusReport, now tim
 		retry = ", retrying in " + approx(ls.NextAttempt.Sub(now))
 	}
 	switch {
+	case st.WaitingForClock || st.Held > 0:
+		fmt.Fprintf(&b, "waiting for the clock; %d %s held", st.Held, plural(st.Held, "sample", "samples"))
 	case note != "":
 		b.WriteString(note)
 	case ls.Phase == lifecycle.PhaseConnected && st.Connected:
@@ -64,4 +66,11 @@ func approx(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%d min", int((d+30*time.Second)/time.Minute))
 	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
