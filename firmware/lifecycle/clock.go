@@ -31,6 +31,10 @@ const clockLogEvery = 30 * time.Second
 // makes its verification succeed. An unreadable certFile is not an error
 // here: the floor falls back to the build time and LoadIdentity reports the
 // file problem properly.
+//
+// The daemon also gives it to the agent (agent.Config.ClockFloor): readings
+// taken below it are held and dated from the monotonic clock once the clock
+// is set, so no message carries a timestamp from before it.
 func ClockFloor(certFile string) time.Time {
 	floor := buildFloor()
 	if nb, err := leafNotBefore(certFile); err == nil && nb.After(floor) {

@@ -9,7 +9,8 @@
 //
 //   - WaitForClock and ClockFloor: a board without a battery-backed clock
 //     boots in the past; waiting here gives one clear log line instead of a
-//     confusing TLS "certificate not yet valid" error.
+//     confusing TLS "certificate not yet valid" error. The same floor tells
+//     the telemetry agent which sample timestamps to believe.
 //   - Provisioner.Assignment: the cached hub when it belongs to the current
 //     certificate, otherwise a DPS registration saved atomically.
 //   - Provisioner.Run: the daemon's loop around a Connector (an IoT Hub
