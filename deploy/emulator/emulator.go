@@ -11,6 +11,14 @@
 // as-is. An HTTPS listener is reserved for the service API, mounted through
 // Config.ServiceHandler. State lives in package store under the data dir.
 //
+// Each hub has Azure's built-in shared access policies (iothubowner,
+// service, device, registryRead, registryReadWrite) and the DPS has
+// provisioningserviceowner; their keys are generated once (secrets.json)
+// and listed in emulator.json (Info: HubInfo.Policies, DPSInfo.Policies).
+// The default service API grants each policy only its Azure rights (see
+// package service). The device policy's key cannot connect a device: MQTT
+// devices authenticate with X.509 only.
+//
 // Where spec section G leaves a point open, the emulator picks:
 //   - G.1: a disabled enrollment answers 202 then 200 {"status":"disabled"}
 //     like every other registration (the first poll is terminal).
@@ -56,6 +64,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/reefer/tracker/deploy/emulator/pki"
+	"github.com/reefer/tracker/deploy/emulator/service"
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
@@ -177,6 +186,21 @@ type HubInfo struct {
 	ConnectionString    string `json:"connectionString"`
 	SharedAccessKeyName string `json:"sharedAccessKeyName"`
 	SharedAccessKey     string `json:"sharedAccessKey"`
+	// Policies holds the key of every built-in hub policy (iothubowner,
+	// service, device, registryRead, registryReadWrite; see
+	// service.BuiltinHubPolicies for their rights). The service API
+	// enforces each policy's rights.
+	Policies map[string]string `json:"policies"`
+}
+
+// ConnectionStringFor is the service connection string of the named
+// policy ("" if the hub has no such policy).
+func (h HubInfo) ConnectionStringFor(policy string) string {
+	k, ok := h.Policies[policy]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", h.HostName, policy, k)
 }
 
 // DPSInfo describes the DPS instance.
@@ -191,6 +215,9 @@ type DPSInfo struct {
 	ConnectionString    string `json:"connectionString"`
 	SharedAccessKeyName string `json:"sharedAccessKeyName"`
 	SharedAccessKey     string `json:"sharedAccessKey"`
+	// Policies holds the key of every DPS policy; like a new DPS, the
+	// emulator has only provisioningserviceowner (every right).
+	Policies map[string]string `json:"policies"`
 }
 
 // Info is how to reach the emulator; it is written to DataDir/emulator.json.
@@ -206,12 +233,18 @@ type Info struct {
 	CACertPath string `json:"caCertPath"`
 }
 
+// ownerPolicy is the hub policy with every right; its key is HubKeys.
+const ownerPolicy = "iothubowner"
+
 // secrets are generated on first start and kept in DataDir/secrets.json.
 type secrets struct {
 	IDScope string            `json:"idScope"`
 	DPSKey  string            `json:"dpsKey"`
-	HubKeys map[string]string `json:"hubKeys"`
-	Ports   map[string]int    `json:"ports"` // listener name -> port
+	HubKeys map[string]string `json:"hubKeys"` // hub -> iothubowner key
+	// HubPolicyKeys holds the keys of the other built-in hub policies:
+	// hub -> policy -> key.
+	HubPolicyKeys map[string]map[string]string `json:"hubPolicyKeys,omitempty"`
+	Ports         map[string]int               `json:"ports"` // listener name -> port
 }
 
 // Emulator is a running DPS + IoT Hub emulator.
@@ -323,10 +356,25 @@ func (e *Emulator) loadSecrets() error {
 	if e.sec.Ports == nil {
 		e.sec.Ports = map[string]int{}
 	}
+	if e.sec.HubPolicyKeys == nil {
+		e.sec.HubPolicyKeys = map[string]map[string]string{}
+	}
 	for i := 1; i <= e.cfg.Hubs; i++ {
 		n := "hub" + strconv.Itoa(i)
 		if e.sec.HubKeys[n] == "" {
 			e.sec.HubKeys[n] = randomKey()
+		}
+		// Generated once, so tokens and connection strings stay valid
+		// across restarts (data dirs from before policies get them now).
+		keys := e.sec.HubPolicyKeys[n]
+		if keys == nil {
+			keys = map[string]string{}
+			e.sec.HubPolicyKeys[n] = keys
+		}
+		for p := range service.BuiltinHubPolicies() {
+			if p != ownerPolicy && keys[p] == "" {
+				keys[p] = randomKey()
+			}
 		}
 	}
 	return nil
@@ -549,11 +597,15 @@ func (e *Emulator) buildInfo() Info {
 		ServiceHostName:     svcHost,
 		SharedAccessKeyName: "provisioningserviceowner",
 		SharedAccessKey:     e.sec.DPSKey,
+		Policies:            map[string]string{"provisioningserviceowner": e.sec.DPSKey},
 	}
 	inf.DPS.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", svcHost, inf.DPS.SharedAccessKeyName, inf.DPS.SharedAccessKey)
 	for _, h := range e.hubs {
 		hi := HubInfo{Name: h.name, HostName: h.host, MQTTAddress: e.listenerByID(h.listener).Addr().String(),
-			SharedAccessKeyName: "iothubowner", SharedAccessKey: e.sec.HubKeys[h.name]}
+			SharedAccessKeyName: ownerPolicy, SharedAccessKey: e.sec.HubKeys[h.name], Policies: map[string]string{ownerPolicy: e.sec.HubKeys[h.name]}}
+		for p, k := range e.sec.HubPolicyKeys[h.name] {
+			hi.Policies[p] = k
+		}
 		hi.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", hi.HostName, hi.SharedAccessKeyName, hi.SharedAccessKey)
 		inf.Hubs = append(inf.Hubs, hi)
 	}

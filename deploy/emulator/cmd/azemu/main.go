@@ -4,7 +4,8 @@
 //	azemu --data ./azemu-data [--mqtt 127.0.0.1:8883] [--https 127.0.0.1:8443] [--hubs 1]
 //
 // On start it writes DATA/emulator.json (ID scope, DPS endpoint, hub host
-// names, service connection strings, CA path) and logs "ready" once every
+// names, service connection strings, the key of every shared access policy
+// (hubs[].policies, dps.policies), CA path) and logs "ready" once every
 // listener accepts connections. Devices trust DATA/ca.pem and provision
 // against the DPS endpoint with ID scope and X.509 certificate. SIGINT or
 // SIGTERM stops it; state survives restarts.
