@@ -34,6 +34,20 @@
 //   - G.12: PUT /devices/{id} without If-Match on an existing id is 409001.
 //   - G.13: re-registration re-creates a hub identity deleted out of band.
 //
+// # Throttling
+//
+// Config.TelemetryPerSecond sets the hub's device-to-cloud limit (spec F),
+// per hub and shared by all its devices, on the injectable clock
+// Config.Now. IoT Hub first queues excess traffic (traffic shaping), then
+// rejects it with 429001 ThrottlingException; over MQTT a rejection closes
+// the connection (spec B.2, B.7). The emulator models the queue as a burst
+// allowance of one second's worth of messages, accepted at once, and
+// closes the connection of the device whose message finds the allowance
+// used up (logged with 429001; the message is not recorded, not
+// acknowledged). Will messages are not counted. Other throttles of spec F
+// (connections, twin, registry) are not emulated; DPS has its own limits
+// (RegistrationsPerMinute, PollLimit).
+//
 // Other simplifications: C2D locks last Config.C2DLockTimeout per
 // connection (a reconnect redelivers at once); telemetry history is bounded
 // per device (Config.TelemetryHistory, TelemetryHistoryBytes); modules, SAS device authentication and WebSockets are not
@@ -116,6 +130,11 @@ type Config struct {
 	// 1 MiB; see store.Options).
 	TelemetryHistory      int
 	TelemetryHistoryBytes int
+	// TelemetryPerSecond limits device-to-cloud messages per hub (spec F
+	// "D2C sends"; 0, the default, is unlimited). A token bucket on the
+	// clock Now holds one second of traffic; a telemetry PUBLISH that finds
+	// it empty closes the sender's connection (429001, spec B.2, B.7).
+	TelemetryPerSecond int
 	// Now is the clock (default time.Now) for DPS rate limits, poll
 	// windows and retry-after, C2D lock and TTL expiry, certificate
 	// validity, timestamps, and SAS token expiry in the service API, so
