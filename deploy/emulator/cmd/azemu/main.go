@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		retryAfter  = fs.Duration("retry-after", 3*time.Second, "retry-after DPS sends with 202 assigning")
 		assignDelay = fs.Duration("assign-delay", 0, "how long a registration stays assigning")
 		regRate     = fs.Int("registrations-per-minute", 1000, "DPS registration rate limit per instance (429 above it)")
+		d2cRate     = fs.Int("telemetry-per-second", 0, "device-to-cloud messages per second per hub; above it the hub closes the sender's connection (0: unlimited)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,6 +70,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	lvl, err := parseLevel(*logLevel)
 	if err != nil {
 		return fmt.Errorf("--log-level: %w", err)
+	}
+	if *d2cRate < 0 {
+		return fmt.Errorf("--telemetry-per-second must not be negative")
 	}
 	if *hubs < 1 {
 		return fmt.Errorf("--hubs must be at least 1")
@@ -87,6 +91,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		RetryAfter:             ra,
 		AssignDelay:            *assignDelay,
 		RegistrationsPerMinute: *regRate,
+		TelemetryPerSecond:     *d2cRate,
 		Logger:                 log,
 	})
 	if err != nil {
