@@ -11,6 +11,14 @@
 // as-is. An HTTPS listener is reserved for the service API, mounted through
 // Config.ServiceHandler. State lives in package store under the data dir.
 //
+// Each hub has Azure's built-in shared access policies (iothubowner,
+// service, device, registryRead, registryReadWrite) and the DPS has
+// provisioningserviceowner; their keys are generated once (secrets.json)
+// and listed in emulator.json (Info: HubInfo.Policies, DPSInfo.Policies).
+// The default service API grants each policy only its Azure rights (see
+// package service). The device policy's key cannot connect a device: MQTT
+// devices authenticate with X.509 only.
+//
 // Where spec section G leaves a point open, the emulator picks:
 //   - G.1: a disabled enrollment answers 202 then 200 {"status":"disabled"}
 //     like every other registration (the first poll is terminal).
@@ -25,6 +33,20 @@
 //   - G.11: DPS creates selfSigned identities with the SHA-256 thumbprint.
 //   - G.12: PUT /devices/{id} without If-Match on an existing id is 409001.
 //   - G.13: re-registration re-creates a hub identity deleted out of band.
+//
+// # Throttling
+//
+// Config.TelemetryPerSecond sets the hub's device-to-cloud limit (spec F),
+// per hub and shared by all its devices, on the injectable clock
+// Config.Now. IoT Hub first queues excess traffic (traffic shaping), then
+// rejects it with 429001 ThrottlingException; over MQTT a rejection closes
+// the connection (spec B.2, B.7). The emulator models the queue as a burst
+// allowance of one second's worth of messages, accepted at once, and
+// closes the connection of the device whose message finds the allowance
+// used up (logged with 429001; the message is not recorded, not
+// acknowledged). Will messages are not counted. Other throttles of spec F
+// (connections, twin, registry) are not emulated; DPS has its own limits
+// (RegistrationsPerMinute, PollLimit).
 //
 // Other simplifications: C2D locks last Config.C2DLockTimeout per
 // connection (a reconnect redelivers at once); telemetry history is bounded
@@ -56,6 +78,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/reefer/tracker/deploy/emulator/pki"
+	"github.com/reefer/tracker/deploy/emulator/service"
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
@@ -107,6 +130,11 @@ type Config struct {
 	// 1 MiB; see store.Options).
 	TelemetryHistory      int
 	TelemetryHistoryBytes int
+	// TelemetryPerSecond limits device-to-cloud messages per hub (spec F
+	// "D2C sends"; 0, the default, is unlimited). A token bucket on the
+	// clock Now holds one second of traffic; a telemetry PUBLISH that finds
+	// it empty closes the sender's connection (429001, spec B.2, B.7).
+	TelemetryPerSecond int
 	// Now is the clock (default time.Now) for DPS rate limits, poll
 	// windows and retry-after, C2D lock and TTL expiry, certificate
 	// validity, timestamps, and SAS token expiry in the service API, so
@@ -177,6 +205,21 @@ type HubInfo struct {
 	ConnectionString    string `json:"connectionString"`
 	SharedAccessKeyName string `json:"sharedAccessKeyName"`
 	SharedAccessKey     string `json:"sharedAccessKey"`
+	// Policies holds the key of every built-in hub policy (iothubowner,
+	// service, device, registryRead, registryReadWrite; see
+	// service.BuiltinHubPolicies for their rights). The service API
+	// enforces each policy's rights.
+	Policies map[string]string `json:"policies"`
+}
+
+// ConnectionStringFor is the service connection string of the named
+// policy ("" if the hub has no such policy).
+func (h HubInfo) ConnectionStringFor(policy string) string {
+	k, ok := h.Policies[policy]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", h.HostName, policy, k)
 }
 
 // DPSInfo describes the DPS instance.
@@ -191,6 +234,9 @@ type DPSInfo struct {
 	ConnectionString    string `json:"connectionString"`
 	SharedAccessKeyName string `json:"sharedAccessKeyName"`
 	SharedAccessKey     string `json:"sharedAccessKey"`
+	// Policies holds the key of every DPS policy; like a new DPS, the
+	// emulator has only provisioningserviceowner (every right).
+	Policies map[string]string `json:"policies"`
 }
 
 // Info is how to reach the emulator; it is written to DataDir/emulator.json.
@@ -206,12 +252,18 @@ type Info struct {
 	CACertPath string `json:"caCertPath"`
 }
 
+// ownerPolicy is the hub policy with every right; its key is HubKeys.
+const ownerPolicy = "iothubowner"
+
 // secrets are generated on first start and kept in DataDir/secrets.json.
 type secrets struct {
 	IDScope string            `json:"idScope"`
 	DPSKey  string            `json:"dpsKey"`
-	HubKeys map[string]string `json:"hubKeys"`
-	Ports   map[string]int    `json:"ports"` // listener name -> port
+	HubKeys map[string]string `json:"hubKeys"` // hub -> iothubowner key
+	// HubPolicyKeys holds the keys of the other built-in hub policies:
+	// hub -> policy -> key.
+	HubPolicyKeys map[string]map[string]string `json:"hubPolicyKeys,omitempty"`
+	Ports         map[string]int               `json:"ports"` // listener name -> port
 }
 
 // Emulator is a running DPS + IoT Hub emulator.
@@ -323,10 +375,25 @@ func (e *Emulator) loadSecrets() error {
 	if e.sec.Ports == nil {
 		e.sec.Ports = map[string]int{}
 	}
+	if e.sec.HubPolicyKeys == nil {
+		e.sec.HubPolicyKeys = map[string]map[string]string{}
+	}
 	for i := 1; i <= e.cfg.Hubs; i++ {
 		n := "hub" + strconv.Itoa(i)
 		if e.sec.HubKeys[n] == "" {
 			e.sec.HubKeys[n] = randomKey()
+		}
+		// Generated once, so tokens and connection strings stay valid
+		// across restarts (data dirs from before policies get them now).
+		keys := e.sec.HubPolicyKeys[n]
+		if keys == nil {
+			keys = map[string]string{}
+			e.sec.HubPolicyKeys[n] = keys
+		}
+		for p := range service.BuiltinHubPolicies() {
+			if p != ownerPolicy && keys[p] == "" {
+				keys[p] = randomKey()
+			}
 		}
 	}
 	return nil
@@ -549,11 +616,15 @@ func (e *Emulator) buildInfo() Info {
 		ServiceHostName:     svcHost,
 		SharedAccessKeyName: "provisioningserviceowner",
 		SharedAccessKey:     e.sec.DPSKey,
+		Policies:            map[string]string{"provisioningserviceowner": e.sec.DPSKey},
 	}
 	inf.DPS.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", svcHost, inf.DPS.SharedAccessKeyName, inf.DPS.SharedAccessKey)
 	for _, h := range e.hubs {
 		hi := HubInfo{Name: h.name, HostName: h.host, MQTTAddress: e.listenerByID(h.listener).Addr().String(),
-			SharedAccessKeyName: "iothubowner", SharedAccessKey: e.sec.HubKeys[h.name]}
+			SharedAccessKeyName: ownerPolicy, SharedAccessKey: e.sec.HubKeys[h.name], Policies: map[string]string{ownerPolicy: e.sec.HubKeys[h.name]}}
+		for p, k := range e.sec.HubPolicyKeys[h.name] {
+			hi.Policies[p] = k
+		}
 		hi.ConnectionString = fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", hi.HostName, hi.SharedAccessKeyName, hi.SharedAccessKey)
 		inf.Hubs = append(inf.Hubs, hi)
 	}

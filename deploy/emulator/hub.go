@@ -45,6 +45,7 @@ type hubService struct {
 	e    *Emulator
 	seq  atomic.Uint64
 	done chan struct{}
+	d2c  *d2cLimiter
 
 	mu      sync.Mutex
 	conns   map[connKey]*session
@@ -53,7 +54,7 @@ type hubService struct {
 }
 
 func newHubService(e *Emulator) *hubService {
-	return &hubService{e: e, done: make(chan struct{}), conns: map[connKey]*session{}, waiters: map[connKey][]chan struct{}{}}
+	return &hubService{e: e, done: make(chan struct{}), d2c: newD2CLimiter(e.cfg.TelemetryPerSecond, e.cfg.Now), conns: map[connKey]*session{}, waiters: map[connKey][]chan struct{}{}}
 }
 
 func (h *hubService) close() {
@@ -202,6 +203,13 @@ func (h *hubService) handle(s *session, pk packets.Packet) bool {
 	t := pk.TopicName
 	switch {
 	case strings.HasPrefix(t, "devices/"):
+		if !h.d2c.allow(s.hub) {
+			// Spec F, B.7: over the D2C limit; MQTT closes (B.2).
+			h.e.log.Info("telemetry throttled; closing connection", "hub", s.hub, "deviceId", s.deviceID,
+				"code", 429001, "limitPerSecond", h.e.cfg.TelemetryPerSecond)
+			s.stop(errThrottled)
+			return false
+		}
 		if err := h.recordTelemetry(s, t, pk.Payload, pk.FixedHeader.Retain, nil); err != nil {
 			h.e.log.Info("telemetry refused; closing connection", "hub", s.hub, "deviceId", s.deviceID, "err", err)
 			return false

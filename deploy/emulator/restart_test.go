@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -66,7 +67,8 @@ func TestRestartKeepsState(t *testing.T) {
 	caAfter, _ := os.ReadFile(after.CACertPath)
 	if after.DPS.DeviceEndpoint != before.DPS.DeviceEndpoint || after.Hubs[1].HostName != assigned ||
 		after.DPS.IDScope != before.DPS.IDScope || after.Hubs[0].ConnectionString != before.Hubs[0].ConnectionString ||
-		string(caAfter) != string(caBefore) {
+		string(caAfter) != string(caBefore) || !reflect.DeepEqual(after.Hubs[1].Policies, before.Hubs[1].Policies) ||
+		!reflect.DeepEqual(after.DPS.Policies, before.DPS.Policies) {
 		t.Errorf("info changed across restart:\nbefore %+v\nafter  %+v", before, after)
 	}
 	if st, err := e.Store().GetRegistration("dev-1"); err != nil || st.AssignedHub != assigned {
@@ -87,7 +89,9 @@ func TestRestartKeepsState(t *testing.T) {
 	}
 	var onDisk Info
 	b, err := os.ReadFile(filepath.Join(dir, "emulator.json"))
-	if err != nil || json.Unmarshal(b, &onDisk) != nil || onDisk.DPS.IDScope != after.DPS.IDScope || len(onDisk.Hubs) != 2 {
+	if err != nil || json.Unmarshal(b, &onDisk) != nil || onDisk.DPS.IDScope != after.DPS.IDScope || len(onDisk.Hubs) != 2 ||
+		len(onDisk.Hubs[0].Policies) != 5 || onDisk.Hubs[0].Policies["registryRead"] != after.Hubs[0].Policies["registryRead"] ||
+		onDisk.DPS.Policies["provisioningserviceowner"] != after.DPS.SharedAccessKey {
 		t.Errorf("emulator.json = %s, %v", b, err)
 	}
 }

@@ -9,19 +9,20 @@ import (
 
 // ServiceAPI is the default Config.ServiceHandler: the SAS-authenticated
 // DPS and IoT Hub REST APIs of package service, keyed with this emulator's
-// generated policies (see emulator.json), with direct methods invoked on
+// generated policies (see emulator.json; each policy has the rights of
+// the built-in Azure policy of its name), with direct methods invoked on
 // devices connected to this emulator's hubs.
 func ServiceAPI(e *Emulator) http.Handler {
 	inf := e.Info()
 	hubs := make(map[string]service.Policies, len(inf.Hubs))
 	for _, h := range inf.Hubs {
-		hubs[h.HostName] = service.Policies{h.SharedAccessKeyName: h.SharedAccessKey}
+		hubs[h.HostName] = service.Policies(h.Policies)
 	}
 	svc, err := service.New(e.Store(), service.Config{
 		DPS: service.DPSConfig{
 			HostName: inf.DPS.ServiceHostName,
 			IDScope:  inf.DPS.IDScope,
-			Policies: service.Policies{inf.DPS.SharedAccessKeyName: inf.DPS.SharedAccessKey},
+			Policies: service.Policies(inf.DPS.Policies),
 		},
 		Hubs:    hubs,
 		Methods: e,

@@ -155,3 +155,67 @@ func TestServiceAPIMounted(t *testing.T) {
 		t.Errorf("method over REST = %d %s; want 200 with the device's payload", r.code, r.body)
 	}
 }
+
+// TestServiceAPIPolicies uses every policy listed in emulator.json with a
+// real SAS token: each reaches exactly the routes its rights allow.
+func TestServiceAPIPolicies(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t)
+	inf := e.Info()
+	hub := inf.Hubs[0]
+	builtin := service.BuiltinHubPolicies()
+	if len(hub.Policies) != len(builtin) {
+		t.Fatalf("hub policies = %v; want the %d built-in ones", hub.Policies, len(builtin))
+	}
+	seen := map[string]bool{}
+	for p, k := range hub.Policies {
+		if _, ok := builtin[p]; !ok || k == "" || seen[k] {
+			t.Errorf("hub policy %q key %q: want a built-in policy with its own key", p, k)
+		}
+		seen[k] = true
+	}
+	if hub.Policies[hub.SharedAccessKeyName] != hub.SharedAccessKey || hub.ConnectionStringFor("iothubowner") != hub.ConnectionString {
+		t.Errorf("owner policy %q not consistent with policies %v", hub.SharedAccessKeyName, hub.Policies)
+	}
+	if got := hub.ConnectionStringFor("nobody"); got != "" {
+		t.Errorf("ConnectionStringFor(nobody) = %q; want empty", got)
+	}
+	svc := newSvcClient(t, e)
+	const q = "?api-version=2021-04-12"
+	dev := func(id string) map[string]any {
+		return map[string]any{"deviceId": id, "authentication": map[string]any{"type": "certificateAuthority"}}
+	}
+	if code, b := svc.do("PUT", "/devices/dev-1"+q, hub.HostName, "iothubowner", hub.Policies["iothubowner"], dev("dev-1")); code != http.StatusOK {
+		t.Fatalf("create with iothubowner = %d %s", code, b)
+	}
+	tests := []struct {
+		policy            string
+		read, write, twin int
+	}{
+		{"iothubowner", 200, 200, 200},
+		{"registryReadWrite", 200, 200, 401},
+		{"registryRead", 200, 401, 401},
+		{"service", 401, 401, 200},
+		{"device", 401, 401, 401},
+	}
+	for _, tc := range tests {
+		key := hub.Policies[tc.policy]
+		if code, b := svc.do("GET", "/devices/dev-1"+q, hub.HostName, tc.policy, key, nil); code != tc.read {
+			t.Errorf("GET device with %s = %d %s; want %d", tc.policy, code, b, tc.read)
+		}
+		id := "by-" + strings.ToLower(tc.policy)
+		if code, b := svc.do("PUT", "/devices/"+id+q, hub.HostName, tc.policy, key, dev(id)); code != tc.write {
+			t.Errorf("PUT device with %s = %d %s; want %d", tc.policy, code, b, tc.write)
+		}
+		if code, b := svc.do("PATCH", "/twins/dev-1"+q, hub.HostName, tc.policy, key, map[string]any{"tags": map[string]any{"by": tc.policy}}); code != tc.twin {
+			t.Errorf("PATCH twin with %s = %d %s; want %d", tc.policy, code, b, tc.twin)
+		}
+	}
+	dps := inf.DPS
+	if len(dps.Policies) != 1 || dps.Policies["provisioningserviceowner"] != dps.SharedAccessKey {
+		t.Errorf("DPS policies = %v; want only provisioningserviceowner", dps.Policies)
+	}
+	if code, b := svc.do("POST", "/enrollmentGroups/query?api-version=2021-10-01", dps.ServiceHostName, "provisioningserviceowner", dps.Policies["provisioningserviceowner"], map[string]any{"query": "*"}); code != http.StatusOK {
+		t.Errorf("DPS query with owner = %d %s", code, b)
+	}
+}

@@ -17,12 +17,20 @@ func (s *Service) certRoutes(t *target) {
 		owner = t.host
 	}
 	c := &certAPI{s: s, owner: owner}
-	t.mux.HandleFunc("GET /certificates", c.list)
-	t.mux.HandleFunc("PUT /certificates/{name}", c.put)
-	t.mux.HandleFunc("GET /certificates/{name}", c.get)
-	t.mux.HandleFunc("DELETE /certificates/{name}", c.delete)
-	t.mux.HandleFunc("POST /certificates/{name}/generateVerificationCode", c.generateCode)
-	t.mux.HandleFunc("POST /certificates/{name}/verify", c.verify)
+	// CA certificates are ARM resources in Azure, managed by the
+	// subscription rather than by a data-plane policy. The emulator asks
+	// for the owner's rights: ServiceConfig on the DPS (its service
+	// configuration), every right on a hub (iothubowner).
+	p := ServiceConfig
+	if t.kind == kindHub {
+		p = HubAll
+	}
+	t.mux.HandleFunc("GET /certificates", s.need(p, c.list))
+	t.mux.HandleFunc("PUT /certificates/{name}", s.need(p, c.put))
+	t.mux.HandleFunc("GET /certificates/{name}", s.need(p, c.get))
+	t.mux.HandleFunc("DELETE /certificates/{name}", s.need(p, c.delete))
+	t.mux.HandleFunc("POST /certificates/{name}/generateVerificationCode", s.need(p, c.generateCode))
+	t.mux.HandleFunc("POST /certificates/{name}/verify", s.need(p, c.verify))
 }
 
 type certAPI struct {

@@ -35,8 +35,37 @@
 // exist for the target service, sig must equal base64(HMAC-SHA256(
 // base64decode(key), urlencode(sr) + "\n" + se)) (compared in constant
 // time), se must be in the future, and sr must cover the request's
-// host + path per path segment (spec D). Failures answer 401 401002. All
-// policies grant every permission. [SASToken] builds tokens.
+// host + path per path segment (spec D). Failures answer 401 401002.
+// [SASToken] builds tokens.
+//
+// # Permissions
+//
+// Each route needs rights of the token's policy; a valid token of a policy
+// without them also gets 401 401002 (in the service's error shape). Hub
+// policies are the built-in ones ([BuiltinHubPolicies]): iothubowner
+// (all), service (ServiceConnect), device (DeviceConnect), registryRead
+// (RegistryRead), registryReadWrite (RegistryRead, RegistryWrite). A DPS
+// starts with provisioningserviceowner (all of ServiceConfig,
+// EnrollmentRead, EnrollmentWrite, RegistrationStatusRead,
+// RegistrationStatusWrite). Config.HubPermissions and
+// DPSConfig.Permissions give other policies their rights; a policy named
+// nowhere has every right of its service.
+//
+//	RegistryRead             GET /devices, GET /devices/{id}, POST /devices/query
+//	RegistryWrite            PUT|DELETE /devices/{id}
+//	ServiceConnect           /twins/{id} (read and write), methods, C2D, telemetry
+//	DeviceConnect            nothing here (device endpoints only)
+//	EnrollmentRead           GET enrollments and groups, query, attestationmechanism
+//	EnrollmentWrite          PUT|DELETE enrollments and groups, bulk
+//	RegistrationStatusRead   GET /registrations/{id}, POST /registrations/{id}/query
+//	RegistrationStatusWrite  DELETE /registrations/{id}
+//	ServiceConfig            DPS /certificates
+//	all hub rights           hub /certificates (ARM in Azure: owner only)
+//	any policy               GET /$emulator
+//
+// Twins follow Azure's permission table (ServiceConnect "access twins");
+// queries need RegistryRead, as observed with a ServiceConnect-only policy
+// (MicrosoftLearning/AZ-220-Microsoft-Azure-IoT-Developer#26).
 //
 // Every request also needs an api-version query parameter from
 // [DPSAPIVersions] or [HubAPIVersions]; missing or unknown ones answer 400

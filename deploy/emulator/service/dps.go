@@ -14,25 +14,29 @@ import (
 
 // dpsRoutes registers the DPS service API (spec D).
 func (s *Service) dpsRoutes(m *http.ServeMux) {
-	m.HandleFunc("GET /$emulator", s.info)
+	m.HandleFunc("GET /$emulator", s.info) // any policy
 
-	m.HandleFunc("PUT /enrollmentGroups/{id}", s.putGroup)
-	m.HandleFunc("GET /enrollmentGroups/{id}", s.getGroup)
-	m.HandleFunc("DELETE /enrollmentGroups/{id}", s.deleteGroup)
-	m.HandleFunc("POST /enrollmentGroups/{id}/attestationmechanism", s.groupAttestation)
-	m.HandleFunc("POST /enrollmentGroups/query", s.queryGroups)
-	m.HandleFunc("POST /enrollmentGroups", s.bulkGroups)
+	// Spec D permissions: enrollments and groups need EnrollmentRead or
+	// EnrollmentWrite (the attestation mechanism, which can hold keys, is
+	// a read), registration records RegistrationStatusRead or
+	// RegistrationStatusWrite.
+	m.HandleFunc("PUT /enrollmentGroups/{id}", s.need(EnrollmentWrite, s.putGroup))
+	m.HandleFunc("GET /enrollmentGroups/{id}", s.need(EnrollmentRead, s.getGroup))
+	m.HandleFunc("DELETE /enrollmentGroups/{id}", s.need(EnrollmentWrite, s.deleteGroup))
+	m.HandleFunc("POST /enrollmentGroups/{id}/attestationmechanism", s.need(EnrollmentRead, s.groupAttestation))
+	m.HandleFunc("POST /enrollmentGroups/query", s.need(EnrollmentRead, s.queryGroups))
+	m.HandleFunc("POST /enrollmentGroups", s.need(EnrollmentWrite, s.bulkGroups))
 
-	m.HandleFunc("PUT /enrollments/{id}", s.putEnrollment)
-	m.HandleFunc("GET /enrollments/{id}", s.getEnrollment)
-	m.HandleFunc("DELETE /enrollments/{id}", s.deleteEnrollment)
-	m.HandleFunc("POST /enrollments/{id}/attestationmechanism", s.enrollmentAttestation)
-	m.HandleFunc("POST /enrollments/query", s.queryEnrollments)
-	m.HandleFunc("POST /enrollments", s.bulkEnrollments)
+	m.HandleFunc("PUT /enrollments/{id}", s.need(EnrollmentWrite, s.putEnrollment))
+	m.HandleFunc("GET /enrollments/{id}", s.need(EnrollmentRead, s.getEnrollment))
+	m.HandleFunc("DELETE /enrollments/{id}", s.need(EnrollmentWrite, s.deleteEnrollment))
+	m.HandleFunc("POST /enrollments/{id}/attestationmechanism", s.need(EnrollmentRead, s.enrollmentAttestation))
+	m.HandleFunc("POST /enrollments/query", s.need(EnrollmentRead, s.queryEnrollments))
+	m.HandleFunc("POST /enrollments", s.need(EnrollmentWrite, s.bulkEnrollments))
 
-	m.HandleFunc("GET /registrations/{id}", s.getRegistration)
-	m.HandleFunc("DELETE /registrations/{id}", s.deleteRegistration)
-	m.HandleFunc("POST /registrations/{id}/query", s.queryRegistrations)
+	m.HandleFunc("GET /registrations/{id}", s.need(RegistrationStatusRead, s.getRegistration))
+	m.HandleFunc("DELETE /registrations/{id}", s.need(RegistrationStatusWrite, s.deleteRegistration))
+	m.HandleFunc("POST /registrations/{id}/query", s.need(RegistrationStatusRead, s.queryRegistrations))
 
 	m.HandleFunc("/", s.notFound)
 }

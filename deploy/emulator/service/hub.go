@@ -18,23 +18,28 @@ import (
 // emulator's monitoring and C2D routes.
 func (s *Service) hubRoutes(m *http.ServeMux, hub string) {
 	h := &hubAPI{s: s, hub: hub}
-	m.HandleFunc("GET /$emulator", s.info)
+	m.HandleFunc("GET /$emulator", s.info) // any policy
 
-	m.HandleFunc("PUT /devices/{id}", h.putDevice)
-	m.HandleFunc("GET /devices/{id}", h.getDevice)
-	m.HandleFunc("DELETE /devices/{id}", h.deleteDevice)
-	m.HandleFunc("GET /devices", h.listDevices)
-	m.HandleFunc("POST /devices/query", h.queryDevices)
+	// Permissions per Azure's "Control access to IoT Hub": the identity
+	// registry needs RegistryRead/RegistryWrite; twins, methods, C2D and
+	// monitoring need ServiceConnect. Queries need RegistryRead (a
+	// ServiceConnect-only policy is refused, as observed in
+	// MicrosoftLearning/AZ-220#26). DeviceConnect opens no service route.
+	m.HandleFunc("PUT /devices/{id}", s.need(RegistryWrite, h.putDevice))
+	m.HandleFunc("GET /devices/{id}", s.need(RegistryRead, h.getDevice))
+	m.HandleFunc("DELETE /devices/{id}", s.need(RegistryWrite, h.deleteDevice))
+	m.HandleFunc("GET /devices", s.need(RegistryRead, h.listDevices))
+	m.HandleFunc("POST /devices/query", s.need(RegistryRead, h.queryDevices))
 
-	m.HandleFunc("GET /twins/{id}", h.getTwin)
-	m.HandleFunc("PATCH /twins/{id}", h.patchTwin)
-	m.HandleFunc("PUT /twins/{id}", h.replaceTwin)
-	m.HandleFunc("POST /twins/{id}/methods", h.invokeMethod)
+	m.HandleFunc("GET /twins/{id}", s.need(ServiceConnect, h.getTwin))
+	m.HandleFunc("PATCH /twins/{id}", s.need(ServiceConnect, h.patchTwin))
+	m.HandleFunc("PUT /twins/{id}", s.need(ServiceConnect, h.replaceTwin))
+	m.HandleFunc("POST /twins/{id}/methods", s.need(ServiceConnect, h.invokeMethod))
 
-	m.HandleFunc("GET /devices/{id}/messages/events", h.deviceEvents)
-	m.HandleFunc("GET /messages/events/stream", h.eventStream)
-	m.HandleFunc("POST /devices/{id}/messages/deviceBound", h.sendC2D)
-	m.HandleFunc("POST /devices/{id}/messages/devicebound", h.sendC2D)
+	m.HandleFunc("GET /devices/{id}/messages/events", s.need(ServiceConnect, h.deviceEvents))
+	m.HandleFunc("GET /messages/events/stream", s.need(ServiceConnect, h.eventStream))
+	m.HandleFunc("POST /devices/{id}/messages/deviceBound", s.need(ServiceConnect, h.sendC2D))
+	m.HandleFunc("POST /devices/{id}/messages/devicebound", s.need(ServiceConnect, h.sendC2D))
 
 	m.HandleFunc("/", s.notFound)
 }

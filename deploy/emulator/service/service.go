@@ -35,6 +35,10 @@ type DPSConfig struct {
 	IDScope string
 	// Policies are the DPS shared access policies.
 	Policies Policies
+	// Permissions optionally sets the rights of policies by name. A policy
+	// without an entry has the rights of the built-in policy of that name
+	// (BuiltinDPSPolicies), or every DPS right when there is none.
+	Permissions map[string]Permission
 }
 
 // Config configures the service API.
@@ -44,6 +48,12 @@ type Config struct {
 	// HostName= of its connection string), to its policies. A store hub
 	// without an entry has no service API.
 	Hubs map[string]Policies
+	// HubPermissions optionally sets, per hub host name, the rights of
+	// that hub's policies by name. A policy without an entry has the
+	// rights of the built-in policy of that name (BuiltinHubPolicies:
+	// iothubowner, service, device, registryRead, registryReadWrite), or
+	// every hub right when there is none.
+	HubPermissions map[string]map[string]Permission
 	// Methods reaches connected devices for direct methods; the hub MQTT
 	// layer implements it. Nil answers every invocation with 404103.
 	Methods store.MethodInvoker
@@ -74,6 +84,7 @@ type target struct {
 	kind     kind
 	host     string // canonical host name (store spelling for hubs)
 	policies map[string][]byte
+	perms    map[string]Permission // lower(policy) -> rights
 	mux      *http.ServeMux
 }
 
@@ -110,7 +121,7 @@ func New(st *store.Store, cfg Config) (*Service, error) {
 	}
 	s := &Service{st: st, cfg: cfg, log: cfg.Logger, now: cfg.Now, targets: map[string]*target{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	add := func(k kind, host string, pol Policies) error {
+	add := func(k kind, host string, pol Policies, perms map[string]Permission) error {
 		key := strings.ToLower(host)
 		if host == "" {
 			return errors.New("service: empty host name")
@@ -121,15 +132,20 @@ func New(st *store.Store, cfg Config) (*Service, error) {
 		if len(pol) == 0 {
 			return fmt.Errorf("service: %s has no policies", host)
 		}
+		if err := checkPermissions(host, pol, perms); err != nil {
+			return err
+		}
 		keys := map[string][]byte{}
+		var names []string
 		for name, k := range pol {
+			names = append(names, name)
 			b, err := base64.StdEncoding.DecodeString(k)
 			if err != nil || len(b) == 0 {
 				return fmt.Errorf("service: %s policy %s: key is not base64", host, name)
 			}
 			keys[strings.ToLower(name)] = b
 		}
-		t := &target{kind: k, host: host, policies: keys, mux: http.NewServeMux()}
+		t := &target{kind: k, host: host, policies: keys, perms: resolvePermissions(k, names, perms), mux: http.NewServeMux()}
 		if k == kindDPS {
 			s.dpsRoutes(t.mux)
 		} else {
@@ -140,7 +156,7 @@ func New(st *store.Store, cfg Config) (*Service, error) {
 		return nil
 	}
 	if cfg.DPS.HostName != "" {
-		if err := add(kindDPS, cfg.DPS.HostName, cfg.DPS.Policies); err != nil {
+		if err := add(kindDPS, cfg.DPS.HostName, cfg.DPS.Policies, cfg.DPS.Permissions); err != nil {
 			return nil, err
 		}
 	}
@@ -148,8 +164,13 @@ func New(st *store.Store, cfg Config) (*Service, error) {
 		if !st.HasHub(host) {
 			return nil, fmt.Errorf("service: hub %q is not in the store", host)
 		}
-		if err := add(kindHub, host, pol); err != nil {
+		if err := add(kindHub, host, pol, cfg.HubPermissions[host]); err != nil {
 			return nil, err
+		}
+	}
+	for host := range cfg.HubPermissions {
+		if _, ok := cfg.Hubs[host]; !ok {
+			return nil, fmt.Errorf("service: permissions for hub %q, which has no policies", host)
 		}
 	}
 	if len(s.targets) == 0 {
@@ -216,6 +237,8 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := context.WithValue(r.Context(), targetKey{}, t)
+	policy := strings.ToLower(tok.policy)
+	ctx = context.WithValue(ctx, grantKey{}, grant{policy: tok.policy, perms: t.perms[policy]})
 	t.mux.ServeHTTP(sw, r.WithContext(ctx))
 	s.log.Debug("service: request", "service", t.host, "method", r.Method, "path", r.URL.Path, "status", sw.status, "policy", tok.policy)
 }

@@ -4,7 +4,8 @@
 //	azemu --data ./azemu-data [--mqtt 127.0.0.1:8883] [--https 127.0.0.1:8443] [--hubs 1]
 //
 // On start it writes DATA/emulator.json (ID scope, DPS endpoint, hub host
-// names, service connection strings, CA path) and logs "ready" once every
+// names, service connection strings, the key of every shared access policy
+// (hubs[].policies, dps.policies), CA path) and logs "ready" once every
 // listener accepts connections. Devices trust DATA/ca.pem and provision
 // against the DPS endpoint with ID scope and X.509 certificate. SIGINT or
 // SIGTERM stops it; state survives restarts.
@@ -58,6 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		retryAfter  = fs.Duration("retry-after", 3*time.Second, "retry-after DPS sends with 202 assigning")
 		assignDelay = fs.Duration("assign-delay", 0, "how long a registration stays assigning")
 		regRate     = fs.Int("registrations-per-minute", 1000, "DPS registration rate limit per instance (429 above it)")
+		d2cRate     = fs.Int("telemetry-per-second", 0, "device-to-cloud messages per second per hub; above it the hub closes the sender's connection (0: unlimited)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -68,6 +70,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	lvl, err := parseLevel(*logLevel)
 	if err != nil {
 		return fmt.Errorf("--log-level: %w", err)
+	}
+	if *d2cRate < 0 {
+		return fmt.Errorf("--telemetry-per-second must not be negative")
 	}
 	if *hubs < 1 {
 		return fmt.Errorf("--hubs must be at least 1")
@@ -86,6 +91,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		RetryAfter:             ra,
 		AssignDelay:            *assignDelay,
 		RegistrationsPerMinute: *regRate,
+		TelemetryPerSecond:     *d2cRate,
 		Logger:                 log,
 	})
 	if err != nil {

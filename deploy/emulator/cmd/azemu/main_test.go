@@ -31,7 +31,7 @@ func TestRunServesAndStops(t *testing.T) {
 	var out syncBuf
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--hubs", "2", "--id-scope", "0ne00TEST", "--log-level", "debug"}, &out)
+		done <- run(ctx, []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--hubs", "2", "--id-scope", "0ne00TEST", "--log-level", "debug", "--telemetry-per-second", "100"}, &out)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(out.String(), "msg=ready") {
@@ -48,7 +48,8 @@ func TestRunServesAndStops(t *testing.T) {
 	if err := json.Unmarshal(b, &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.DPS.IDScope != "0ne00TEST" || len(info.Hubs) != 2 || !strings.HasPrefix(info.Hubs[0].ConnectionString, "HostName="+info.Hubs[0].HostName+";SharedAccessKeyName=iothubowner;SharedAccessKey=") {
+	if info.DPS.IDScope != "0ne00TEST" || len(info.Hubs) != 2 || !strings.HasPrefix(info.Hubs[0].ConnectionString, "HostName="+info.Hubs[0].HostName+";SharedAccessKeyName=iothubowner;SharedAccessKey=") ||
+		len(info.Hubs[1].Policies) != 5 || info.Hubs[1].Policies["service"] == "" {
 		t.Errorf("emulator.json = %s", b)
 	}
 	// Every listener completes a TLS handshake with the published CA.
@@ -92,6 +93,7 @@ func TestRunErrors(t *testing.T) {
 		{"port taken", []string{"--data", t.TempDir(), "--mqtt", ln.Addr().String(), "--https", "-"}, "already in use"},
 		{"bad level", []string{"--log-level", "loud"}, "--log-level"},
 		{"bad hubs", []string{"--hubs", "0"}, "--hubs"},
+		{"negative telemetry rate", []string{"--telemetry-per-second", "-1"}, "--telemetry-per-second"},
 		{"extra args", []string{"--data", t.TempDir(), "extra"}, "unexpected"},
 		{"unknown flag", []string{"--nope"}, "not defined"},
 	}
