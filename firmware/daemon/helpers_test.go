@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -18,6 +17,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 // wait bounds every wait on the daemon; the steps take well under a second
@@ -192,7 +192,7 @@ type tracker struct {
 	id     string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	notes  *notes
 	cfg    *config.Config
 }
@@ -205,7 +205,7 @@ func startTracker(t *testing.T, cfg *config.Config, id string, opts ...trackerOp
 	for _, o := range opts {
 		o(cfg, &tun)
 	}
-	tr := &tracker{t: t, id: id, cfg: cfg, done: make(chan error, 1), logs: &syncBuffer{}, notes: &notes{}}
+	tr := &tracker{t: t, id: id, cfg: cfg, done: make(chan error, 1), logs: &syncbuf.Buffer{}, notes: &notes{}}
 	d, err := daemon.New(daemon.Config{
 		Tracker:         cfg,
 		FirmwareVersion: "test",
@@ -283,28 +283,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a log sink shared by the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// count is how many log lines contain every one of parts.
-func (s *syncBuffer) count(parts ...string) int {
+// countLines is how many lines of logs contain every one of parts.
+func countLines(logs string, parts ...string) int {
 	n := 0
-	for _, l := range strings.Split(s.String(), "\n") {
+	for _, l := range strings.Split(logs, "\n") {
 		ok := true
 		for _, p := range parts {
 			ok = ok && strings.Contains(l, p)

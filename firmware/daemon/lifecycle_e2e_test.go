@@ -177,7 +177,7 @@ func TestDeletedIdentityReprovisions(t *testing.T) {
 		}
 		return false
 	})
-	if c := tr.logs.count("hub refused the device"); c == 0 {
+	if c := countLines(tr.logs.String(), "hub refused the device"); c == 0 {
 		t.Errorf("no log line saying the hub refused the device")
 	}
 }
