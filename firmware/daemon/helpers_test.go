@@ -130,28 +130,26 @@ func (f *fleet) enroll(t *testing.T, e *emu, mod func(*store.EnrollmentGroup)) {
 	}
 }
 
-// device issues a leaf for cn and writes chain and key (0600) to dir.
-func (f *fleet) device(t *testing.T, cn, dir string) (*pki.Cert, string, string) {
+// trackerConfig issues a leaf for id, writes its chain and key (0600) to a
+// new temp dir and returns a valid config for a simulated tracker against e,
+// with its state beside them.
+func (f *fleet) trackerConfig(t *testing.T, e *emu, id string) *config.Config {
 	t.Helper()
-	leaf, err := f.inter.NewClient(cn, pki.Options{})
+	leaf, err := f.inter.NewClient(id, pki.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile := filepath.Join(dir, cn+"-chain.pem"), filepath.Join(dir, cn+".key")
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, id+"-chain.pem"), filepath.Join(dir, id+".key")
 	if err := leaf.WriteFiles(certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
-	return leaf, certFile, keyFile
-}
-
-// trackerConfig is a valid config for a simulated tracker against e.
-func trackerConfig(e *emu, certFile, keyFile, stateDir string) *config.Config {
 	c := config.Default()
 	c.IDScope = e.IDScope()
 	c.DPSEndpoint = e.DPSEndpoint()
 	c.CertFile, c.KeyFile = certFile, keyFile
 	c.CAFile = e.Info().CACertPath
-	c.StateDir = stateDir
+	c.StateDir = filepath.Join(dir, "state")
 	c.Sensors.Env.Mode = config.ModeSimulated
 	c.Sensors.GPS.Mode = config.ModeSimulated
 	c.TelemetryDelay = 3600 // tests sample with SendNow or set telemetryDelay in the twin
