@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/internal/syncbuf"
 )
 
@@ -144,26 +144,9 @@ func TestNewWatchdogFromEnvironment(t *testing.T) {
 	}
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestHealthyWithinInterval(t *testing.T) {
 	t.Parallel()
-	clk := &fakeClock{now: time.Unix(1000, 0)}
+	clk := faketime.NewClock(time.Unix(1000, 0))
 	w, err := NewWatchdog(WatchdogOptions{Interval: 10 * time.Second, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +172,7 @@ func TestHealthyWithinInterval(t *testing.T) {
 
 func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 	conn := listen(t)
-	clk := &fakeClock{now: time.Unix(1000, 0)}
+	clk := faketime.NewClock(time.Unix(1000, 0))
 	tick := make(chan time.Time) // unbuffered: a send returns once Run took it
 	var period time.Duration
 	stopped := make(chan struct{})
