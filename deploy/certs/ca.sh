@@ -37,24 +37,8 @@ while [ $# -gt 0 ]; do
 		usage
 		exit 0
 		;;
-	--dir)
-		need_value "$1" $#
-		dir=$2
-		shift 2
-		;;
-	--key-type)
-		need_value "$1" $#
-		key_type=$2
-		shift 2
-		;;
-	--days)
-		need_value "$1" $#
-		days=$2
-		shift 2
-		;;
-	--name)
-		need_value "$1" $#
-		name=$2
+	--dir | --key-type | --days | --name)
+		take_value "$1" $# "${2-}"
 		shift 2
 		;;
 	*) usage_error "unexpected argument '$1'" ;;

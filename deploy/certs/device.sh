@@ -40,19 +40,8 @@ while [ $# -gt 0 ]; do
 		usage
 		exit 0
 		;;
-	--dir)
-		need_value "$1" $#
-		dir=$2
-		shift 2
-		;;
-	--key-type)
-		need_value "$1" $#
-		key_type=$2
-		shift 2
-		;;
-	--days)
-		need_value "$1" $#
-		days=$2
+	--dir | --key-type | --days)
+		take_value "$1" $# "${2-}"
 		shift 2
 		;;
 	--force)

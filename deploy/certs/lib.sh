@@ -34,9 +34,13 @@ need_openssl() {
 	command -v openssl >/dev/null 2>&1 || die "openssl not found in PATH (Debian: apt-get install openssl)"
 }
 
-# need_value FLAG NARGS: the flag must be followed by a value.
-need_value() {
+# take_value FLAG NARGS VALUE: sets the variable the flag names (--key-type
+# sets key_type) to VALUE; the flag must be followed by a value. The caller
+# shifts 2.
+take_value() {
 	[ "$2" -ge 2 ] || usage_error "$1 needs a value"
+	local var=${1#--}
+	printf -v "${var//-/_}" '%s' "$3"
 }
 
 check_key_type() {

@@ -30,14 +30,8 @@ while [ $# -gt 0 ]; do
 		usage
 		exit 0
 		;;
-	--dir)
-		need_value "$1" $#
-		dir=$2
-		shift 2
-		;;
-	--ca)
-		need_value "$1" $#
-		ca=$2
+	--dir | --ca)
+		take_value "$1" $# "${2-}"
 		shift 2
 		;;
 	--)

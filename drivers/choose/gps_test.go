@@ -1,7 +1,6 @@
 package choose_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/drivers/choose"
 	"github.com/reefer/tracker/drivers/gps"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 // gpsFrame wraps an NMEA body as "$body*XX\r\n".
@@ -77,15 +77,6 @@ func gpsPTY(t *testing.T, talk bool) string {
 	return path
 }
 
-// gpsLog captures log output for assertions.
-type gpsLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *gpsLog) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *gpsLog) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 // runGPS runs rx until the test ends and waits for a fix.
 func runGPS(t *testing.T, rx *gps.Receiver) gps.Fix {
 	t.Helper()
@@ -140,7 +131,7 @@ func TestGPSChoice(t *testing.T) {
 			default:
 				port = filepath.Join(t.TempDir(), "ttyGPS")
 			}
-			var logs gpsLog
+			var logs syncbuf.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			rx, err := choose.GPS(context.Background(), choose.GPSConfig{
 				Mode: tt.mode, Port: port, Seed: 1, ProbeTimeout: 300 * time.Millisecond,

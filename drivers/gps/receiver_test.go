@@ -1,7 +1,6 @@
 package gps
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 // fakePTY is a pseudo-terminal: the receiver opens the slave path through
@@ -189,7 +189,7 @@ func TestReceiverReconnect(t *testing.T) {
 		mu.Unlock()
 		return sleepCtx(ctx, time.Millisecond) // keep the test fast
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	rx := New(Options{Open: open, Sleep: sleep, BackoffMin: 100 * time.Millisecond, BackoffMax: 400 * time.Millisecond}, log)
 	startReceiver(t, rx)
@@ -332,21 +332,3 @@ func TestProbe(t *testing.T) {
 }
 
 func good2bad(s string) string { return s[:len(s)-2] + "00" }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

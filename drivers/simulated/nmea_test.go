@@ -9,12 +9,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/drivers/gps"
+	"github.com/reefer/tracker/internal/faketime"
 )
 
 func TestNMEACoord(t *testing.T) {
@@ -124,27 +124,18 @@ func TestSentencesDeterministic(t *testing.T) {
 	}
 }
 
-// routeClock is a settable clock shared by the stream and the receiver.
-type routeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *routeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *routeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 // TestRouteThroughReceiver feeds the simulator through the same
 // gps.Receiver parsing path a serial port uses.
 func TestRouteThroughReceiver(t *testing.T) {
 	t.Parallel()
 	r := NewRoute(11, routeT0)
-	clock := &routeClock{t: routeT0.Add(36 * time.Hour)} // out in the Channel approaches
+	clock := faketime.NewClock(routeT0.Add(36 * time.Hour)) // out in the Channel approaches; shared by the stream and the receiver
 	tick := make(chan time.Time)
 	rx := gps.New(gps.Options{
 		Open: func(ctx context.Context) (io.ReadCloser, error) {
-			return r.Reader(ctx, clock.now, tick), nil
+			return r.Reader(ctx, clock.Now, tick), nil
 		},
-		Now:    clock.now,
+		Now:    clock.Now,
 		Source: drivers.Simulated,
 	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -169,7 +160,7 @@ func TestRouteThroughReceiver(t *testing.T) {
 		t.Fatalf("no fix at or after %v; stats %+v", after, rx.Stats())
 		return gps.Fix{}
 	}
-	f1 := latest(clock.now().Truncate(time.Second))
+	f1 := latest(clock.Now().Truncate(time.Second))
 	minLat, minLon, maxLat, maxLon := routeBox()
 	if f1.Latitude < minLat || f1.Latitude > maxLat || f1.Longitude < minLon || f1.Longitude > maxLon {
 		t.Errorf("fix %v,%v outside the route box", f1.Latitude, f1.Longitude)
@@ -180,14 +171,14 @@ func TestRouteThroughReceiver(t *testing.T) {
 	if kn := f1.SpeedMS * 3600 / 1852; math.Abs(kn-RouteSpeedKnots) > 0.5 {
 		t.Errorf("speed = %.2f kn; want ≈18", kn)
 	}
-	want, _ := r.At(clock.now())
+	want, _ := r.At(clock.Now())
 	if d := distanceNM(want, Waypoint{f1.Latitude, f1.Longitude}); d > 0.01 {
 		t.Errorf("fix is %.3f nm from the route position; want within noise", d)
 	}
 
-	clock.add(time.Hour)
-	tick <- clock.now()
-	f2 := latest(clock.now().Truncate(time.Second))
+	clock.Advance(time.Hour)
+	tick <- clock.Now()
+	f2 := latest(clock.Now().Truncate(time.Second))
 	if d := distanceNM(Waypoint{f1.Latitude, f1.Longitude}, Waypoint{f2.Latitude, f2.Longitude}); math.Abs(d-18) > 0.3 {
 		t.Errorf("moved %.2f nm in an hour; want ≈18", d)
 	}

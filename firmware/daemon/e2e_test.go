@@ -21,10 +21,8 @@ func TestProvisionTelemetryTwinMethods(t *testing.T) {
 	e := startEmu(t)
 	f := newFleet(t)
 	f.enroll(t, e, nil)
-	dir := t.TempDir()
 	const id = "sensor-thl-001"
-	_, cert, key := f.device(t, id, dir)
-	tr := startTracker(t, trackerConfig(e, cert, key, dir+"/state"), id)
+	tr := startTracker(t, f.trackerConfig(t, e, id), id)
 	hub := e.HubHost(0)
 
 	ctx, cancel := context.WithTimeout(context.Background(), wait)

@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -18,6 +17,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 // wait bounds every wait on the daemon; the steps take well under a second
@@ -130,28 +130,26 @@ func (f *fleet) enroll(t *testing.T, e *emu, mod func(*store.EnrollmentGroup)) {
 	}
 }
 
-// device issues a leaf for cn and writes chain and key (0600) to dir.
-func (f *fleet) device(t *testing.T, cn, dir string) (*pki.Cert, string, string) {
+// trackerConfig issues a leaf for id, writes its chain and key (0600) to a
+// new temp dir and returns a valid config for a simulated tracker against e,
+// with its state beside them.
+func (f *fleet) trackerConfig(t *testing.T, e *emu, id string) *config.Config {
 	t.Helper()
-	leaf, err := f.inter.NewClient(cn, pki.Options{})
+	leaf, err := f.inter.NewClient(id, pki.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile := filepath.Join(dir, cn+"-chain.pem"), filepath.Join(dir, cn+".key")
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, id+"-chain.pem"), filepath.Join(dir, id+".key")
 	if err := leaf.WriteFiles(certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
-	return leaf, certFile, keyFile
-}
-
-// trackerConfig is a valid config for a simulated tracker against e.
-func trackerConfig(e *emu, certFile, keyFile, stateDir string) *config.Config {
 	c := config.Default()
 	c.IDScope = e.IDScope()
 	c.DPSEndpoint = e.DPSEndpoint()
 	c.CertFile, c.KeyFile = certFile, keyFile
 	c.CAFile = e.Info().CACertPath
-	c.StateDir = stateDir
+	c.StateDir = filepath.Join(dir, "state")
 	c.Sensors.Env.Mode = config.ModeSimulated
 	c.Sensors.GPS.Mode = config.ModeSimulated
 	c.TelemetryDelay = 3600 // tests sample with SendNow or set telemetryDelay in the twin
@@ -192,7 +190,7 @@ type tracker struct {
 	id     string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	notes  *notes
 	cfg    *config.Config
 }
@@ -205,7 +203,7 @@ func startTracker(t *testing.T, cfg *config.Config, id string, opts ...trackerOp
 	for _, o := range opts {
 		o(cfg, &tun)
 	}
-	tr := &tracker{t: t, id: id, cfg: cfg, done: make(chan error, 1), logs: &syncBuffer{}, notes: &notes{}}
+	tr := &tracker{t: t, id: id, cfg: cfg, done: make(chan error, 1), logs: &syncbuf.Buffer{}, notes: &notes{}}
 	d, err := daemon.New(daemon.Config{
 		Tracker:         cfg,
 		FirmwareVersion: "test",
@@ -283,28 +281,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a log sink shared by the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// count is how many log lines contain every one of parts.
-func (s *syncBuffer) count(parts ...string) int {
+// countLines is how many lines of logs contain every one of parts.
+func countLines(logs string, parts ...string) int {
 	n := 0
-	for _, l := range strings.Split(s.String(), "\n") {
+	for _, l := range strings.Split(logs, "\n") {
 		ok := true
 		for _, p := range parts {
 			ok = ok && strings.Contains(l, p)

@@ -44,10 +44,8 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 	e := startEmu(t)
 	f := newFleet(t)
 	f.enroll(t, e, nil)
-	dir := t.TempDir()
 	const id = "sensor-thl-001"
-	_, cert, key := f.device(t, id, dir)
-	cfg := trackerConfig(e, cert, key, dir+"/state")
+	cfg := f.trackerConfig(t, e, id)
 	tr := startTracker(t, cfg, id)
 	hub := e.HubHost(0)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -95,10 +93,8 @@ func TestQueueBoundAndLateEnrollment(t *testing.T) {
 	t.Parallel()
 	e := startEmu(t)
 	f := newFleet(t)
-	dir := t.TempDir()
 	const id = "sensor-thl-002"
-	_, cert, key := f.device(t, id, dir)
-	cfg := trackerConfig(e, cert, key, dir+"/state")
+	cfg := f.trackerConfig(t, e, id)
 	cfg.Queue.MaxMessages = 3
 	tr := startTracker(t, cfg, id)
 
@@ -141,10 +137,8 @@ func TestDeletedIdentityReprovisions(t *testing.T) {
 	e := startEmu(t)
 	f := newFleet(t)
 	f.enroll(t, e, nil)
-	dir := t.TempDir()
 	const id = "sensor-thl-001"
-	_, cert, key := f.device(t, id, dir)
-	tr := startTracker(t, trackerConfig(e, cert, key, dir+"/state"), id)
+	tr := startTracker(t, f.trackerConfig(t, e, id), id)
 	hub := e.HubHost(0)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -177,7 +171,7 @@ func TestDeletedIdentityReprovisions(t *testing.T) {
 		}
 		return false
 	})
-	if c := tr.logs.count("hub refused the device"); c == 0 {
+	if c := countLines(tr.logs.String(), "hub refused the device"); c == 0 {
 		t.Errorf("no log line saying the hub refused the device")
 	}
 }
@@ -193,9 +187,7 @@ func TestDisabledEnrollmentThenReenabled(t *testing.T) {
 	f.enroll(t, e, nil)
 	hub := e.HubHost(0)
 	start := func(id string) *tracker {
-		dir := t.TempDir()
-		_, cert, key := f.device(t, id, dir)
-		return startTracker(t, trackerConfig(e, cert, key, dir+"/state"), id)
+		return startTracker(t, f.trackerConfig(t, e, id), id)
 	}
 	t1, t2 := start("sensor-thl-001"), start("sensor-thl-002")
 	for _, tr := range []*tracker{t1, t2} {

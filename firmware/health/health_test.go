@@ -1,7 +1,6 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -9,9 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/reefer/tracker/internal/faketime"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 // listen stands in for systemd: a unixgram socket in a temp dir, with
@@ -143,26 +144,9 @@ func TestNewWatchdogFromEnvironment(t *testing.T) {
 	}
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestHealthyWithinInterval(t *testing.T) {
 	t.Parallel()
-	clk := &fakeClock{now: time.Unix(1000, 0)}
+	clk := faketime.NewClock(time.Unix(1000, 0))
 	w, err := NewWatchdog(WatchdogOptions{Interval: 10 * time.Second, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -186,31 +170,13 @@ func TestHealthyWithinInterval(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the Run goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 	conn := listen(t)
-	clk := &fakeClock{now: time.Unix(1000, 0)}
+	clk := faketime.NewClock(time.Unix(1000, 0))
 	tick := make(chan time.Time) // unbuffered: a send returns once Run took it
 	var period time.Duration
 	stopped := make(chan struct{})
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	w, err := NewWatchdog(WatchdogOptions{
 		Interval: 10 * time.Second,
 		Now:      clk.Now,

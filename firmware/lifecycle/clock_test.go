@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reefer/tracker/internal/syncbuf"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
 )
 
@@ -30,7 +31,7 @@ func TestWaitForClock(t *testing.T) {
 	floor := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	t.Run("already set", func(t *testing.T) {
 		t.Parallel()
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		err := WaitForClock(context.Background(), func() time.Time { return floor }, floor, time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
 		if err != nil || logs.String() != "" {
 			t.Errorf("WaitForClock(set clock) = %v, logs %q; want nil and silence", err, logs.String())
@@ -38,7 +39,7 @@ func TestWaitForClock(t *testing.T) {
 	})
 	t.Run("waits for the jump and logs sparingly", func(t *testing.T) {
 		t.Parallel()
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		// 1 initial read + 50 polls in 1970, then set. With a log every 10
 		// polls that is the start line, 5 reminders and the "clock set" line.
 		now := jumpingClock(51, floor.Add(time.Hour))

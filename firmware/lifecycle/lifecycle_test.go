@@ -1,7 +1,6 @@
 package lifecycle
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reefer/tracker/internal/syncbuf"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -68,7 +68,7 @@ type harness struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	p      *Provisioner
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 
 	mu         sync.Mutex
 	now        time.Time
@@ -83,26 +83,9 @@ type harness struct {
 	randValues []float64
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func newHarness(t *testing.T, regs []regStep, conns []connStep) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), now: t0, regs: regs, conns: conns, logs: &syncBuffer{}}
+	h := &harness{t: t, dir: t.TempDir(), now: t0, regs: regs, conns: conns, logs: &syncbuf.Buffer{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	t.Cleanup(h.cancel)
 	p, err := New(Config{

@@ -13,6 +13,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/provisioning/internal/brokertest"
 )
 
@@ -88,13 +89,13 @@ func TestRegisterAgainstBroker(t *testing.T) {
 	t.Parallel()
 	pki := brokertest.NewPKI(t, testRID)
 	addr, hook := startBroker(t, pki, true)
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	res, err := Register(context.Background(), Config{
 		Endpoint:       addr,
 		IDScope:        testScope,
 		RegistrationID: testRID,
 		TLS:            pki.ClientTLS(),
-		Sleep:          s.sleep,
+		Sleep:          s.Sleep,
 		MaxWait:        10 * time.Second,
 	})
 	if err != nil {
@@ -129,7 +130,7 @@ func TestRegisterAgainstBrokerRefused(t *testing.T) {
 		IDScope:        testScope,
 		RegistrationID: testRID,
 		TLS:            pki.ClientTLS(),
-		Sleep:          (&sleepRecorder{}).sleep,
+		Sleep:          (&faketime.Sleeps{}).Sleep,
 	})
 	if !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("Register = %v; want ErrUnauthorized from CONNACK 5", err)
@@ -145,7 +146,7 @@ func TestRegisterAgainstBrokerWithoutClientCert(t *testing.T) {
 		IDScope:        testScope,
 		RegistrationID: testRID,
 		TLS:            &tls.Config{RootCAs: pki.Roots},
-		Sleep:          (&sleepRecorder{}).sleep,
+		Sleep:          (&faketime.Sleeps{}).Sleep,
 	})
 	if !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("Register = %v; want ErrUnauthorized from the server's TLS alert", err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/reefer/tracker/internal/faketime"
 )
 
 const (
@@ -24,7 +26,7 @@ func resTopic(status int, rid string, extra string) string {
 }
 
 // newTestConfig returns a config wired to f, with recorded sleeps and a fixed jitter.
-func newTestConfig(f *fakeDPS, s *sleepRecorder) Config {
+func newTestConfig(f *fakeDPS, s *faketime.Sleeps) Config {
 	return Config{
 		Endpoint:        "127.0.0.1:40001",
 		IDScope:         testScope,
@@ -32,7 +34,7 @@ func newTestConfig(f *fakeDPS, s *sleepRecorder) Config {
 		TLS:             &tls.Config{},
 		MaxWait:         10 * time.Second,
 		ResponseTimeout: 5 * time.Second,
-		Sleep:           s.sleep,
+		Sleep:           s.Sleep,
 		Rand:            func() float64 { return 0.5 },
 		NewClient:       f.newClient,
 	}
@@ -53,7 +55,7 @@ func TestRegisterAssignedAfterPolling(t *testing.T) {
 			return reply{msgs: []fakeMsg{{resTopic(200, fmt.Sprint(n+1), ""), []byte(body200)}}}
 		}
 	}}
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	res, err := Register(context.Background(), newTestConfig(f, s))
 	if err != nil {
 		t.Fatalf("Register: %v", err)
@@ -95,7 +97,7 @@ func TestRegisterAssignedAfterPolling(t *testing.T) {
 		t.Errorf("exchange:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// retry-after 3 honoured, then the 2 s floor when none is given.
-	if got, want := s.got(), []time.Duration{3 * time.Second, 2 * time.Second}; !reflect.DeepEqual(got, want) {
+	if got, want := s.Got(), []time.Duration{3 * time.Second, 2 * time.Second}; !reflect.DeepEqual(got, want) {
 		t.Errorf("sleeps = %v; want %v", got, want)
 	}
 }
@@ -119,11 +121,11 @@ func TestRegisterPollInterval(t *testing.T) {
 			}
 			return reply{msgs: []fakeMsg{{resTopic(200, "2", ""), []byte(body200)}}}
 		}}
-		s := &sleepRecorder{}
+		s := &faketime.Sleeps{}
 		if _, err := Register(context.Background(), newTestConfig(f, s)); err != nil {
 			t.Fatalf("Register(retry-after %q): %v", tt.retryAfter, err)
 		}
-		if got := s.got(); len(got) != 1 || got[0] != tt.want {
+		if got := s.Got(); len(got) != 1 || got[0] != tt.want {
 			t.Errorf("Register(retry-after %q) slept %v; want [%s]", tt.retryAfter, got, tt.want)
 		}
 	}
@@ -150,7 +152,7 @@ func TestRegisterTerminalErrors(t *testing.T) {
 			f := &fakeDPS{respond: func(int, string, []byte) reply {
 				return reply{msgs: []fakeMsg{{resTopic(tt.status, "1", ""), []byte(tt.body)}}}
 			}}
-			s := &sleepRecorder{}
+			s := &faketime.Sleeps{}
 			_, err := Register(context.Background(), newTestConfig(f, s))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Register = %v; want %v", err, tt.want)
@@ -158,8 +160,8 @@ func TestRegisterTerminalErrors(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "dps register sensor-thl-001: ") {
 				t.Errorf("error %q lacks context", err)
 			}
-			if f.sessions != 1 || len(s.got()) != 0 {
-				t.Errorf("sessions=%d sleeps=%v; want one session, no retry", f.sessions, s.got())
+			if f.sessions != 1 || len(s.Got()) != 0 {
+				t.Errorf("sessions=%d sleeps=%v; want one session, no retry", f.sessions, s.Got())
 			}
 		})
 	}
@@ -168,7 +170,7 @@ func TestRegisterTerminalErrors(t *testing.T) {
 func TestRegisterConnackNotAuthorized(t *testing.T) {
 	t.Parallel()
 	f := &fakeDPS{connectErr: func(int) error { return packets.ErrorRefusedNotAuthorised }}
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	_, err := Register(context.Background(), newTestConfig(f, s))
 	if !errors.Is(err, ErrUnauthorized) || !errors.Is(err, packets.ErrorRefusedNotAuthorised) {
 		t.Fatalf("Register = %v; want ErrUnauthorized wrapping the CONNACK error", err)
@@ -186,13 +188,13 @@ func TestRegisterRetriesThrottleWithRetryAfterFloor(t *testing.T) {
 		}
 		return reply{msgs: []fakeMsg{{resTopic(200, "1", ""), []byte(body200)}}}
 	}}
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	if _, err := Register(context.Background(), newTestConfig(f, s)); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
 	// retry-after 7 s is the floor; jitter 0.5 of a 7 s window goes on top
 	// (the window is at least the floor, here larger than the 2 s base).
-	if got, want := s.got(), []time.Duration{7*time.Second + 3500*time.Millisecond}; !reflect.DeepEqual(got, want) {
+	if got, want := s.Got(), []time.Duration{7*time.Second + 3500*time.Millisecond}; !reflect.DeepEqual(got, want) {
 		t.Errorf("sleeps = %v; want %v", got, want)
 	}
 	if f.sessions != 2 {
@@ -205,7 +207,7 @@ func TestRegisterGivesUpAfterMaxAttempts(t *testing.T) {
 	f := &fakeDPS{respond: func(int, string, []byte) reply {
 		return reply{msgs: []fakeMsg{{resTopic(503, "1", ""), nil}}}
 	}}
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	cfg := newTestConfig(f, s)
 	cfg.MaxAttempts = 4
 	cfg.BackoffBase, cfg.BackoffMax = time.Second, 3*time.Second
@@ -221,7 +223,7 @@ func TestRegisterGivesUpAfterMaxAttempts(t *testing.T) {
 	}
 	// Full jitter over 1 s, 2 s, then 4 s capped to 3 s.
 	want := []time.Duration{500 * time.Millisecond, 500 * time.Millisecond, 2700 * time.Millisecond}
-	if got := s.got(); !reflect.DeepEqual(got, want) {
+	if got := s.Got(); !reflect.DeepEqual(got, want) {
 		t.Errorf("sleeps = %v; want %v", got, want)
 	}
 }
@@ -242,12 +244,12 @@ func TestRegisterRetriesNetworkAndLostConnection(t *testing.T) {
 			return reply{msgs: []fakeMsg{{resTopic(200, "1", ""), []byte(body200)}}}
 		},
 	}
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	if _, err := Register(context.Background(), newTestConfig(f, s)); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
-	if f.sessions != 3 || len(s.got()) != 2 {
-		t.Errorf("sessions=%d sleeps=%v; want 3 sessions and 2 back-offs", f.sessions, s.got())
+	if f.sessions != 3 || len(s.Got()) != 2 {
+		t.Errorf("sessions=%d sleeps=%v; want 3 sessions and 2 back-offs", f.sessions, s.Got())
 	}
 }
 
@@ -266,7 +268,7 @@ func TestRegisterPollThrottledPollsSameOperation(t *testing.T) {
 			return reply{msgs: []fakeMsg{{resTopic(200, "4", ""), []byte(body200)}}}
 		}
 	}}
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	if _, err := Register(context.Background(), newTestConfig(f, s)); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -286,7 +288,7 @@ func TestRegisterPollThrottledPollsSameOperation(t *testing.T) {
 		t.Errorf("registers, polls = %d, %d; want 1, 3", registers, polls)
 	}
 	// retry-after 3; then a growing floor (4 s, 8 s) unless retry-after is longer (9 s).
-	if got, want := s.got(), []time.Duration{3 * time.Second, 4 * time.Second, 9 * time.Second}; !reflect.DeepEqual(got, want) {
+	if got, want := s.Got(), []time.Duration{3 * time.Second, 4 * time.Second, 9 * time.Second}; !reflect.DeepEqual(got, want) {
 		t.Errorf("sleeps = %v; want %v", got, want)
 	}
 }
@@ -306,7 +308,7 @@ func TestRegisterReRegistersWhenOperationForgotten(t *testing.T) {
 			return reply{msgs: []fakeMsg{{resTopic(200, "1", ""), []byte(body200)}}}
 		}
 	}}
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	if _, err := Register(context.Background(), newTestConfig(f, s)); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -318,7 +320,7 @@ func TestRegisterReRegistersWhenOperationForgotten(t *testing.T) {
 func TestRegisterResponseTimeout(t *testing.T) {
 	t.Parallel()
 	f := &fakeDPS{} // never answers
-	s := &sleepRecorder{}
+	s := &faketime.Sleeps{}
 	cfg := newTestConfig(f, s)
 	cfg.ResponseTimeout = 20 * time.Millisecond
 	cfg.MaxAttempts = 2
@@ -334,7 +336,7 @@ func TestRegisterResponseTimeout(t *testing.T) {
 func TestRegisterMaxWait(t *testing.T) {
 	t.Parallel()
 	f := &fakeDPS{}
-	cfg := newTestConfig(f, &sleepRecorder{})
+	cfg := newTestConfig(f, &faketime.Sleeps{})
 	cfg.MaxWait = 30 * time.Millisecond
 	cfg.ResponseTimeout = time.Minute
 	start := time.Now()
@@ -350,7 +352,7 @@ func TestRegisterMaxWait(t *testing.T) {
 func TestRegisterCancelled(t *testing.T) {
 	t.Parallel()
 	f := &fakeDPS{}
-	cfg := newTestConfig(f, &sleepRecorder{})
+	cfg := newTestConfig(f, &faketime.Sleeps{})
 	cfg.ResponseTimeout = time.Minute
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(20*time.Millisecond, cancel)
@@ -362,7 +364,7 @@ func TestRegisterCancelled(t *testing.T) {
 
 func TestRegisterConfigErrors(t *testing.T) {
 	t.Parallel()
-	base := newTestConfig(&fakeDPS{}, &sleepRecorder{})
+	base := newTestConfig(&fakeDPS{}, &faketime.Sleeps{})
 	tests := []struct {
 		name string
 		mod  func(*Config)
@@ -387,7 +389,7 @@ func TestRegisterSendsPayload(t *testing.T) {
 	f := &fakeDPS{respond: func(int, string, []byte) reply {
 		return reply{msgs: []fakeMsg{{resTopic(200, "1", ""), []byte(body200)}}}
 	}}
-	cfg := newTestConfig(f, &sleepRecorder{})
+	cfg := newTestConfig(f, &faketime.Sleeps{})
 	cfg.Payload = []byte(`{"modelId":"dtmi:reefer:tracker;1"}`)
 	cfg.Endpoint = ""
 	cfg.TLS = &tls.Config{ServerName: "override.example"}

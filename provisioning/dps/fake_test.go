@@ -1,7 +1,6 @@
 package dps
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -138,23 +137,4 @@ func (c *fakeClient) Publish(topic string, qos byte, retained bool, payload any)
 
 func (c *fakeClient) Disconnect(uint) {
 	c.f.record(event{session: c.session, kind: "disconnect"})
-}
-
-// sleepRecorder replaces Config.Sleep: it records durations and returns at once.
-type sleepRecorder struct {
-	mu     sync.Mutex
-	sleeps []time.Duration
-}
-
-func (s *sleepRecorder) sleep(ctx context.Context, d time.Duration) error {
-	s.mu.Lock()
-	s.sleeps = append(s.sleeps, d)
-	s.mu.Unlock()
-	return ctx.Err()
-}
-
-func (s *sleepRecorder) got() []time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]time.Duration(nil), s.sleeps...)
 }

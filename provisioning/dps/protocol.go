@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/reefer/tracker/provisioning/internal/restopic"
 )
 
 // APIVersion is the DPS api-version the SDKs put in the MQTT user name (spec A.1).
@@ -48,26 +49,11 @@ type response struct {
 // (spec A.2): the status is the integer between "res/" and the next "/",
 // and retry-after is optional, defaulting to 0.
 func parseResponseTopic(topic string) (response, error) {
-	var r response
-	rest, ok := strings.CutPrefix(topic, responsePrefix)
-	if !ok {
-		return r, fmt.Errorf("topic %q is not a DPS response", topic)
-	}
-	statusStr, query, ok := strings.Cut(rest, "/")
-	if !ok {
-		return r, fmt.Errorf("topic %q: no status segment", topic)
-	}
-	status, err := strconv.Atoi(statusStr)
-	if err != nil || status < 100 || status > 999 {
-		return r, fmt.Errorf("topic %q: status %q is not an HTTP-like code", topic, statusStr)
-	}
-	r.Status = status
-	query, _ = strings.CutPrefix(query, "?")
-	vals, err := url.ParseQuery(query)
+	status, vals, err := restopic.Parse(topic, responsePrefix, "DPS response")
 	if err != nil {
-		return r, fmt.Errorf("topic %q: %v", topic, err)
+		return response{}, err
 	}
-	r.RID = vals.Get("$rid")
+	r := response{Status: status, RID: vals.Get("$rid")}
 	if ra := vals.Get("retry-after"); ra != "" {
 		secs, err := strconv.Atoi(ra)
 		if err != nil || secs < 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -53,7 +54,7 @@ func TestCertFilesEndToEnd(t *testing.T) {
 		IDScope:        e.IDScope(),
 		RegistrationID: id.RegistrationID,
 		TLS:            certs.TLSConfig(id, roots, ""), // SNI from the endpoint host
-		Sleep:          (&sleeps{}).sleep,
+		Sleep:          (&faketime.Sleeps{}).Sleep,
 		MaxWait:        30 * time.Second,
 	}
 	res, err := dps.Register(testCtx(t), cfg)
@@ -132,7 +133,7 @@ func TestCertRefusalsMatchTheService(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := dps.Register(testCtx(t), dpsConfig(e, tt.cn, pair, &sleeps{})); !errors.Is(err, tt.wantDPS) {
+			if _, err := dps.Register(testCtx(t), dpsConfig(e, tt.cn, pair, &faketime.Sleeps{})); !errors.Is(err, tt.wantDPS) {
 				t.Errorf("Register = %v; want %v", err, tt.wantDPS)
 			}
 		})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/provisioning/dps"
 )
 
@@ -16,7 +17,7 @@ func TestDPSAssigned(t *testing.T) {
 	e := emulator.StartForTest(t)
 	f := newFleet(t)
 	enrollFleet(t, e, f, nil)
-	s := &sleeps{}
+	s := &faketime.Sleeps{}
 	res, err := dps.Register(testCtx(t), dpsConfig(e, "dev-0001", f.chain(f.device(t, "dev-0001")), s))
 	if err != nil {
 		t.Fatalf("Register: %v", err)
@@ -27,7 +28,7 @@ func TestDPSAssigned(t *testing.T) {
 	}
 	// The emulator sends retry-after=0 in tests; spec A.4 says never poll
 	// faster than every 2 s, so the one wait before the poll is 2 s.
-	if got := s.all(); len(got) != 1 || got[0] != 2*time.Second {
+	if got := s.Got(); len(got) != 1 || got[0] != 2*time.Second {
 		t.Errorf("waits = %v; want [2s] before the one poll", got)
 	}
 	// DPS created the hub identity (spec B.1, G.11).
@@ -70,27 +71,27 @@ func TestDPSRefusals(t *testing.T) {
 		wantCode   int
 	}{
 		{"disabled individual enrollment", "blocked-1", func() dps.Config {
-			return dpsConfig(e, "blocked-1", f.chain(blocked), &sleeps{})
+			return dpsConfig(e, "blocked-1", f.chain(blocked), &faketime.Sleeps{})
 		}, dps.ErrDisabled, 200, 0},
 		{"disabled group", "off-1", func() dps.Config {
-			return dpsConfig(e, "off-1", off.chain(off.device(t, "off-1")), &sleeps{})
+			return dpsConfig(e, "off-1", off.chain(off.device(t, "off-1")), &faketime.Sleeps{})
 		}, dps.ErrDisabled, 200, 0},
 		{"unknown CA", "x-1", func() dps.Config {
-			return dpsConfig(e, "x-1", stranger.chain(stranger.device(t, "x-1")), &sleeps{})
+			return dpsConfig(e, "x-1", stranger.chain(stranger.device(t, "x-1")), &faketime.Sleeps{})
 		}, dps.ErrUnauthorized, 401, 401002},
 		{"registration id is not the CN", "dev-other", func() dps.Config {
-			return dpsConfig(e, "dev-other", f.chain(good), &sleeps{})
+			return dpsConfig(e, "dev-other", f.chain(good), &faketime.Sleeps{})
 		}, dps.ErrBadRequest, 400, 400004},
 		{"leaf without the intermediate that signed it", "dev-2", func() dps.Config {
-			return dpsConfig(e, "dev-2", tlsCert(f.device(t, "dev-2")), &sleeps{})
+			return dpsConfig(e, "dev-2", tlsCert(f.device(t, "dev-2")), &faketime.Sleeps{})
 		}, dps.ErrUnauthorized, 401, 401002},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := &sleeps{}
+			s := &faketime.Sleeps{}
 			cfg := tt.cfg()
-			cfg.Sleep = s.sleep
+			cfg.Sleep = s.Sleep
 			res, err := dps.Register(testCtx(t), cfg)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Register(%s) = %+v, %v; want %v", tt.regID, res, err, tt.want)
@@ -100,8 +101,8 @@ func TestDPSRefusals(t *testing.T) {
 				t.Errorf("Register(%s) error = %#v; want status %d errorCode %d", tt.regID, de, tt.wantStatus, tt.wantCode)
 			}
 			// None of these is retried: at most the one poll wait.
-			if n := len(s.all()); n > 1 {
-				t.Errorf("Register(%s) waited %v; a permanent refusal must not be retried", tt.regID, s.all())
+			if n := len(s.Got()); n > 1 {
+				t.Errorf("Register(%s) waited %v; a permanent refusal must not be retried", tt.regID, s.Got())
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
 	"github.com/reefer/tracker/provisioning/dps"
 	"github.com/reefer/tracker/provisioning/iothub"
@@ -54,34 +55,14 @@ func enrollFleet(t *testing.T, e *emulator.Emulator, f *fleet, mod func(*store.E
 	}
 }
 
-// sleeps records the client's waits and returns at once, so tests run
-// at protocol speed while still checking what the client would wait.
-type sleeps struct {
-	mu sync.Mutex
-	ds []time.Duration
-}
-
-func (s *sleeps) sleep(ctx context.Context, d time.Duration) error {
-	s.mu.Lock()
-	s.ds = append(s.ds, d)
-	s.mu.Unlock()
-	return ctx.Err()
-}
-
-func (s *sleeps) all() []time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]time.Duration(nil), s.ds...)
-}
-
 // dpsConfig registers regID with cert against e.
-func dpsConfig(e *emulator.Emulator, regID string, cert tls.Certificate, s *sleeps) dps.Config {
+func dpsConfig(e *emulator.Emulator, regID string, cert tls.Certificate, s *faketime.Sleeps) dps.Config {
 	return dps.Config{
 		Endpoint:        e.DPSEndpoint(),
 		IDScope:         e.IDScope(),
 		RegistrationID:  regID,
 		TLS:             e.ClientTLSConfig(cert),
-		Sleep:           s.sleep,
+		Sleep:           s.Sleep,
 		MaxWait:         30 * time.Second,
 		ResponseTimeout: 10 * time.Second,
 		ConnectTimeout:  10 * time.Second,
@@ -97,7 +78,7 @@ func testCtx(t *testing.T) context.Context {
 // provision registers a device of f with e and returns its assignment.
 func provision(t *testing.T, e *emulator.Emulator, regID string, cert tls.Certificate) *dps.Result {
 	t.Helper()
-	res, err := dps.Register(testCtx(t), dpsConfig(e, regID, cert, &sleeps{}))
+	res, err := dps.Register(testCtx(t), dpsConfig(e, regID, cert, &faketime.Sleeps{}))
 	if err != nil {
 		t.Fatalf("dps.Register(%s): %v", regID, err)
 	}

@@ -462,7 +462,7 @@ func TestReconnectResubscribesAndRereadsTwin(t *testing.T) {
 	if pubs := h.hub.published("devices/"); len(pubs) != 1 || pubs[0].session != 2 {
 		t.Errorf("telemetry went to %+v; want session 2", pubs)
 	}
-	if got := h.sleeps.got(); len(got) != 1 || got[0] > 2*time.Second {
+	if got := h.sleeps.Got(); len(got) != 1 || got[0] > 2*time.Second {
 		t.Errorf("reconnect sleeps = %v; want one jittered back-off", got)
 	}
 }
@@ -481,7 +481,7 @@ func TestConnectRetriesTransientThenSucceeds(t *testing.T) {
 	}
 	// Full jitter (0.5) over 1 s, 2 s, 4 s.
 	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}
-	if got := h.sleeps.got(); !reflect.DeepEqual(got, want) {
+	if got := h.sleeps.Got(); !reflect.DeepEqual(got, want) {
 		t.Errorf("sleeps = %v; want %v", got, want)
 	}
 }
@@ -582,7 +582,7 @@ func TestTakeoverHeuristic(t *testing.T) {
 		}
 	}
 	// Flapping connections grow the back-off: 1 s·2^n jittered by 0.5, capped at 5 min.
-	got := h.sleeps.got()
+	got := h.sleeps.Got()
 	if len(got) != 7 || got[0] != time.Second || got[1] != 2*time.Second || got[2] != 4*time.Second || got[3] != 500*time.Millisecond {
 		t.Errorf("reconnect sleeps = %v", got)
 	}

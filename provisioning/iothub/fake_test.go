@@ -1,7 +1,6 @@
 package iothub
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/reefer/tracker/internal/faketime"
 )
 
 // fakeHub scripts a paho client so the Client's logic can be driven without a
@@ -198,48 +199,12 @@ func (c *fakeClient) drop(err error) {
 	c.o.OnConnectionLost(c, err)
 }
 
-// fakeClock is a settable Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.t
-}
-
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	f.t = f.t.Add(d)
-	f.mu.Unlock()
-}
-
-type sleeps struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (s *sleeps) sleep(ctx context.Context, d time.Duration) error {
-	s.mu.Lock()
-	s.d = append(s.d, d)
-	s.mu.Unlock()
-	return ctx.Err()
-}
-
-func (s *sleeps) got() []time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]time.Duration(nil), s.d...)
-}
-
 // harness bundles a Client with its fakes and event channels.
 type harness struct {
 	c       *Client
 	hub     *fakeHub
-	clock   *fakeClock
-	sleeps  *sleeps
+	clock   *faketime.Clock
+	sleeps  *faketime.Sleeps
 	states  chan StateChange
 	desired chan Desired
 	c2d     chan Message
@@ -249,8 +214,8 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
 	h := &harness{
 		hub:     newFakeHub(),
-		clock:   &fakeClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)},
-		sleeps:  &sleeps{},
+		clock:   faketime.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)),
+		sleeps:  &faketime.Sleeps{},
 		states:  make(chan StateChange, 100),
 		desired: make(chan Desired, 100),
 		c2d:     make(chan Message, 10),
@@ -264,7 +229,7 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 		OnC2D:            func(m Message) { h.c2d <- m },
 		OnState:          func(s StateChange) { h.states <- s },
 		Now:              h.clock.Now,
-		Sleep:            h.sleeps.sleep,
+		Sleep:            h.sleeps.Sleep,
 		Rand:             func() float64 { return 0.5 },
 		NewClient:        h.hub.newClient,
 	}

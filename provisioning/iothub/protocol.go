@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/provisioning/internal/restopic"
 )
 
 // APIVersion is the IoT Hub api-version put in the MQTT user name (spec B.1).
@@ -264,25 +266,11 @@ type twinResponse struct {
 // parseTwinResponseTopic splits a twin response topic (spec B.5: the status
 // segment must parse as an integer).
 func parseTwinResponseTopic(topic string) (twinResponse, error) {
-	var r twinResponse
-	rest, ok := strings.CutPrefix(topic, twinResPrefix)
-	if !ok {
-		return r, fmt.Errorf("topic %q is not a twin response", topic)
-	}
-	statusStr, query, ok := strings.Cut(rest, "/")
-	if !ok {
-		return r, fmt.Errorf("topic %q: no status segment", topic)
-	}
-	st, err := strconv.Atoi(statusStr)
-	if err != nil || st < 100 || st > 999 {
-		return r, fmt.Errorf("topic %q: bad status %q", topic, statusStr)
-	}
-	r.Status = st
-	vals, err := url.ParseQuery(strings.TrimPrefix(query, "?"))
+	status, vals, err := restopic.Parse(topic, twinResPrefix, "twin response")
 	if err != nil {
-		return r, fmt.Errorf("topic %q: %v", topic, err)
+		return twinResponse{}, err
 	}
-	r.RID = vals.Get("$rid")
+	r := twinResponse{Status: status, RID: vals.Get("$rid")}
 	if r.RID == "" {
 		return r, fmt.Errorf("topic %q: no $rid", topic)
 	}

@@ -23,9 +23,7 @@ func init() {
 func runDoctor(ctx context.Context, io stdio, args []string) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(io.err)
-	cfgPath := fs.String("config", config.DefaultPath, "config `file`")
-	var ov config.Overrides
-	ov.RegisterFlags(fs)
+	cfgPath, ov := configFlags(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	offline := fs.Bool("offline", false, "skip the checks that use the network (DPS, hub)")
 	noSensors := fs.Bool("no-sensors", false, "skip the sensor checks")
@@ -36,14 +34,8 @@ func runDoctor(ctx context.Context, io stdio, args []string) error {
 		fmt.Fprintln(io.err, "usage: tracker doctor [flags]\n\nChecks this tracker and prints OK, WARN or FAIL per check, with the fix.\nExits non-zero when any check FAILs.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	level := "error"
 	if *verbose {
@@ -57,7 +49,7 @@ func runDoctor(ctx context.Context, io stdio, args []string) error {
 	rep := doctor.Run(ctx, doctor.Inputs{
 		ConfigPath: *cfgPath,
 		Getenv:     os.Getenv,
-		Overrides:  ov,
+		Overrides:  *ov,
 		Sensors: func(ctx context.Context, c *config.Config) sensorcheck.Report {
 			return readSensorsOnce(ctx, c, *gpsWait, log)
 		},

@@ -11,12 +11,15 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/reefer/tracker/firmware/config"
 )
 
 // version is stamped by the Makefile with -ldflags "-X main.version=...".
@@ -56,6 +59,30 @@ type configError struct{ err error }
 func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
 
+// configFlags registers --config and the config.Overrides flags that run,
+// provision and doctor share.
+func configFlags(fs *flag.FlagSet) (path *string, o *config.Overrides) {
+	path = fs.String("config", config.DefaultPath, "config `file`")
+	o = new(config.Overrides)
+	o.RegisterFlags(fs)
+	return path, o
+}
+
+// parseFlags parses a subcommand's flags; no subcommand takes arguments.
+// After -h it returns flag.ErrHelp, which run turns into exit 0.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], stdio{os.Stdout, os.Stderr})
@@ -82,7 +109,7 @@ func run(ctx context.Context, args []string, io stdio) int {
 	var ue usageError
 	var ce configError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &ue):
 		fmt.Fprintf(io.err, "tracker %s: %v\n", args[0], err)

@@ -31,10 +31,17 @@ func TestUsage(t *testing.T) {
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
 		{[]string{"help"}, exitOK, "version"},
 		{[]string{"version", "extra"}, exitUsage, "takes no arguments"},
+		{[]string{"run", "-h"}, exitOK, "-config file"},
+		{[]string{"provision", "-h"}, exitOK, "-force"},
+		{[]string{"doctor", "-h"}, exitOK, "usage: tracker doctor"},
+		{[]string{"sensors", "--help"}, exitOK, "-watch"},
+		{[]string{"run", "extra"}, exitUsage, `tracker run: unexpected argument "extra"`},
+		{[]string{"doctor", "--bogus"}, exitUsage, "tracker doctor: flag provided but not defined: -bogus"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runArgs(t, tt.args...)
-		if code != tt.wantCode || !strings.Contains(stderr, tt.wantErr) {
+		// -h is an answer, not an error: no "tracker run: flag: help requested".
+		if code != tt.wantCode || !strings.Contains(stderr, tt.wantErr) || strings.Contains(stderr, "help requested") {
 			t.Errorf("tracker %q = %d, stderr %q; want %d containing %q", tt.args, code, stderr, tt.wantCode, tt.wantErr)
 		}
 	}

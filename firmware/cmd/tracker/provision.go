@@ -44,26 +44,18 @@ type provisionReport struct {
 func runProvision(ctx context.Context, io stdio, args []string) error {
 	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
 	fs.SetOutput(io.err)
-	path := fs.String("config", config.DefaultPath, "config `file`")
-	var o config.Overrides
-	o.RegisterFlags(fs)
+	path, o := configFlags(fs)
 	force := fs.Bool("force", false, "register with DPS even when a valid cached assignment exists")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	timeout := fs.Duration("timeout", 3*time.Minute, "give up after this long (clock wait and DPS retries included)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *timeout <= 0 {
 		return usageError{"--timeout must be positive"}
 	}
 
-	cfg, err := config.Load(*path, os.Getenv, o)
+	cfg, err := config.Load(*path, os.Getenv, *o)
 	if err != nil {
 		return configError{err}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 
 	"periph.io/x/conn/v3/i2c"
@@ -25,19 +24,11 @@ func init() {
 func runRun(ctx context.Context, io stdio, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(io.err)
-	path := fs.String("config", config.DefaultPath, "config `file`")
-	var o config.Overrides
-	o.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err.Error()}
+	path, o := configFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
-	cfg, err := config.Load(*path, os.Getenv, o)
+	cfg, err := config.Load(*path, os.Getenv, *o)
 	if err != nil {
 		// systemctl status shows why the unit will not come back.
 		_ = health.Status("invalid config: " + err.Error())

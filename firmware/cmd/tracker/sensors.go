@@ -132,14 +132,8 @@ func runSensors(ctx context.Context, io stdio, args []string) error {
 	fixWait := fs.Duration("gps-wait", 5*time.Second, "how long to wait for NMEA and a GPS fix")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	cfgPath := fs.String("config", config.DefaultPath, "take the sensor settings from this config `file` when it exists (flags override it)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if err := sf.fromConfig(fs, *cfgPath); err != nil {
 		return err

@@ -1,0 +1,35 @@
+// Package restopic parses the response topics DPS and IoT Hub share the
+// form of: PREFIX{status}/?{query}, as in $dps/registrations/res/202/?$rid=1
+// (spec A.2) and $iothub/twin/res/204/?$rid=1&$version=2 (spec B.5).
+package restopic
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Parse splits topic, which must start with prefix, into its status and
+// query values. what names the kind of topic in the error for another
+// prefix ("DPS response"). As in the C SDK, the status is the integer
+// between the prefix and the next "/" and must look like an HTTP code.
+func Parse(topic, prefix, what string) (status int, query url.Values, err error) {
+	rest, ok := strings.CutPrefix(topic, prefix)
+	if !ok {
+		return 0, nil, fmt.Errorf("topic %q is not a %s", topic, what)
+	}
+	statusStr, q, ok := strings.Cut(rest, "/")
+	if !ok {
+		return 0, nil, fmt.Errorf("topic %q: no status segment", topic)
+	}
+	status, err = strconv.Atoi(statusStr)
+	if err != nil || status < 100 || status > 999 {
+		return 0, nil, fmt.Errorf("topic %q: status %q is not an HTTP-like code", topic, statusStr)
+	}
+	query, err = url.ParseQuery(strings.TrimPrefix(q, "?"))
+	if err != nil {
+		return 0, nil, fmt.Errorf("topic %q: %v", topic, err)
+	}
+	return status, query, nil
+}
