@@ -22,10 +22,8 @@ func TestBootIn1970HoldsSamplesUntilClockSet(t *testing.T) {
 	e := startEmu(t)
 	f := newFleet(t)
 	f.enroll(t, e, nil)
-	dir := t.TempDir()
 	const id = "sensor-thl-001"
-	_, cert, key := f.device(t, id, dir)
-	cfg := trackerConfig(e, cert, key, dir+"/state")
+	cfg := f.trackerConfig(t, e, id)
 
 	// The fake clock drives the agent and the daemon's wall clock; it moves
 	// only when the test says so until the clock is set, then a goroutine
