@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/internal/ctxtime"
 )
 
 // Defaults for zero Options fields.
@@ -68,7 +69,7 @@ func New(opts Options, log *slog.Logger) *Receiver {
 		opts.BackoffMax = max(DefaultBackoffMax, opts.BackoffMin)
 	}
 	if opts.Sleep == nil {
-		opts.Sleep = sleepCtx
+		opts.Sleep = ctxtime.Sleep
 	}
 	if opts.Source == "" {
 		opts.Source = drivers.Hardware
@@ -80,17 +81,6 @@ func New(opts Options, log *slog.Logger) *Receiver {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Receiver{opts: opts, log: log.With("driver", "gps", "source", string(opts.Source))}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Latest returns the current fix. It returns false when the receiver has

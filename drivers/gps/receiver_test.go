@@ -16,6 +16,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/internal/syncbuf"
 )
 
@@ -187,7 +188,7 @@ func TestReceiverReconnect(t *testing.T) {
 		mu.Lock()
 		sleeps = append(sleeps, d)
 		mu.Unlock()
-		return sleepCtx(ctx, time.Millisecond) // keep the test fast
+		return ctxtime.Sleep(ctx, time.Millisecond) // keep the test fast
 	}
 	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))

@@ -2,7 +2,6 @@ package doctor
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -127,24 +126,9 @@ func readChain(certFile string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device certificate: %w", err)
 	}
-	var chain []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", certFile, len(chain)+1, err)
-		}
-		chain = append(chain, c)
-	}
-	if len(chain) == 0 {
-		return nil, fmt.Errorf("%s: no CERTIFICATE PEM block", certFile)
+	chain, err := certs.ParsePEMCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	return chain, nil
 }

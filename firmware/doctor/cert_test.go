@@ -66,6 +66,16 @@ func TestCheckCertificate(t *testing.T) {
 			mangle: func(t *testing.T, d *device) { os.Remove(d.certFile) },
 			key:    want{OK, "", ""}, id: want{Warn, "not checked", "see certificate chain"},
 			chain: want{Fail, "no such file", "install the device certificate chain"}, dates: want{Warn, "not checked", ""}},
+		{name: "key in the certificate file", cn: "tracker-0042", opts: valid,
+			mangle: func(t *testing.T, d *device) { copyFile(t, d.keyFile, d.certFile) },
+			key:    want{OK, "", ""}, id: want{Warn, "not checked", "see certificate chain"},
+			chain: want{Fail, ".pem: no CERTIFICATE PEM block", "install the device certificate chain"}, dates: want{Warn, "not checked", ""}},
+		{name: "garbage certificate", cn: "tracker-0042", opts: valid,
+			mangle: func(t *testing.T, d *device) {
+				writeFile(t, d.certFile, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+			},
+			key: want{OK, "", ""}, id: want{Warn, "not checked", "see certificate chain"},
+			chain: want{Fail, ".pem: certificate 1: x509: ", "install the device certificate chain"}, dates: want{Warn, "not checked", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,4 +132,20 @@ func chmod(t *testing.T, path string, mode os.FileMode) {
 	if err := os.Chmod(path, mode); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, to, string(b))
 }

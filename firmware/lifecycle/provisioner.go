@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -111,7 +112,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleepCtx
+		cfg.Sleep = ctxtime.Sleep
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64

@@ -262,18 +262,3 @@ func (p *Provisioner) long(n int) time.Duration {
 	d := time.Duration((0.5 + 0.5*p.cfg.Rand()) * float64(ceil))
 	return min(max(d, p.cfg.RetryMin), p.cfg.RetryMax)
 }
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}

@@ -230,7 +230,7 @@ func loadCerts(certFile string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read device certificate: %w", err)
 	}
-	chain, err := parsePEMCerts(data)
+	chain, err := ParsePEMCerts(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}

@@ -41,7 +41,7 @@ func ServerRoots(caFile string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server CA file: %w", err)
 	}
-	certs, err := parsePEMCerts(data)
+	certs, err := ParsePEMCerts(data)
 	if err != nil {
 		return nil, fmt.Errorf("server CA file %s: %w", caFile, err)
 	}
@@ -63,7 +63,7 @@ func embeddedRoots() ([]*x509.Certificate, error) {
 		if err != nil {
 			return nil, err
 		}
-		certs, err := parsePEMCerts(data)
+		certs, err := ParsePEMCerts(data)
 		if err != nil {
 			return nil, fmt.Errorf("embedded %s: %w", f, err)
 		}
@@ -72,9 +72,9 @@ func embeddedRoots() ([]*x509.Certificate, error) {
 	return all, nil
 }
 
-// parsePEMCerts parses every CERTIFICATE block of data, in order, skipping
-// other block types.
-func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
+// ParsePEMCerts parses every CERTIFICATE block of data, in order, skipping
+// other block types. It fails when there is none.
+func ParsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var b *pem.Block

@@ -24,6 +24,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
@@ -123,7 +124,7 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.MaxAttempts = 6
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = retry.Sleep
+		cfg.Sleep = ctxtime.Sleep
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64

@@ -41,6 +41,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
@@ -202,7 +203,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Now = time.Now
 	}
 	if c.Sleep == nil {
-		c.Sleep = retry.Sleep
+		c.Sleep = ctxtime.Sleep
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64

@@ -1,11 +1,10 @@
 // Package retry holds what the DPS and IoT Hub clients share about failing
-// and trying again: capped exponential back-off with full jitter, a
-// context-aware sleep, and the classification of an MQTT CONNECT error into
-// "the server refused our identity" versus "try again later".
+// and trying again: capped exponential back-off with full jitter, and the
+// classification of an MQTT CONNECT error into "the server refused our
+// identity" versus "try again later".
 package retry
 
 import (
-	"context"
 	"errors"
 	"net"
 	"time"
@@ -40,23 +39,6 @@ func Backoff(attempt int, base, max, floor time.Duration, rnd float64) time.Dura
 		window = floor
 	}
 	return floor + time.Duration(rnd*float64(window))
-}
-
-// Sleep waits d or until ctx ends; then it returns context.Cause(ctx) (the
-// same as ctx.Err() unless the context was given a cause). A d <= 0 does
-// not wait but still reports a context that has already ended.
-func Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
 }
 
 // ConnectOutcome is what a failed MQTT CONNECT says about retrying.
