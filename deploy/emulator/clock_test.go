@@ -3,30 +3,13 @@ package emulator
 import (
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/reefer/tracker/internal/faketime"
 )
 
-// fakeClock is a Config.Now that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock() *faketime.Clock { return faketime.NewClock(time.Now()) }
 
 // TestDPSThrottlingFakeClock steps through the registration limit
 // (per minute, spec F) and the poll limit (5 per 10 s, spec A.4) with an

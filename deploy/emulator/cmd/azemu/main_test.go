@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,25 +9,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestRunServesAndStops(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuf
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--hubs", "2", "--id-scope", "0ne00TEST", "--log-level", "debug", "--telemetry-per-second", "100"}, &out)
@@ -98,7 +89,7 @@ func TestRunErrors(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, "not defined"},
 	}
 	for _, c := range cases {
-		var out syncBuf
+		var out syncbuf.Buffer
 		err := run(context.Background(), c.args, &out)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("run(%s) = %v; want error containing %q", c.name, err, c.want)
