@@ -152,6 +152,38 @@ func TestRestartPreventMatchesTrackerExitConfig(t *testing.T) {
 	}
 }
 
+// An unattended tracker must never stop being restarted: once the start
+// limit is hit systemd leaves the unit failed until someone reboots the
+// board, which at sea means until the container is back in port. A crash
+// loop (a corrupt queue, a wedged bus) restarts every RestartSec, so the
+// limit must be off or out of that loop's reach.
+func TestCrashLoopNeverExhaustsStartLimit(t *testing.T) {
+	t.Parallel()
+	u := parseUnit(t, readFile(t, unitFile))
+	seconds := func(section, key string, def int) int {
+		v := u[section][key]
+		if len(v) == 0 {
+			return def
+		}
+		n, err := strconv.Atoi(v[len(v)-1])
+		if err != nil {
+			t.Fatalf("[%s] %s = %q; want whole seconds", section, key, v)
+		}
+		return n
+	}
+	// systemd's defaults: DefaultStartLimitIntervalSec=10s, burst 5, RestartSec=100ms.
+	interval := seconds("Unit", "StartLimitIntervalSec", 10)
+	burst := seconds("Unit", "StartLimitBurst", 5)
+	restart := seconds("Service", "RestartSec", 0)
+	if restart < 1 {
+		t.Errorf("RestartSec = %d; want at least 1 s between restarts (no busy crash loop)", restart)
+	}
+	if interval != 0 && burst*restart <= interval {
+		t.Errorf("StartLimitIntervalSec=%d, StartLimitBurst=%d, RestartSec=%d: a crash loop reaches the start limit "+
+			"after %d s and the tracker stays down for good; want StartLimitIntervalSec=0", interval, burst, restart, burst*restart)
+	}
+}
+
 func TestDefaultsAndSysusers(t *testing.T) {
 	t.Parallel()
 	defaults := readFile(t, "tracker.defaults")

@@ -311,3 +311,48 @@ func TestPartialBatchAcksOnlyWhatWasSent(t *testing.T) {
 		t.Errorf("sent seqs = %v; want %v each once", got, want)
 	}
 }
+
+// ackFailQueue is a queue whose Ack always fails, as bbolt does on a full
+// or read-only SD card.
+type ackFailQueue struct {
+	*agenttest.Queue
+	acks atomic.Int64
+}
+
+func (q *ackFailQueue) Ack(...string) error {
+	q.acks.Add(1)
+	return agenttest.ErrFake
+}
+
+func TestAckFailureBacksOff(t *testing.T) {
+	t.Parallel()
+	var q *ackFailQueue
+	r := newRig(t, func(c *agent.Config) {
+		q = &ackFailQueue{Queue: c.Queue.(*agenttest.Queue)}
+		c.Queue = q
+		c.TelemetryDelay = time.Hour
+		c.BackoffMin = time.Second
+		c.BackoffMax = 4 * time.Second
+	})
+	r.a.SetConnected(true)
+	r.start()
+	// The message went out but stays queued: the sender must treat that as
+	// a failure and wait, not resend the same message in a tight loop.
+	r.waitDeadline(500 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // a hot loop would resend thousands of times
+	if got := r.pub.Calls(); got != 1 {
+		t.Errorf("after a failed ack: %d send calls before the back-off ran out; want 1", got)
+	}
+	if got := q.acks.Load(); got != 1 {
+		t.Errorf("after a failed ack: %d ack calls; want 1", got)
+	}
+	if st := r.a.Status(); st.QueueErrors == 0 || st.LastError == "" {
+		t.Errorf("Status() = %+v; want the ack failure counted and reported", st)
+	}
+	// Back-off over: the same message is sent again (same id), once.
+	r.clock.Advance(500 * time.Millisecond)
+	eventually(t, "a resend", func() bool { return r.pub.Calls() >= 2 })
+	if sent := r.pub.Sent(); sent[0].ID != sent[1].ID {
+		t.Errorf("resent %q; want the same id %q", sent[1].ID, sent[0].ID)
+	}
+}

@@ -54,9 +54,14 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 			continue
 		}
 		sent, err := a.sendBatch(ctx, batch)
-		a.ack(sent)
-		if len(sent) > 0 {
+		ackErr := a.ack(sent)
+		if len(sent) > 0 && ackErr == nil {
 			failures = 0
+		}
+		if err == nil {
+			// Sent but still queued: retrying at once would resend the
+			// same batch in a tight loop for as long as the disk fails.
+			err = ackErr
 		}
 		if err != nil {
 			failures++
@@ -92,13 +97,15 @@ func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]string, error)
 // storage one write per message would wear the card for nothing. A crash
 // before the Ack resends at most one batch, with the same ids, which the
 // cloud de-duplicates.
-func (a *Agent) ack(ids []string) {
+func (a *Agent) ack(ids []string) error {
 	if len(ids) == 0 {
-		return
+		return nil
 	}
 	if err := a.cfg.Queue.Ack(ids...); err != nil {
 		a.queueFailed("ack", err)
+		return err
 	}
+	return nil
 }
 
 func isClosed(ch <-chan struct{}) bool {
