@@ -300,6 +300,11 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 	cn.cli = cfg.NewClient(opts)
 
 	if err := cn.wait(ctx, cn.cli.Connect(), cfg.ConnectTimeout); err != nil {
+		// The CONNECT may still be in flight (ctx ended, or our timer beat
+		// paho's): paho would finish it in the background and keep the
+		// connection. Disconnect waits for it and closes it; on a client
+		// that never connected it is a no-op.
+		cn.cli.Disconnect(0)
 		if ctx.Err() != nil {
 			return nil, err
 		}

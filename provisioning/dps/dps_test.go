@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/reefer/tracker/internal/faketime"
@@ -359,6 +360,27 @@ func TestRegisterCancelled(t *testing.T) {
 	_, err := Register(ctx, cfg)
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTransient) {
 		t.Fatalf("Register = %v; want context.Canceled only", err)
+	}
+}
+
+// A CONNECT abandoned half-way must still be torn down: paho finishes the
+// handshake in the background and would otherwise leave a live connection
+// (and its goroutines) behind.
+func TestRegisterCancelledDuringConnectDisconnects(t *testing.T) {
+	t.Parallel()
+	f := &fakeDPS{connectTok: func(int) mqtt.Token { return &pendingToken{ch: make(chan struct{})} }}
+	cfg := newTestConfig(f, &faketime.Sleeps{})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if _, err := Register(ctx, cfg); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Register = %v; want context.Canceled", err)
+	}
+	var kinds []string
+	for _, e := range f.snapshot() {
+		kinds = append(kinds, e.kind)
+	}
+	if want := []string{"connect", "disconnect"}; !reflect.DeepEqual(kinds, want) {
+		t.Errorf("events = %v; want %v", kinds, want)
 	}
 }
 
