@@ -203,6 +203,28 @@ func TestRegisterRetriesThrottleWithRetryAfterFloor(t *testing.T) {
 	}
 }
 
+// When MaxWait runs out during the back-off after a 429, the error must
+// still say "throttled" and carry the retry-after: the caller's next
+// attempt is what honours it (spec A.4). A plain transient timeout would
+// let lifecycle retry after a short jitter and hammer a throttled DPS.
+func TestRegisterMaxWaitDuringThrottleBackoffKeepsRetryAfter(t *testing.T) {
+	t.Parallel()
+	f := &fakeDPS{respond: func(int, string, []byte) reply {
+		return reply{msgs: []fakeMsg{{resTopic(429, "1", "&retry-after=120"), []byte(`{"errorCode":429001,"message":"throttled"}`)}}}
+	}}
+	cfg := newTestConfig(f, &faketime.Sleeps{})
+	cfg.MaxWait = 50 * time.Millisecond
+	cfg.Sleep = func(ctx context.Context, _ time.Duration) error { <-ctx.Done(); return ctx.Err() }
+	_, err := Register(context.Background(), cfg)
+	var de *Error
+	if !errors.Is(err, ErrThrottled) || !errors.As(err, &de) || de.RetryAfter != 120*time.Second {
+		t.Fatalf("Register = %v; want ErrThrottled with RetryAfter 2m0s", err)
+	}
+	if !errors.Is(err, errMaxWait) {
+		t.Errorf("Register = %v; want it to wrap errMaxWait too", err)
+	}
+}
+
 func TestRegisterGivesUpAfterMaxAttempts(t *testing.T) {
 	t.Parallel()
 	f := &fakeDPS{respond: func(int, string, []byte) reply {
