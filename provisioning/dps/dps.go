@@ -218,7 +218,7 @@ func register(parent context.Context, cfg Config) (*Result, error) {
 		}
 		if ctx.Err() != nil {
 			// Our own MaxWait: a clean, typed timeout.
-			return nil, &Error{Kind: ErrTransient, Op: "register", Err: errMaxWait, Message: err.Error()}
+			return nil, maxWaitError(err)
 		}
 		if !retriable(err) || attempt+1 >= cfg.MaxAttempts {
 			return nil, err
@@ -230,13 +230,24 @@ func register(parent context.Context, cfg Config) (*Result, error) {
 		}
 		d := retry.Backoff(attempt, cfg.BackoffBase, cfg.BackoffMax, floor, cfg.Rand())
 		log.Warn("dps attempt failed; retrying", "attempt", attempt+1, "delay", d, "err", err)
-		if err := cfg.Sleep(ctx, d); err != nil {
+		if serr := cfg.Sleep(ctx, d); serr != nil {
 			if parent.Err() != nil {
 				return nil, context.Cause(parent)
 			}
-			return nil, &Error{Kind: ErrTransient, Op: "register", Err: errMaxWait, Message: err.Error()}
+			return nil, maxWaitError(err)
 		}
 	}
+}
+
+// maxWaitError is the error when MaxWait runs out after the failure last.
+// A throttled last attempt stays ErrThrottled with its retry-after (spec
+// A.4: honour retry-after), so that the caller's next attempt still waits
+// for it instead of treating the timeout as a short transient failure.
+func maxWaitError(last error) error {
+	if errors.Is(last, ErrThrottled) {
+		return fmt.Errorf("%w (%w)", last, errMaxWait)
+	}
+	return &Error{Kind: ErrTransient, Op: "register", Err: errMaxWait, Message: last.Error()}
 }
 
 // conn is one MQTT connection to DPS: its responses and its loss.
@@ -300,6 +311,11 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 	cn.cli = cfg.NewClient(opts)
 
 	if err := cn.wait(ctx, cn.cli.Connect(), cfg.ConnectTimeout); err != nil {
+		// The CONNECT may still be in flight (ctx ended, or our timer beat
+		// paho's): paho would finish it in the background and keep the
+		// connection. Disconnect waits for it and closes it; on a client
+		// that never connected it is a no-op.
+		cn.cli.Disconnect(0)
 		if ctx.Err() != nil {
 			return nil, err
 		}

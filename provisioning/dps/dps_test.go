@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/reefer/tracker/internal/faketime"
@@ -202,6 +203,28 @@ func TestRegisterRetriesThrottleWithRetryAfterFloor(t *testing.T) {
 	}
 }
 
+// When MaxWait runs out during the back-off after a 429, the error must
+// still say "throttled" and carry the retry-after: the caller's next
+// attempt is what honours it (spec A.4). A plain transient timeout would
+// let lifecycle retry after a short jitter and hammer a throttled DPS.
+func TestRegisterMaxWaitDuringThrottleBackoffKeepsRetryAfter(t *testing.T) {
+	t.Parallel()
+	f := &fakeDPS{respond: func(int, string, []byte) reply {
+		return reply{msgs: []fakeMsg{{resTopic(429, "1", "&retry-after=120"), []byte(`{"errorCode":429001,"message":"throttled"}`)}}}
+	}}
+	cfg := newTestConfig(f, &faketime.Sleeps{})
+	cfg.MaxWait = 50 * time.Millisecond
+	cfg.Sleep = func(ctx context.Context, _ time.Duration) error { <-ctx.Done(); return ctx.Err() }
+	_, err := Register(context.Background(), cfg)
+	var de *Error
+	if !errors.Is(err, ErrThrottled) || !errors.As(err, &de) || de.RetryAfter != 120*time.Second {
+		t.Fatalf("Register = %v; want ErrThrottled with RetryAfter 2m0s", err)
+	}
+	if !errors.Is(err, errMaxWait) {
+		t.Errorf("Register = %v; want it to wrap errMaxWait too", err)
+	}
+}
+
 func TestRegisterGivesUpAfterMaxAttempts(t *testing.T) {
 	t.Parallel()
 	f := &fakeDPS{respond: func(int, string, []byte) reply {
@@ -359,6 +382,27 @@ func TestRegisterCancelled(t *testing.T) {
 	_, err := Register(ctx, cfg)
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTransient) {
 		t.Fatalf("Register = %v; want context.Canceled only", err)
+	}
+}
+
+// A CONNECT abandoned half-way must still be torn down: paho finishes the
+// handshake in the background and would otherwise leave a live connection
+// (and its goroutines) behind.
+func TestRegisterCancelledDuringConnectDisconnects(t *testing.T) {
+	t.Parallel()
+	f := &fakeDPS{connectTok: func(int) mqtt.Token { return &pendingToken{ch: make(chan struct{})} }}
+	cfg := newTestConfig(f, &faketime.Sleeps{})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if _, err := Register(ctx, cfg); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Register = %v; want context.Canceled", err)
+	}
+	var kinds []string
+	for _, e := range f.snapshot() {
+		kinds = append(kinds, e.kind)
+	}
+	if want := []string{"connect", "disconnect"}; !reflect.DeepEqual(kinds, want) {
+		t.Errorf("events = %v; want %v", kinds, want)
 	}
 }
 

@@ -27,6 +27,14 @@ func (t *doneToken) WaitTimeout(time.Duration) bool { return true }
 func (t *doneToken) Done() <-chan struct{}          { return t.ch }
 func (t *doneToken) Error() error                   { return t.err }
 
+// pendingToken never completes (a CONNECT still in progress).
+type pendingToken struct{ ch chan struct{} }
+
+func (t *pendingToken) Wait() bool                     { <-t.ch; return true }
+func (t *pendingToken) WaitTimeout(time.Duration) bool { return false }
+func (t *pendingToken) Done() <-chan struct{}          { return t.ch }
+func (t *pendingToken) Error() error                   { return nil }
+
 type fakeMsg struct {
 	topic   string
 	payload []byte
@@ -60,6 +68,7 @@ type fakeDPS struct {
 	opts       []*mqtt.ClientOptions
 	sessions   int
 	connectErr func(session int) error
+	connectTok func(session int) mqtt.Token // overrides connectErr when set
 	// respond is called for every publish, with the running publish index.
 	respond func(n int, topic string, payload []byte) reply
 	pubs    int
@@ -94,6 +103,9 @@ type fakeClient struct {
 
 func (c *fakeClient) Connect() mqtt.Token {
 	c.f.record(event{session: c.session, kind: "connect"})
+	if c.f.connectTok != nil {
+		return c.f.connectTok(c.session)
+	}
 	if c.f.connectErr != nil {
 		if err := c.f.connectErr(c.session); err != nil {
 			return newToken(err)

@@ -492,6 +492,13 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 
 	if err := s.wait(ctx, s.cli.Connect(), c.cfg.ConnectTimeout); err != nil {
 		s.markLost(err)
+		// The CONNECT may still be in flight (ctx ended at Close or
+		// HubGiveUp, or our timer beat paho's). Left alone, paho would finish
+		// it in the background and keep a second connection with this device
+		// id, which the hub plays off against the next one (spec B.7).
+		// Disconnect waits for it and closes it; after a failed CONNECT it is
+		// a no-op.
+		s.cli.Disconnect(0)
 		if kind := classifyConnect(err); kind != nil {
 			return nil, fmt.Errorf("connect: %w: %w", kind, err)
 		}

@@ -630,6 +630,28 @@ func TestConnectCancelled(t *testing.T) {
 	}
 }
 
+// A CONNECT abandoned half-way (ctx ended, or Close) must still be torn
+// down: paho finishes the handshake in the background, and a connection
+// left behind would keep the device id busy on the hub and knock off the
+// next one (spec B.7).
+func TestAbandonedConnectIsDisconnected(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.hub.connectTok = func(int) mqtt.Token { return newPendingToken() }
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if err := h.c.Connect(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Connect = %v; want context.Canceled", err)
+	}
+	cli := h.hub.last()
+	cli.mu.Lock()
+	down := cli.down
+	cli.mu.Unlock()
+	if !down {
+		t.Error("half-open MQTT client not disconnected after the connect was abandoned")
+	}
+}
+
 func TestInitialTwinFailureRetries(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)

@@ -64,6 +64,9 @@ type fakeHub struct {
 	subs       map[int][]subscription // per session
 	pubs       []pub
 	connectErr func(n int) error // n counts connect attempts from 1
+	// connectTok, when set, supplies the CONNECT token (e.g. one that never
+	// completes, for a connect abandoned half-way).
+	connectTok func(n int) mqtt.Token
 	connects   int
 	twin       string // GET body
 	twinStatus int
@@ -127,7 +130,11 @@ func (c *fakeClient) Connect() mqtt.Token {
 	c.h.connects++
 	n := c.h.connects
 	f := c.h.connectErr
+	tokf := c.h.connectTok
 	c.h.mu.Unlock()
+	if tokf != nil {
+		return tokf(n)
+	}
 	if f != nil {
 		if err := f(n); err != nil {
 			return doneToken(err)
