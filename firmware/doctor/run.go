@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/firmware/sensorcheck"
 	"github.com/reefer/tracker/provisioning/certs"
@@ -99,7 +100,12 @@ func Run(ctx context.Context, in Inputs) Report {
 	}
 
 	// 3. Clock.
+	// The same floor the daemon waits for (lifecycle.ClockFloor), so the
+	// doctor never calls a clock OK that the tracker still waits on.
 	floor, floorWhat := in.BuildTime, "this firmware was built"
+	if lifecycle.MinClock.After(floor) {
+		floor, floorWhat = lifecycle.MinClock, "the earliest date this firmware accepts"
+	}
 	if cr.Leaf != nil && cr.Leaf.NotBefore.After(floor) {
 		floor, floorWhat = cr.Leaf.NotBefore, "the device certificate's start"
 	}

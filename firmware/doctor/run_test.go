@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
@@ -124,4 +125,27 @@ func TestRunWithLoadedConfig(t *testing.T) {
 	if r.Failed() {
 		t.Errorf("Failed() = true: %s", names(r.Checks))
 	}
+}
+
+// The clock check uses the floor the daemon waits for: a clock before
+// lifecycle.MinClock fails even when nothing else (an unknown build time,
+// an old certificate) says so.
+func TestRunClockBelowTrackerFloor(t *testing.T) {
+	t.Parallel()
+	dev := newDevice(t, "tracker-0042", certstest.Options{NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Now().Add(90 * day)})
+	cfgPath := filepath.Join(t.TempDir(), "tracker.json")
+	writeConfig(t, cfgPath, map[string]any{"idScope": "0ne00000A0A", "certFile": dev.certFile, "keyFile": dev.keyFile,
+		"stateDir": t.TempDir(), "dpsEndpoint": "dps.test:8883"})
+	early := lifecycle.MinClock.Add(-24 * time.Hour)
+	r := Run(context.Background(), Inputs{ConfigPath: cfgPath, Offline: true, SkipSensors: true,
+		Now: func() time.Time { return early }, Synced: func() (bool, error) { return true, nil }})
+	for _, c := range r.Checks {
+		if c.Name == "clock" {
+			if c.Status != Fail || !strings.Contains(c.Detail, "earliest date this firmware accepts") {
+				t.Errorf("clock check at %s = %+v; want FAIL naming the firmware's floor", early, c)
+			}
+			return
+		}
+	}
+	t.Errorf("no clock check in %s", names(r.Checks))
 }

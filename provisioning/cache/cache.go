@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -79,6 +80,10 @@ func (a *Assignment) validate() error {
 	switch {
 	case a.Hub == "":
 		return errors.New("hub is empty")
+	case !validHub(a.Hub):
+		// A hub the client cannot even dial must send the tracker back to
+		// DPS, not into retrying it forever.
+		return fmt.Errorf("hub %q is not host[:port]", a.Hub)
 	case a.DeviceID == "":
 		return errors.New("deviceId is empty")
 	case a.CertFingerprintSHA256 == "":
@@ -161,4 +166,26 @@ func writeAtomic(dir, name string, data []byte) (err error) {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// validHub accepts what DPS puts in assignedHub: a host name, with a port
+// when the hub is not on 8883 (the emulator's localhost:PORT).
+func validHub(h string) bool {
+	host, port := h, ""
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		host, port = h[:i], h[i+1:]
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, c := range host {
+		if !(c == '-' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

@@ -74,6 +74,10 @@ func TestLoadCorrupt(t *testing.T) {
 		{"wrong version", `{"version":9,"hub":"h","deviceId":"d","certFingerprintSha256":"f"}`, "version 9"},
 		{"no hub", `{"version":1,"deviceId":"d","certFingerprintSha256":"f"}`, "hub is empty"},
 		{"no fingerprint", `{"version":1,"hub":"h","deviceId":"d"}`, "certFingerprintSha256 is empty"},
+		// A hub the client cannot dial must not be retried forever.
+		{"hub with a path", `{"version":1,"hub":"h.example/x","deviceId":"d","certFingerprintSha256":"f"}`, "not host[:port]"},
+		{"hub with a bad port", `{"version":1,"hub":"localhost:99999","deviceId":"d","certFingerprintSha256":"f"}`, "not host[:port]"},
+		{"hub with a space", `{"version":1,"hub":"hub x","deviceId":"d","certFingerprintSha256":"f"}`, "not host[:port]"},
 		{"unknown field", `{"version":1,"hub":"h","deviceId":"d","certFingerprintSha256":"f","x":1}`, "unknown field"},
 		{"bad time", `{"version":1,"hub":"h","deviceId":"d","certFingerprintSha256":"f","assignedAt":"yesterday"}`, "cannot parse"},
 	}
@@ -165,6 +169,18 @@ func TestValid(t *testing.T) {
 	for _, tt := range tests {
 		if got := Valid(tt.a, tt.fp); got != tt.want {
 			t.Errorf("Valid(%s) = %v; want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestValidHub(t *testing.T) {
+	t.Parallel()
+	for h, want := range map[string]bool{
+		"contoso.azure-devices.net": true, "localhost": true, "localhost:40113": true, "127.0.0.1:8883": true,
+		"": false, ":8883": false, "host:": false, "host:0": false, "host:65536": false, "a/b": false, "a b": false, "h#x": false,
+	} {
+		if got := validHub(h); got != want {
+			t.Errorf("validHub(%q) = %v; want %v", h, got, want)
 		}
 	}
 }
