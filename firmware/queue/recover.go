@@ -31,9 +31,9 @@ const MaxCorruptKept = 3
 
 // Recovery describes a database that Open found corrupt and replaced.
 type Recovery struct {
-	Aside string    // where the corrupt file now is
-	At    time.Time // when it was moved
-	Cause string    // why it was judged corrupt
+	Aside string    `json:"aside"` // where the corrupt file now is
+	At    time.Time `json:"at"`    // when it was moved
+	Cause string    `json:"cause"` // why it was judged corrupt
 }
 
 // isCorruptOpenErr tells a damaged file from a failure that says nothing
