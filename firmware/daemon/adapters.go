@@ -74,6 +74,9 @@ func (l hubLink) UpdateReported(ctx context.Context, patch map[string]any) error
 	}
 	patch = maps.Clone(patch)
 	patch[PropProvisioning] = l.d.prov.Status()
+	if r := l.d.queue.Recovered(); r != nil {
+		patch[PropQueueRecovered] = r
+	}
 	_, err := c.UpdateReported(ctx, patch)
 	return err
 }
@@ -128,12 +131,16 @@ func (d *Daemon) methodGetStatus(ctx context.Context, _ json.RawMessage) (int, a
 	if err != nil {
 		return 503, map[string]string{"error": err.Error()}
 	}
+	// The daemon's own queue figures: opening its locked database would
+	// cost doctor's lock wait on every call.
+	n, b := d.queue.Len()
 	rep := doctor.Run(ctx, doctor.Inputs{
-		Config:      d.cfg.Tracker,
-		Offline:     true,
-		SkipSensors: true,
-		Now:         d.t.Now,
-		Logger:      d.log,
+		RunningQueue: &doctor.QueueFigures{Count: n, Bytes: b, Dropped: d.queue.Dropped(), Recovered: d.queue.Recovered()},
+		Config:       d.cfg.Tracker,
+		Offline:      true,
+		SkipSensors:  true,
+		Now:          d.t.Now,
+		Logger:       d.log,
 	})
 	return 200, statusAnswer{Status: st, Doctor: rep}
 }

@@ -38,6 +38,11 @@ const (
 // PropProvisioning is the reported property carrying the lifecycle status.
 const PropProvisioning = "provisioning"
 
+// PropQueueRecovered is the reported property telling the cloud that the
+// queue database was found corrupt at this start and replaced: the
+// readings queued in it are lost. Absent when nothing was lost.
+const PropQueueRecovered = "queueRecovered"
+
 // Defaults of Tuning.
 const (
 	DefaultReadyWait      = 30 * time.Second // well under the unit's TimeoutStartSec=90
@@ -155,6 +160,7 @@ type Daemon struct {
 	client *iothub.Client // current hub session, nil when none
 	tls    *tls.Config    // client TLS for the hub: device chain, server roots
 	note   string         // overrides the status line (clock wait)
+	queue  *queue.Queue   // set with agent
 }
 
 // New checks cfg and returns a Daemon ready to Run.
@@ -234,15 +240,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("daemon: state directory: %w", err)
 	}
 	qpath := filepath.Join(tc.StateDir, QueueFile)
+	// Recover: a queue.db damaged by the SD card is moved aside and
+	// replaced (queue logs it at ERROR) rather than failing every start
+	// while systemd restarts us forever. Sequence numbers stay unique.
 	q, err := queue.Open(qpath, queue.Options{
 		MaxCount: tc.Queue.MaxMessages, MaxBytes: tc.Queue.MaxBytes, Logger: d.log,
+		Recover: true, Now: d.t.Now,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	n, b := q.Len()
 	d.log.Info("queue opened", "path", qpath, "queued", n, "bytes", b, "dropped", q.Dropped(),
-		"max_messages", tc.Queue.MaxMessages, "max_bytes", tc.Queue.MaxBytes)
+		"max_messages", tc.Queue.MaxMessages, "max_bytes", tc.Queue.MaxBytes,
+		"recovered", q.Recovered() != nil)
 
 	sens, err := d.openSensors(ctx, seedFor(id.RegistrationID))
 	if err != nil {
@@ -321,7 +332,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	d.mu.Lock()
-	d.agent, d.prov = a, p
+	d.agent, d.prov, d.queue = a, p, q
 	d.tls = certs.TLSConfig(id, roots, "")
 	d.mu.Unlock()
 	close(d.started)
@@ -560,6 +571,9 @@ func (d *Daemon) statusLine() string {
 type Status struct {
 	agent.StatusReport
 	Lifecycle lifecycle.Status `json:"lifecycle"`
+	// QueueRecovered is set when the queue database was corrupt at this
+	// start and replaced by an empty one; what it held is lost.
+	QueueRecovered *queue.Recovery `json:"queueRecovered,omitempty"`
 }
 
 // Status returns the current state, or ErrNotStarted before Run set up
@@ -570,7 +584,7 @@ func (d *Daemon) Status() (Status, error) {
 	default:
 		return Status{}, ErrNotStarted
 	}
-	return Status{StatusReport: d.agent.Status(), Lifecycle: d.prov.Status()}, nil
+	return Status{StatusReport: d.agent.Status(), Lifecycle: d.prov.Status(), QueueRecovered: d.queue.Recovered()}, nil
 }
 
 // SendNow samples at once and queues the message (the sendNow method).

@@ -43,6 +43,10 @@ type Inputs struct {
 	ProbeHub HubProbe // nil: ProbeHub
 	// QueuePath is the queue database; "" is DefaultQueueFile in stateDir.
 	QueuePath string
+	// RunningQueue, from the running tracker, replaces opening the queue
+	// database (which the tracker holds locked): the queue check judges
+	// these figures and the hub check is skipped as for a running tracker.
+	RunningQueue *QueueFigures
 	// Timeout bounds each network check; 0 is DefaultTimeout.
 	Timeout time.Duration
 	// ExpiryWarning is how early to warn of certificate expiry; 0 is
@@ -125,7 +129,14 @@ func Run(ctx context.Context, in Inputs) Report {
 	if qpath == "" {
 		qpath = filepath.Join(c.StateDir, DefaultQueueFile)
 	}
-	qck, running := CheckQueue(qpath, queue.Options{MaxCount: c.Queue.MaxMessages, MaxBytes: c.Queue.MaxBytes, Logger: log})
+	qopts := queue.Options{MaxCount: c.Queue.MaxMessages, MaxBytes: c.Queue.MaxBytes, Logger: log}
+	var qck Check
+	var running bool
+	if in.RunningQueue != nil {
+		qck, running = QueueCheck(*in.RunningQueue, qopts), true
+	} else {
+		qck, running = CheckQueue(qpath, qopts)
+	}
 
 	// 6. DPS endpoint.
 	var tlsCfg *tls.Config

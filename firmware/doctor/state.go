@@ -57,10 +57,22 @@ const DefaultQueueFile = "queue.db"
 // before concluding that the running tracker holds it.
 const queueLockWait = 300 * time.Millisecond
 
+// QueueFigures are the running queue's figures, which the tracker passes
+// to Run (Inputs.RunningQueue) so getStatus need not open its own locked
+// database.
+type QueueFigures struct {
+	Count     int
+	Bytes     int64
+	Dropped   uint64
+	Recovered *queue.Recovery // the corrupt database this start replaced, if any
+}
+
 // CheckQueue reports the offline queue at path: depth, size and how many
 // readings were dropped because it was full. It opens the database only
 // if it exists (doctor must not create one) and only briefly; when the
 // running tracker holds the lock, that is reported as OK with inUse true.
+// A damaged database is reported, never repaired (the tracker does that
+// at its next start), and so is one replaced earlier.
 func CheckQueue(path string, opts queue.Options) (ck Check, inUse bool) {
 	ck = Check{Name: "queue"}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -68,22 +80,40 @@ func CheckQueue(path string, opts queue.Options) (ck Check, inUse bool) {
 		return ck, false
 	}
 	opts.LockTimeout = queueLockWait
+	opts.Recover = false
 	q, err := queue.Open(path, opts)
-	if errors.Is(err, bolterrors.ErrTimeout) {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
 		ck.Status, ck.Detail = OK, path+" is in use by the running tracker (depth not read; see the tracker's status)"
 		return ck, true
-	}
-	if err != nil {
+	case errors.Is(err, queue.ErrCorrupt):
+		ck.Status, ck.Detail = Warn, err.Error()
+		ck.Fix = "the tracker moves the damaged file aside and starts an empty queue at its next start (systemctl restart tracker); the readings queued in it are lost. If it recurs, replace the SD card"
+		return ck, false
+	case err != nil:
 		ck.Status, ck.Detail = Fail, err.Error()
-		ck.Fix = fmt.Sprintf("if the file is damaged, stop the tracker and move it away (mv %s %s.bad); queued readings in it are lost", path, path)
+		ck.Fix = fmt.Sprintf("the tracker must be able to read and write %s", path)
 		return ck, false
 	}
-	n, size := q.Len()
-	dropped := q.Dropped()
+	f := QueueFigures{Dropped: q.Dropped()}
+	f.Count, f.Bytes = q.Len()
 	if err := q.Close(); err != nil {
 		ck.Status, ck.Detail = Fail, err.Error()
 		return ck, false
 	}
+	if aside, _ := queue.CorruptFiles(path); len(aside) > 0 {
+		f.Recovered = &queue.Recovery{Aside: aside[len(aside)-1]}
+		if fi, err := os.Stat(f.Recovered.Aside); err == nil {
+			f.Recovered.At = fi.ModTime()
+		}
+	}
+	return QueueCheck(f, opts), false
+}
+
+// QueueCheck judges the queue's figures against its bounds (zero:
+// the queue's defaults).
+func QueueCheck(f QueueFigures, opts queue.Options) Check {
+	ck := Check{Name: "queue"}
 	maxN, maxB := opts.MaxCount, opts.MaxBytes
 	if maxN <= 0 {
 		maxN = queue.DefaultMaxCount
@@ -91,8 +121,13 @@ func CheckQueue(path string, opts queue.Options) (ck Check, inUse bool) {
 	if maxB <= 0 {
 		maxB = queue.DefaultMaxBytes
 	}
+	n, size, dropped := f.Count, f.Bytes, f.Dropped
 	ck.Detail = fmt.Sprintf("%d readings queued (%d KiB of %d KiB), %d dropped since installation", n, size>>10, maxB>>10, dropped)
 	switch {
+	case f.Recovered != nil:
+		ck.Status = Warn
+		ck.Detail += fmt.Sprintf("; the queue database was found corrupt and replaced, the readings queued in it were lost (moved to %s)", f.Recovered.Aside)
+		ck.Fix = fmt.Sprintf("nothing to do now; the damaged copy is kept for examination, delete it when done (rm %s). If it recurs, replace the SD card", f.Recovered.Aside)
 	case n*10 >= maxN*9 || size*10 >= maxB*9:
 		ck.Status = Warn
 		ck.Fix = "the queue is nearly full and will drop the oldest readings: restore the uplink (see dps endpoint and hub)"
@@ -102,5 +137,5 @@ func CheckQueue(path string, opts queue.Options) (ck Check, inUse bool) {
 	default:
 		ck.Status = OK
 	}
-	return ck, false
+	return ck
 }

@@ -102,7 +102,14 @@ func TestCheckQueue(t *testing.T) {
 				t.Fatal(err)
 			}
 			return nil
-		}, small, Fail, "queue open", "move it away", false},
+		}, small, Warn, "database corrupt", "moves the damaged file aside", false},
+		{"replaced earlier", func(t *testing.T, p string) func() {
+			fill(t, p, small, 2, 100)
+			if err := os.WriteFile(p+queue.CorruptSuffix+"20261128T150405Z", []byte("junk"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return nil
+		}, small, Warn, "found corrupt and replaced", "rm ", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,12 @@
 // ones) and a persisted drop counter records how many were lost.
 //
 // The same database holds the device's message sequence number (NextSeq),
-// which must only ever increase, across restarts too.
+// which must only ever increase, across restarts too, and a small side
+// file (path+".seq") holds a reserved floor so it keeps increasing even
+// when the database is lost. A database that is damaged beyond use (SD
+// card corruption) is moved aside by Open with Options.Recover and
+// replaced by an empty one, so the tracker comes back instead of failing
+// at every start.
 package queue
 
 import (
@@ -62,6 +67,15 @@ type Options struct {
 	// by another process (a second tracker) or not yet released.
 	LockTimeout time.Duration
 	Logger      *slog.Logger // nil discards
+	// Recover lets Open replace a corrupt database (ErrCorrupt) with a
+	// fresh one after moving it aside; see Queue.Recovered. The tracker
+	// sets it; a read-only inspector (doctor) must not.
+	Recover bool
+	// SeqBlock is how many sequence numbers one write of the floor file
+	// reserves; 0 is DefaultSeqBlock.
+	SeqBlock uint64
+	// Now names the moved-aside file; nil is time.Now.
+	Now func() time.Time
 }
 
 // Message is one queued reading.
@@ -82,10 +96,14 @@ type Queue struct {
 
 	closed atomic.Bool
 
-	mu      sync.Mutex // serialises writes with the counters below
-	count   int
-	bytes   int64
-	dropped uint64
+	mu       sync.Mutex // serialises writes with the counters below
+	count    int
+	bytes    int64
+	dropped  uint64
+	reserved uint64 // sequence numbers up to this are reserved in the floor file
+	seqPath  string
+
+	recovery *Recovery // set once by Open
 }
 
 var (
@@ -96,7 +114,11 @@ var (
 	keyDropped = []byte("dropped")
 )
 
-// Open opens or creates the queue database at path.
+// Open opens or creates the queue database at path, and its sequence
+// floor file path+SeqSuffix. A database that is not usable yields an
+// error wrapping ErrCorrupt, or, with opts.Recover, is moved aside and
+// replaced by an empty one (Recovered reports it). A database locked by
+// another process is an error after opts.LockTimeout, never a recovery.
 func Open(path string, opts Options) (*Queue, error) {
 	if opts.MaxCount <= 0 {
 		opts.MaxCount = DefaultMaxCount
@@ -107,18 +129,48 @@ func Open(path string, opts Options) (*Queue, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
+	if opts.SeqBlock == 0 {
+		opts.SeqBlock = DefaultSeqBlock
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	q, err := openQueue(path, opts, log)
+	if err == nil || !errors.Is(err, ErrCorrupt) || !opts.Recover {
+		return q, err
+	}
+	at := opts.Now()
+	aside, merr := moveAside(path, at)
+	if merr != nil && aside == "" {
+		return nil, fmt.Errorf("%w; moving it aside: %w", err, merr)
+	}
+	log.Error("queue database corrupt: moved aside, starting an empty queue; the readings queued in it are lost",
+		"path", path, "aside", aside, "err", err)
+	q, err2 := openQueue(path, opts, log)
+	if err2 != nil {
+		return nil, err2
+	}
+	q.recovery = &Recovery{Aside: aside, At: at, Cause: err.Error()}
+	return q, nil
+}
+
+func openQueue(path string, opts Options, log *slog.Logger) (*Queue, error) {
+	seqPath := path + SeqSuffix
+	floor, ferr := readSeqFloor(seqPath)
+	if ferr != nil {
+		// The database's own counter still holds; only a database lost as
+		// well would restart the numbers. NextSeq rewrites the file.
+		log.Error("queue sequence floor unreadable; continuing from the database's counter", "path", seqPath, "err", ferr)
+	}
+	db, err := openChecked(path, opts.LockTimeout)
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("queue open %s: database locked by another process: %w", path, err)
-		}
 		return nil, fmt.Errorf("queue open %s: %w", path, err)
 	}
-	q := &Queue{db: db, log: log, opts: opts}
+	q := &Queue{db: db, log: log, opts: opts, seqPath: seqPath, reserved: floor}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMsgs, bucketIDs, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -126,6 +178,15 @@ func Open(path string, opts Options) (*Queue, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
+		// A database without a counter is new: it continues above every
+		// number ever reserved, which covers every number ever issued. An
+		// existing counter is exact and at most the floor, so restarts
+		// leave no gap.
+		if meta.Get(keySeq) == nil && floor > 0 {
+			if err := putUint(meta, keySeq, floor); err != nil {
+				return err
+			}
+		}
 		q.dropped = getUint(meta, keyDropped)
 		// Count what is queued, and drop records that no longer decode (a
 		// flipped bit on an SD card) so they cannot block the sender forever.
@@ -356,23 +417,48 @@ func (q *Queue) Dropped() uint64 {
 	return q.dropped
 }
 
-// NextSeq returns the next device sequence number: 1 for a new database,
-// then one more on every call, durably. A crash between NextSeq and Put
-// leaves a gap, never a repeat.
+// NextSeq returns the next device sequence number: 1 for a new queue,
+// then one more on every call, durably. Numbers never repeat, even when
+// the database is lost: a new database starts above the block reserved in
+// the floor file (see SeqSuffix). A crash between NextSeq and Put, or a
+// lost database, leaves a gap, never a repeat.
 func (q *Queue) NextSeq() (uint64, error) {
 	if q.closed.Load() {
 		return 0, ErrClosed
 	}
-	var seq uint64
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var seq, reserved uint64
 	err := q.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMeta)
 		seq = getUint(b, keySeq) + 1
+		reserved = q.reserved
+		if seq > reserved {
+			// Reserve before issuing: the floor must cover every number
+			// that may be in use. The file is written inside the
+			// transaction so a failure issues nothing.
+			reserved = seq - 1 + q.opts.SeqBlock
+			if err := writeSeqFloor(q.seqPath, reserved); err != nil {
+				return err
+			}
+		}
 		return putUint(b, keySeq, seq)
 	})
 	if err != nil {
 		return 0, q.wrap("next seq", err)
 	}
+	q.reserved = reserved
 	return seq, nil
+}
+
+// Recovered reports the corrupt database Open replaced, nil when it did
+// not: the readings queued in it are lost.
+func (q *Queue) Recovered() *Recovery {
+	if q.recovery == nil {
+		return nil
+	}
+	r := *q.recovery
+	return &r
 }
 
 func (q *Queue) wrap(op string, err error) error {

@@ -1,0 +1,102 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// The sequence floor lives outside bbolt so it survives the loss of the
+// database: NextSeq reserves numbers in blocks of SeqBlock and, before it
+// hands out the first number of a new block, records the block's upper
+// bound in path+SeqSuffix. A queue rebuilt after corruption starts above
+// that bound, so no message id ({deviceId}-{seq}) is ever reused and the
+// cloud's de-duplication never silently drops a new reading.
+//
+// The price is a gap: after a recovery (or when the database is deleted)
+// the numbers between the last one issued and the reserved bound are never
+// used. Gaps are harmless; the cloud only de-duplicates, it does not
+// expect consecutive numbers.
+
+// SeqSuffix names the sequence floor file next to the database.
+const SeqSuffix = ".seq"
+
+// DefaultSeqBlock is how many sequence numbers one side-file write
+// reserves: one small write per ~3 hours at the default 10 s interval.
+const DefaultSeqBlock = 1000
+
+// seqFileMagic heads the floor file; the CRC after the number catches a
+// damaged file (the atomic rename already rules out a torn one).
+const seqFileMagic = "queue-seq-v1"
+
+var errSeqFileCorrupt = errors.New("sequence floor file corrupt")
+
+// readSeqFloor returns the reserved upper bound in the file, 0 when the
+// file does not exist.
+func readSeqFloor(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[0] != seqFileMagic {
+		return 0, fmt.Errorf("%s: %w", path, errSeqFileCorrupt)
+	}
+	n, err1 := strconv.ParseUint(f[1], 10, 64)
+	sum, err2 := strconv.ParseUint(f[2], 16, 32)
+	if err1 != nil || err2 != nil || uint32(sum) != crc32.ChecksumIEEE([]byte(f[1])) {
+		return 0, fmt.Errorf("%s: %w", path, errSeqFileCorrupt)
+	}
+	return n, nil
+}
+
+// writeSeqFloor replaces the file atomically and durably: temp file,
+// fsync, rename, fsync of the directory, so after a power cut the file
+// holds either the old bound or the new one, never a torn write.
+func writeSeqFloor(path string, n uint64) error {
+	num := strconv.FormatUint(n, 10)
+	data := fmt.Sprintf("%s %s %08x\n", seqFileMagic, num, crc32.ChecksumIEEE([]byte(num)))
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = f.WriteString(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
