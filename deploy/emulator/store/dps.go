@@ -576,14 +576,8 @@ func cloneGroup(g EnrollmentGroup) EnrollmentGroup {
 	g.Attestation = cloneAttestation(g.Attestation)
 	g.InitialTwin = cloneInitialTwin(g.InitialTwin)
 	g.IoTHubs = append([]string(nil), g.IoTHubs...)
-	if g.ReprovisionPolicy != nil {
-		p := *g.ReprovisionPolicy
-		g.ReprovisionPolicy = &p
-	}
-	if g.Capabilities != nil {
-		c := *g.Capabilities
-		g.Capabilities = &c
-	}
+	g.ReprovisionPolicy = copyPtr(g.ReprovisionPolicy)
+	g.Capabilities = copyPtr(g.Capabilities)
 	return g
 }
 
@@ -592,40 +586,33 @@ func cloneEnrollment(e IndividualEnrollment) IndividualEnrollment {
 	e.InitialTwin = cloneInitialTwin(e.InitialTwin)
 	e.IoTHubs = append([]string(nil), e.IoTHubs...)
 	e.OptionalDeviceInformation = cloneMap(e.OptionalDeviceInformation)
-	if e.ReprovisionPolicy != nil {
-		p := *e.ReprovisionPolicy
-		e.ReprovisionPolicy = &p
-	}
-	if e.Capabilities != nil {
-		c := *e.Capabilities
-		e.Capabilities = &c
-	}
-	if e.RegistrationState != nil {
-		st := *e.RegistrationState
-		e.RegistrationState = &st
-	}
+	e.ReprovisionPolicy = copyPtr(e.ReprovisionPolicy)
+	e.Capabilities = copyPtr(e.Capabilities)
+	e.RegistrationState = copyPtr(e.RegistrationState)
 	return e
+}
+
+// copyPtr returns a pointer to a shallow copy of *p, or nil.
+func copyPtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 func cloneCerts(c *X509Certificates) *X509Certificates {
 	if c == nil {
 		return nil
 	}
-	out := &X509Certificates{}
-	for _, p := range []struct {
-		src *X509CertificateWithInfo
-		dst **X509CertificateWithInfo
-	}{{c.Primary, &out.Primary}, {c.Secondary, &out.Secondary}} {
-		if p.src != nil {
-			v := *p.src
-			if v.Info != nil {
-				i := *v.Info
-				v.Info = &i
-			}
-			*p.dst = &v
+	cert := func(p *X509CertificateWithInfo) *X509CertificateWithInfo {
+		v := copyPtr(p)
+		if v != nil {
+			v.Info = copyPtr(v.Info)
 		}
+		return v
 	}
-	return out
+	return &X509Certificates{Primary: cert(c.Primary), Secondary: cert(c.Secondary)}
 }
 
 func cloneAttestation(a AttestationMechanism) AttestationMechanism {
@@ -633,10 +620,7 @@ func cloneAttestation(a AttestationMechanism) AttestationMechanism {
 		x := *a.X509
 		x.ClientCertificates = cloneCerts(x.ClientCertificates)
 		x.SigningCertificates = cloneCerts(x.SigningCertificates)
-		if x.CAReferences != nil {
-			r := *x.CAReferences
-			x.CAReferences = &r
-		}
+		x.CAReferences = copyPtr(x.CAReferences)
 		a.X509 = &x
 	}
 	return a
