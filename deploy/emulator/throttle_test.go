@@ -1,15 +1,14 @@
 package emulator
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator/pki"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 func TestTokenBucket(t *testing.T) {
@@ -46,7 +45,7 @@ func TestTokenBucket(t *testing.T) {
 func TestTelemetryThrottleClosesConnection(t *testing.T) {
 	t.Parallel()
 	clk := newFakeClock()
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	e := StartForTest(t, func(c *Config) {
 		c.Now, c.TelemetryPerSecond, c.Hubs = clk.Now, 2, 2
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -119,22 +118,4 @@ func TestTelemetryThrottleClosesConnection(t *testing.T) {
 			t.Fatalf("hub 2 message %d: %v", i, err)
 		}
 	}
-}
-
-// lockedBuffer is an io.Writer safe for a logger used from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

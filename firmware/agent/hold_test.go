@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,12 +8,12 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 // boot is the wall clock of a Raspberry Pi without an RTC before NTP.
@@ -22,24 +21,6 @@ var boot = time.Unix(0, 0).UTC()
 
 // floor is the earliest time the agent believes in these tests.
 var floor = t0.Add(-24 * time.Hour)
-
-// lockedBuffer collects log lines from the agent's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // bootRig is a rig whose wall clock starts in 1970, below floor.
 func bootRig(t *testing.T, mutate func(*agent.Config)) *rig {
@@ -72,7 +53,7 @@ func bodyOf(t *testing.T, m agent.Queued) telemetry.Body {
 
 func TestSamplesHeldUntilClockSetThenRestamped(t *testing.T) {
 	t.Parallel()
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	r := bootRig(t, func(c *agent.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	r.a.SetConnected(true) // even with a link nothing may leave
 	r.run()
