@@ -18,6 +18,7 @@ import (
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/internal/syncbuf"
+	"github.com/reefer/tracker/internal/waitfor"
 )
 
 // fakePTY is a pseudo-terminal: the receiver opens the slave path through
@@ -67,13 +68,7 @@ func (c *fakeClock) now() time.Time   { return time.Unix(0, c.ns.Load()).UTC() }
 // waitFor polls cond until it holds or fails the test after 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	waitfor.Until(t, what, 5*time.Second, 2*time.Millisecond, cond)
 }
 
 // startReceiver runs rx until the test ends and checks Run returns nil.

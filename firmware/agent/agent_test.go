@@ -15,6 +15,7 @@ import (
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/agent/agenttest"
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/internal/waitfor"
 )
 
 var t0 = time.Date(2026, 11, 28, 13, 45, 0, 0, time.UTC)
@@ -139,13 +140,7 @@ func (r *rig) waitPuts(n int) {
 // code under test is broken.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, what, 10*time.Second, time.Millisecond, cond)
 }
 
 // waitDeadline waits until the agent armed a timer firing d from now.

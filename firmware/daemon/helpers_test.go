@@ -18,6 +18,7 @@ import (
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
 	"github.com/reefer/tracker/internal/syncbuf"
+	"github.com/reefer/tracker/internal/waitfor"
 )
 
 // wait bounds every wait on the daemon; the steps take well under a second
@@ -272,13 +273,7 @@ func (tr *tracker) sendNow() uint64 {
 // eventually polls cond until it holds or the wait runs out.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(t, what, wait, 10*time.Millisecond, cond)
 }
 
 // countLines is how many lines of logs contain every one of parts.

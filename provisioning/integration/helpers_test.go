@@ -11,6 +11,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/internal/faketime"
+	"github.com/reefer/tracker/internal/waitfor"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
 	"github.com/reefer/tracker/provisioning/dps"
 	"github.com/reefer/tracker/provisioning/iothub"
@@ -240,13 +241,7 @@ func (d *device) nextDesired(t *testing.T) iothub.Desired {
 // eventually polls cond until it holds or 20 s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitfor.Until(t, what, 20*time.Second, 5*time.Millisecond, cond)
 }
 
 func isErr(err, target error) bool { return errors.Is(err, target) }

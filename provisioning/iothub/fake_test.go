@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/reefer/tracker/internal/faketime"
+	"github.com/reefer/tracker/internal/waitfor"
 )
 
 // fakeHub scripts a paho client so the Client's logic can be driven without a
@@ -282,11 +283,5 @@ func (h *harness) nextDesired(t *testing.T) Desired {
 // eventually polls cond for up to 5 s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, what, 5*time.Second, time.Millisecond, cond)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/firmware/queue"
+	"github.com/reefer/tracker/internal/waitfor"
 )
 
 func TestRunConfigErrors(t *testing.T) {
@@ -128,13 +129,7 @@ func (n *notifySocket) all() []string {
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitfor.Until(t, what, d, 20*time.Millisecond, cond)
 }
 
 // TestRunBinaryNotifyAndSIGTERM runs the real binary as systemd would
