@@ -73,8 +73,8 @@ func (l hubLink) UpdateReported(ctx context.Context, patch map[string]any) error
 		return fmt.Errorf("update reported: %w", iothub.ErrNotConnected)
 	}
 	patch = maps.Clone(patch)
-	patch[PropProvisioning] = l.d.prov.Status()
-	if r := l.d.queue.Recovered(); r != nil {
+	patch[PropProvisioning] = l.d.p.prov.Status()
+	if r := l.d.p.queue.Recovered(); r != nil {
 		patch[PropQueueRecovered] = r
 	}
 	_, err := c.UpdateReported(ctx, patch)
@@ -108,11 +108,11 @@ func (d *Daemon) onDesired(u iothub.Desired) {
 	}
 	if u.Full {
 		d.log.Info("twin read", "desired_version", u.Version, "desired", string(u.Props))
-		_ = d.agent.ApplyTwin(u.Version, m)
+		_ = d.p.agent.ApplyTwin(u.Version, m)
 		return
 	}
 	d.log.Info("desired properties changed", "version", u.Version, "patch", string(u.Props))
-	_ = d.agent.ApplyDesired(u.Version, m)
+	_ = d.p.agent.ApplyDesired(u.Version, m)
 }
 
 // statusAnswer is what getStatus answers: the daemon's state plus the
@@ -133,13 +133,14 @@ func (d *Daemon) methodGetStatus(ctx context.Context, _ json.RawMessage) (int, a
 	}
 	// The daemon's own queue figures: opening its locked database would
 	// cost doctor's lock wait on every call.
-	n, b := d.queue.Len()
+	q := d.p.queue
+	n, b := q.Len()
 	rep := doctor.Run(ctx, doctor.Inputs{
-		RunningQueue: &doctor.QueueFigures{Count: n, Bytes: b, Dropped: d.queue.Dropped(), Recovered: d.queue.Recovered()},
+		RunningQueue: &doctor.QueueFigures{Count: n, Bytes: b, Dropped: q.Dropped(), Recovered: q.Recovered()},
 		Config:       d.cfg.Tracker,
 		Offline:      true,
 		SkipSensors:  true,
-		Now:          d.t.Now,
+		Now:          d.now,
 		Logger:       d.log,
 	})
 	return 200, statusAnswer{Status: st, Doctor: rep}

@@ -32,7 +32,7 @@ func TestBootIn1970HoldsSamplesUntilClockSet(t *testing.T) {
 	clock := agenttest.NewClock(time.Unix(0, 0).UTC())
 	ticking, stopTicking := context.WithCancel(context.Background())
 	t.Cleanup(stopTicking)
-	tr := startTracker(t, cfg, id, func(_ *config.Config, tun *daemon.Tuning) { tun.Clock = clock })
+	tr := startTracker(t, cfg, id, func(_ *config.Config, dc *daemon.Config) { dc.Agent.Clock = clock })
 
 	eventually(t, "the first sample held", func() bool { return tr.status().Held == 1 })
 	clock.Advance(7 * time.Second)

@@ -22,7 +22,6 @@ import (
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
-	"github.com/reefer/tracker/provisioning/dps"
 	"github.com/reefer/tracker/provisioning/iothub"
 )
 
@@ -43,7 +42,7 @@ const PropProvisioning = "provisioning"
 // readings queued in it are lost. Absent when nothing was lost.
 const PropQueueRecovered = "queueRecovered"
 
-// Defaults of Tuning.
+// Defaults of Config.
 const (
 	DefaultReadyWait      = 30 * time.Second // well under the unit's TimeoutStartSec=90
 	DefaultStatusInterval = 15 * time.Second
@@ -73,59 +72,6 @@ func (Systemd) Ready() error             { return health.Ready() }
 func (Systemd) Status(line string) error { return health.Status(line) }
 func (Systemd) Stopping() error          { return health.Stopping() }
 
-// Tuning holds timings that production leaves at their defaults and tests
-// shorten. Zero values take the defaults of the package that uses them.
-type Tuning struct {
-	// ReadyWait bounds the wait for the first hub connection before READY=1.
-	ReadyWait time.Duration
-	// StatusInterval is how often the STATUS= line is recomputed (it is
-	// also recomputed on every lifecycle change).
-	StatusInterval time.Duration
-	// WatchdogInterval overrides WATCHDOG_USEC (0: from the environment).
-	WatchdogInterval time.Duration
-
-	// Agent: flush bound at shutdown, send back-off, report refresh, beats.
-	FlushTimeout                   time.Duration
-	SendBackoffMin, SendBackoffMax time.Duration
-	ReportInterval                 time.Duration
-	BeatInterval                   time.Duration
-
-	// Lifecycle: the long schedule while refused (0: config
-	// reprovisionRetry), the back-off after transient failures, how long
-	// an unreachable hub is tried before asking DPS again, and the poll of
-	// the clock wait.
-	RetryMin, RetryMax      time.Duration
-	BackoffBase, BackoffMax time.Duration
-	HubGiveUp               time.Duration
-	ClockPoll               time.Duration
-
-	// IoT Hub client (provisioning/iothub.Config).
-	HubBackoffBase, HubBackoffMax time.Duration
-	HubNotAuthorizedLimit         int
-	HubOperationTimeout           time.Duration
-	HubConnectTimeout             time.Duration
-	HubKeepAlive                  time.Duration
-	HubStableAfter                time.Duration
-	HubTakeoverThreshold          int
-
-	// DPS client (provisioning/dps.Config).
-	DPSBackoffBase, DPSBackoffMax time.Duration
-	DPSMaxWait                    time.Duration
-	DPSResponseTimeout            time.Duration
-	DPSConnectTimeout             time.Duration
-	DPSMaxAttempts                int
-
-	// GPSProbeTimeout: how long "auto" waits for NMEA on the port.
-	GPSProbeTimeout time.Duration
-
-	Now  func() time.Time // wall clock for the clock wait and the lifecycle (nil: Clock.Now)
-	Rand func() float64   // jitter in [0,1)
-	// Clock is the agent's clock: sampling cadence, send back-off and the
-	// wall and monotonic readings of samples held until the clock is set.
-	// nil: the system clock.
-	Clock agent.Clock
-}
-
 // Config configures a Daemon.
 type Config struct {
 	// Tracker is the loaded, validated configuration (config.Load).
@@ -136,31 +82,54 @@ type Config struct {
 	// OpenI2C opens the BME280's bus by name; nil uses periph's registry
 	// (main must have run host.Init).
 	OpenI2C func(name string) (i2c.BusCloser, error)
-	Tuning  Tuning
+
+	// ReadyWait bounds the wait for the first hub connection before
+	// READY=1. 0: DefaultReadyWait.
+	ReadyWait time.Duration
+	// StatusInterval is how often the STATUS= line is recomputed (it is
+	// also recomputed on every lifecycle change). 0: DefaultStatusInterval.
+	StatusInterval time.Duration
+	// ClockPoll is how often the wait for a plausible clock looks at it.
+	// 0: lifecycle.WaitForClock's default.
+	ClockPoll time.Duration
+
+	// The parts' own settings: timings that production leaves at the
+	// parts' defaults and tests shorten, and the clocks tests replace.
+	// The daemon sets every field it wires (identity, TLS, sensors, queue,
+	// hub link, callbacks, logger, and what the tracker config holds) and
+	// passes the others as given; zero values take the parts' defaults.
+	//
+	// Agent.Clock (nil: the system clock) is the daemon's clock too: the
+	// agent's sampling cadence and held samples, and, unless Lifecycle.Now
+	// is set, the wall clock of the clock wait and the lifecycle.
+	// Lifecycle.RetryMin and RetryMax default to the config's
+	// reprovisionRetry.
+	Agent     agent.Config
+	Lifecycle lifecycle.Config // DPS tuning in Lifecycle.DPS
+	Hub       iothub.Config
+	Watchdog  health.WatchdogOptions
 }
 
 // Daemon is one run of the tracker. Create it with New and call Run once.
 type Daemon struct {
-	cfg    Config
+	cfg    Config // with defaults
 	tc     *config.Config
-	t      Tuning
+	now    func() time.Time
 	log    *slog.Logger
 	notify Notifier
 
 	running   atomic.Bool
-	started   chan struct{} // closed once agent and prov are set
+	started   chan struct{} // closed once p is set
 	firstConn chan struct{} // closed on the first hub connection
 	firstOnce sync.Once
 	wake      chan struct{} // recompute the STATUS= line
 	lcAlive   atomic.Bool   // the provisioning goroutine runs
 
+	p *parts // set before started is closed, never changed
+
 	mu     sync.Mutex
-	agent  *agent.Agent
-	prov   *lifecycle.Provisioner
 	client *iothub.Client // current hub session, nil when none
-	tls    *tls.Config    // client TLS for the hub: device chain, server roots
 	note   string         // overrides the status line (clock wait)
-	queue  *queue.Queue   // set with agent
 }
 
 // New checks cfg and returns a Daemon ready to Run.
@@ -177,29 +146,28 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Notifier == nil {
 		cfg.Notifier = Systemd{}
 	}
-	t := cfg.Tuning
-	if t.ReadyWait <= 0 {
-		t.ReadyWait = DefaultReadyWait
+	if cfg.ReadyWait <= 0 {
+		cfg.ReadyWait = DefaultReadyWait
 	}
-	if t.StatusInterval <= 0 {
-		t.StatusInterval = DefaultStatusInterval
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = DefaultStatusInterval
 	}
-	if t.Clock == nil {
-		t.Clock = agent.SystemClock()
+	if cfg.Agent.Clock == nil {
+		cfg.Agent.Clock = agent.SystemClock()
 	}
-	if t.Now == nil {
-		t.Now = t.Clock.Now
+	if cfg.Lifecycle.Now == nil {
+		cfg.Lifecycle.Now = cfg.Agent.Clock.Now
 	}
-	if t.RetryMin <= 0 {
-		t.RetryMin = cfg.Tracker.ReprovisionRetry.MinDuration()
+	if cfg.Lifecycle.RetryMin <= 0 {
+		cfg.Lifecycle.RetryMin = cfg.Tracker.ReprovisionRetry.MinDuration()
 	}
-	if t.RetryMax <= 0 {
-		t.RetryMax = cfg.Tracker.ReprovisionRetry.MaxDuration()
+	if cfg.Lifecycle.RetryMax <= 0 {
+		cfg.Lifecycle.RetryMax = cfg.Tracker.ReprovisionRetry.MaxDuration()
 	}
 	return &Daemon{
 		cfg:       cfg,
 		tc:        cfg.Tracker,
-		t:         t,
+		now:       cfg.Lifecycle.Now,
 		log:       cfg.Logger,
 		notify:    cfg.Notifier,
 		started:   make(chan struct{}),
@@ -208,192 +176,181 @@ func New(cfg Config) (*Daemon, error) {
 	}, nil
 }
 
+// parts are what Run opens, in order. Close releases whatever was opened.
+type parts struct {
+	id    *certs.Identity
+	tls   *tls.Config // client TLS for DPS and the hub: device chain, server roots
+	floor time.Time   // lifecycle.ClockFloor
+	queue *queue.Queue
+	sens  *sensors
+	wd    *health.Watchdog
+	agent *agent.Agent
+	prov  *lifecycle.Provisioner
+}
+
+func (p *parts) Close() error {
+	if p.sens != nil {
+		p.sens.close()
+	}
+	if p.queue != nil {
+		return p.queue.Close()
+	}
+	return nil
+}
+
+// open opens the parts: identity and trust roots, queue, sensors,
+// watchdog, agent and lifecycle. On error it closes what it opened.
+func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
+	tc := d.tc
+	p := &parts{}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	// Identity first: a refusal here is final. Validity is judged at the
+	// clock floor at the earliest, so a board still in 1970 gets to the
+	// clock wait instead of failing with "not yet valid".
+	p.floor = lifecycle.ClockFloor(tc.CertFile)
+	checkAt := d.now()
+	if checkAt.Before(p.floor) {
+		checkAt = p.floor
+	}
+	if p.id, err = certs.LoadIdentity(tc.CertFile, tc.KeyFile, checkAt); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrIdentity, err)
+	}
+	roots, err := certs.ServerRoots(tc.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: trust roots: %w", ErrIdentity, err)
+	}
+	p.tls = certs.TLSConfig(p.id, roots, "") // each client sets its own ServerName
+	id := p.id
+	d.log.Info("device identity", "registration_id", id.RegistrationID,
+		"sha256", id.FingerprintSHA256, "not_after", id.Leaf.NotAfter.UTC().Format(time.RFC3339),
+		"chain", 1+len(id.Intermediates))
+
+	if err := os.MkdirAll(tc.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("daemon: state directory: %w", err)
+	}
+	qpath := filepath.Join(tc.StateDir, QueueFile)
+	// Recover: a queue.db damaged by the SD card is moved aside and
+	// replaced (queue logs it at ERROR) rather than failing every start
+	// while systemd restarts us forever. Sequence numbers stay unique.
+	if p.queue, err = queue.Open(qpath, queue.Options{
+		MaxCount: tc.Queue.MaxMessages, MaxBytes: tc.Queue.MaxBytes, Logger: d.log,
+		Recover: true, Now: d.now,
+	}); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	q := p.queue
+	n, b := q.Len()
+	d.log.Info("queue opened", "path", qpath, "queued", n, "bytes", b, "dropped", q.Dropped(),
+		"max_messages", tc.Queue.MaxMessages, "max_bytes", tc.Queue.MaxBytes,
+		"recovered", q.Recovered() != nil)
+
+	if p.sens, err = d.openSensors(ctx, seedFor(id.RegistrationID)); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+
+	wo := d.cfg.Watchdog
+	wo.Logger = d.log
+	if p.wd, err = health.NewWatchdog(wo); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+
+	threshold := tc.TemperatureAlertThreshold
+	ac := d.cfg.Agent
+	ac.DeviceID = id.RegistrationID
+	ac.FirmwareVersion = d.cfg.FirmwareVersion
+	ac.Env, ac.GPS, ac.EnvSource = p.sens.env, p.sens.gps, p.sens.envSource
+	ac.Queue = queueAdapter{q}
+	ac.Publisher, ac.Reporter = hubLink{d}, hubLink{d}
+	ac.Logger = d.log
+	// The TLS floor doubles as the floor for sample timestamps: a clock
+	// that cannot be trusted for certificates cannot date readings either.
+	// Should only the certificate's NotBefore be ahead of a correct clock,
+	// holding costs a delay, not accuracy: re-stamping from the monotonic
+	// clock gives the same times.
+	ac.ClockFloor = p.floor
+	ac.TelemetryDelay = tc.TelemetryInterval()
+	ac.AlertThreshold = &threshold
+	wd := p.wd
+	ac.Beat = func() {
+		// Only a daemon whose parts are all alive keeps systemd's
+		// watchdog quiet.
+		if d.lcAlive.Load() {
+			wd.Beat()
+		}
+	}
+	if p.agent, err = agent.New(ac); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+
+	lc := d.cfg.Lifecycle
+	lc.Identity, lc.TLS = id, p.tls
+	lc.DPS.Endpoint, lc.DPS.IDScope = tc.DPSEndpoint, tc.IDScope
+	lc.StateDir = tc.StateDir
+	lc.Logger = d.log
+	lc.OnStatus = func(lifecycle.Status) { signal(d.wake) }
+	if p.prov, err = lifecycle.New(lc); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	return p, nil
+}
+
 // Run starts the daemon and blocks until ctx ends (then it shuts down
 // cleanly and returns nil) or a start-up step fails for good.
 func (d *Daemon) Run(ctx context.Context) error {
 	if !d.running.CompareAndSwap(false, true) {
 		return errors.New("daemon: Run called twice")
 	}
-	tc := d.tc
-
-	// Identity first: a refusal here is final. Validity is judged at the
-	// clock floor at the earliest, so a board still in 1970 gets to the
-	// clock wait instead of failing with "not yet valid".
-	floor := lifecycle.ClockFloor(tc.CertFile)
-	checkAt := d.t.Now()
-	if checkAt.Before(floor) {
-		checkAt = floor
-	}
-	id, err := certs.LoadIdentity(tc.CertFile, tc.KeyFile, checkAt)
+	p, err := d.open(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrIdentity, err)
+		return err
 	}
-	roots, err := certs.ServerRoots(tc.CAFile)
-	if err != nil {
-		return fmt.Errorf("%w: trust roots: %w", ErrIdentity, err)
-	}
-	d.log.Info("device identity", "registration_id", id.RegistrationID,
-		"sha256", id.FingerprintSHA256, "not_after", id.Leaf.NotAfter.UTC().Format(time.RFC3339),
-		"chain", 1+len(id.Intermediates))
-
-	if err := os.MkdirAll(tc.StateDir, 0o700); err != nil {
-		return fmt.Errorf("daemon: state directory: %w", err)
-	}
-	qpath := filepath.Join(tc.StateDir, QueueFile)
-	// Recover: a queue.db damaged by the SD card is moved aside and
-	// replaced (queue logs it at ERROR) rather than failing every start
-	// while systemd restarts us forever. Sequence numbers stay unique.
-	q, err := queue.Open(qpath, queue.Options{
-		MaxCount: tc.Queue.MaxMessages, MaxBytes: tc.Queue.MaxBytes, Logger: d.log,
-		Recover: true, Now: d.t.Now,
-	})
-	if err != nil {
-		return fmt.Errorf("daemon: %w", err)
-	}
-	n, b := q.Len()
-	d.log.Info("queue opened", "path", qpath, "queued", n, "bytes", b, "dropped", q.Dropped(),
-		"max_messages", tc.Queue.MaxMessages, "max_bytes", tc.Queue.MaxBytes,
-		"recovered", q.Recovered() != nil)
-
-	sens, err := d.openSensors(ctx, seedFor(id.RegistrationID))
-	if err != nil {
-		q.Close()
-		return fmt.Errorf("daemon: %w", err)
-	}
-
-	wd, err := health.NewWatchdog(health.WatchdogOptions{Interval: d.t.WatchdogInterval, Logger: d.log})
-	if err != nil {
-		sens.close()
-		q.Close()
-		return fmt.Errorf("daemon: %w", err)
-	}
-	threshold := tc.TemperatureAlertThreshold
-	// The TLS floor doubles as the floor for sample timestamps: a clock
-	// that cannot be trusted for certificates cannot date readings either.
-	// Should only the certificate's NotBefore be ahead of a correct clock,
-	// holding costs a delay, not accuracy: re-stamping from the monotonic
-	// clock gives the same times.
-	a, err := agent.New(agent.Config{
-		DeviceID:        id.RegistrationID,
-		FirmwareVersion: d.cfg.FirmwareVersion,
-		Env:             sens.env,
-		GPS:             sens.gps,
-		Queue:           queueAdapter{q},
-		Publisher:       hubLink{d},
-		Reporter:        hubLink{d},
-		Logger:          d.log,
-		Clock:           d.t.Clock,
-		ClockFloor:      floor,
-		TelemetryDelay:  tc.TelemetryInterval(),
-		AlertThreshold:  &threshold,
-		EnvSource:       sens.envSource,
-		FlushTimeout:    d.t.FlushTimeout,
-		BackoffMin:      d.t.SendBackoffMin,
-		BackoffMax:      d.t.SendBackoffMax,
-		ReportInterval:  d.t.ReportInterval,
-		BeatInterval:    d.t.BeatInterval,
-		Beat: func() {
-			// Only a daemon whose parts are all alive keeps systemd's
-			// watchdog quiet.
-			if d.lcAlive.Load() {
-				wd.Beat()
-			}
-		},
-	})
-	if err != nil {
-		sens.close()
-		q.Close()
-		return fmt.Errorf("daemon: %w", err)
-	}
-	p, err := lifecycle.New(lifecycle.Config{
-		Identity: id,
-		TLS:      certs.TLSConfig(id, roots, ""), // each client sets its own ServerName
-		DPS: dps.Config{
-			Endpoint: tc.DPSEndpoint, IDScope: tc.IDScope,
-			BackoffBase: d.t.DPSBackoffBase, BackoffMax: d.t.DPSBackoffMax,
-			MaxWait: d.t.DPSMaxWait, ResponseTimeout: d.t.DPSResponseTimeout,
-			ConnectTimeout: d.t.DPSConnectTimeout, MaxAttempts: d.t.DPSMaxAttempts,
-			Rand: d.t.Rand,
-		},
-		StateDir:    tc.StateDir,
-		RetryMin:    d.t.RetryMin,
-		RetryMax:    d.t.RetryMax,
-		BackoffBase: d.t.BackoffBase,
-		BackoffMax:  d.t.BackoffMax,
-		HubGiveUp:   d.t.HubGiveUp,
-		Logger:      d.log,
-		Now:         d.t.Now,
-		Rand:        d.t.Rand,
-		OnStatus:    func(lifecycle.Status) { signal(d.wake) },
-	})
-	if err != nil {
-		sens.close()
-		q.Close()
-		return fmt.Errorf("daemon: %w", err)
-	}
-	d.mu.Lock()
-	d.agent, d.prov, d.queue = a, p, q
-	d.tls = certs.TLSConfig(id, roots, "")
-	d.mu.Unlock()
+	d.p = p
 	close(d.started)
 
-	// Sampling, the hub lifecycle and the bookkeeping each get their own
-	// context: at shutdown sampling stops first, the agent flushes over the
-	// still-open hub session, and only then does the session close.
-	bg := context.WithoutCancel(ctx)
-	agentCtx, stopAgent := context.WithCancel(bg)
-	lcCtx, stopLC := context.WithCancel(bg)
-	auxCtx, stopAux := context.WithCancel(bg)
-	defer stopAgent()
-	defer stopLC()
-	defer stopAux()
-
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- a.Run(agentCtx) }()
-	d.lcAlive.Store(true)
-	lcDone := make(chan error, 1)
-	go func() {
-		defer d.lcAlive.Store(false)
-		lcDone <- d.provision(lcCtx, p)
-	}()
-	var aux sync.WaitGroup
-	aux.Go(func() { wd.Run(auxCtx) })
-	aux.Go(func() { d.statusLoop(auxCtx) })
-	aux.Go(func() { d.readyLoop(auxCtx) })
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-lcDone:
-		lcDone = nil
-		runErr = err
-		if runErr == nil {
-			runErr = errors.New("daemon: provisioning stopped")
+	// Sampling, the hub lifecycle and the bookkeeping are stages stopped
+	// in that order: at shutdown sampling stops first, the agent flushes
+	// over the still-open hub session, and only then does the session
+	// close.
+	g := newGroup(ctx)
+	g.stage().Go(func(ctx context.Context) error {
+		err := p.agent.Run(ctx)
+		if ctx.Err() != nil {
+			return nil
 		}
-	case err := <-agentDone:
-		agentDone = nil
-		runErr = fmt.Errorf("daemon: agent stopped: %w", err)
-	}
+		return fmt.Errorf("daemon: agent stopped: %w", err)
+	})
+	d.lcAlive.Store(true)
+	g.stage().Go(func(ctx context.Context) error {
+		defer d.lcAlive.Store(false)
+		err := d.provision(ctx, p)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("daemon: provisioning stopped")
+		}
+		return err
+	})
+	aux := g.stage()
+	aux.Go(func(ctx context.Context) error { p.wd.Run(ctx); return nil })
+	aux.Go(func(ctx context.Context) error { d.statusLoop(ctx); return nil })
+	aux.Go(func(ctx context.Context) error { d.readyLoop(ctx); return nil })
 
-	n, _ = q.Len()
+	runErr := g.Wait(ctx)
+	n, _ := p.queue.Len()
 	d.log.Info("stopping", "queued", n, "cause", context.Cause(ctx), "err", runErr)
 	if err := d.notify.Stopping(); err != nil {
 		d.log.Warn("notify stopping", "err", err)
 	}
 	d.notifyStatus(fmt.Sprintf("stopping: flushing %d queued", n))
-	stopAgent()
-	if agentDone != nil {
-		<-agentDone
-	}
-	stopLC()
-	if lcDone != nil {
-		<-lcDone
-	}
-	stopAux()
-	aux.Wait()
-	sens.close()
-	n, _ = q.Len()
-	if err := q.Close(); err != nil {
+	g.Stop()
+	n, _ = p.queue.Len()
+	if err := p.Close(); err != nil {
 		d.log.Error("closing queue", "err", err)
 	}
 	d.log.Info("stopped", "left_queued", n)
@@ -402,20 +359,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // provision waits for a plausible clock, re-checks the identity against it
 // and runs the lifecycle until ctx ends.
-func (d *Daemon) provision(ctx context.Context, p *lifecycle.Provisioner) error {
+func (d *Daemon) provision(ctx context.Context, p *parts) error {
 	tc := d.tc
-	floor := lifecycle.ClockFloor(tc.CertFile)
-	if d.t.Now().Before(floor) {
+	if d.now().Before(p.floor) {
 		d.setNote("waiting for the clock (time sync) before TLS")
 	}
-	if err := lifecycle.WaitForClock(ctx, d.t.Now, floor, d.t.ClockPoll, d.log); err != nil {
+	if err := lifecycle.WaitForClock(ctx, d.now, p.floor, d.cfg.ClockPoll, d.log); err != nil {
 		return nil // only ctx ends the wait
 	}
 	d.setNote("")
-	if _, err := certs.LoadIdentity(tc.CertFile, tc.KeyFile, d.t.Now()); err != nil {
+	if _, err := certs.LoadIdentity(tc.CertFile, tc.KeyFile, d.now()); err != nil {
 		return fmt.Errorf("%w: %w", ErrIdentity, err)
 	}
-	err := p.Run(ctx, lifecycle.ConnectorFunc(d.connect))
+	err := p.prov.Run(ctx, lifecycle.ConnectorFunc(d.connect))
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -426,22 +382,12 @@ func (d *Daemon) provision(ctx context.Context, p *lifecycle.Provisioner) error 
 // agent (link state, desired properties) and answers the direct methods.
 func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Session, error) {
 	var c *iothub.Client
-	cfg := iothub.Config{
-		Hub: as.Hub, DeviceID: as.DeviceID,
-		TLS:                d.tls,
-		Logger:             d.log,
-		OnDesired:          d.onDesired,
-		OnState:            func(sc iothub.StateChange) { d.onState(c, sc) },
-		OperationTimeout:   d.t.HubOperationTimeout,
-		ConnectTimeout:     d.t.HubConnectTimeout,
-		BackoffBase:        d.t.HubBackoffBase,
-		BackoffMax:         d.t.HubBackoffMax,
-		StableAfter:        d.t.HubStableAfter,
-		NotAuthorizedLimit: d.t.HubNotAuthorizedLimit,
-		TakeoverThreshold:  d.t.HubTakeoverThreshold,
-		KeepAlive:          d.t.HubKeepAlive,
-		Rand:               d.t.Rand,
-	}
+	cfg := d.cfg.Hub
+	cfg.Hub, cfg.DeviceID = as.Hub, as.DeviceID
+	cfg.TLS = d.p.tls
+	cfg.Logger = d.log
+	cfg.OnDesired = d.onDesired
+	cfg.OnState = func(sc iothub.StateChange) { d.onState(c, sc) }
 	c, err := iothub.New(cfg)
 	if err != nil {
 		return nil, err
@@ -456,7 +402,7 @@ func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Se
 		c.Close()
 		return nil, err
 	}
-	d.agent.SetProvisioned(d.prov.Status().LastProvisioned)
+	d.p.agent.SetProvisioned(d.p.prov.Status().LastProvisioned)
 	return session{c, d}, nil
 }
 
@@ -479,7 +425,7 @@ func (d *Daemon) drop(c *iothub.Client) {
 		d.client = nil
 	}
 	d.mu.Unlock()
-	d.agent.SetConnected(false)
+	d.p.agent.SetConnected(false)
 	signal(d.wake)
 }
 
@@ -496,7 +442,7 @@ func (d *Daemon) onState(c *iothub.Client, sc iothub.StateChange) {
 		return
 	}
 	up := sc.State == iothub.StateConnected
-	d.agent.SetConnected(up)
+	d.p.agent.SetConnected(up)
 	if up {
 		d.firstOnce.Do(func() { close(d.firstConn) })
 	}
@@ -514,7 +460,7 @@ func (d *Daemon) setNote(s string) {
 
 // readyLoop sends READY=1 on the first hub connection or after ReadyWait.
 func (d *Daemon) readyLoop(ctx context.Context) {
-	t := time.NewTimer(d.t.ReadyWait)
+	t := time.NewTimer(d.cfg.ReadyWait)
 	defer t.Stop()
 	reason := "connected to the hub"
 	select {
@@ -532,7 +478,7 @@ func (d *Daemon) readyLoop(ctx context.Context) {
 
 // statusLoop keeps the STATUS= line current.
 func (d *Daemon) statusLoop(ctx context.Context) {
-	t := time.NewTicker(d.t.StatusInterval)
+	t := time.NewTicker(d.cfg.StatusInterval)
 	defer t.Stop()
 	last := ""
 	for {
@@ -563,7 +509,7 @@ func (d *Daemon) statusLine() string {
 	if err != nil {
 		return "starting"
 	}
-	return StatusLine(note, st.Lifecycle, st.StatusReport, d.t.Now())
+	return StatusLine(note, st.Lifecycle, st.StatusReport, d.now())
 }
 
 // Status is the daemon's state: the agent's report and the lifecycle's.
@@ -584,7 +530,7 @@ func (d *Daemon) Status() (Status, error) {
 	default:
 		return Status{}, ErrNotStarted
 	}
-	return Status{StatusReport: d.agent.Status(), Lifecycle: d.prov.Status(), QueueRecovered: d.queue.Recovered()}, nil
+	return Status{StatusReport: d.p.agent.Status(), Lifecycle: d.p.prov.Status(), QueueRecovered: d.p.queue.Recovered()}, nil
 }
 
 // SendNow samples at once and queues the message (the sendNow method).
@@ -594,7 +540,7 @@ func (d *Daemon) SendNow(ctx context.Context) (agent.Queued, error) {
 	default:
 		return agent.Queued{}, ErrNotStarted
 	}
-	return d.agent.SendNow(ctx)
+	return d.p.agent.SendNow(ctx)
 }
 
 // Started is closed once Run has set up the agent and the lifecycle.

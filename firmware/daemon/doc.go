@@ -16,7 +16,7 @@
 //     wall clock is below lifecycle.ClockFloor the agent holds readings in
 //     memory and queues them with their true time once it is set (see
 //     firmware/agent); STATUS= says "waiting for the clock; N samples held".
-//  3. READY=1 on the first hub connection or after Tuning.ReadyWait,
+//  3. READY=1 on the first hub connection or after Config.ReadyWait,
 //     whichever comes first: systemd learns we are up without the start-up
 //     timeout depending on the network.
 //  4. The clock: no TLS before it is plausible (lifecycle.WaitForClock).

@@ -15,10 +15,14 @@ import (
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
+	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/internal/syncbuf"
 	"github.com/reefer/tracker/internal/waitfor"
+	"github.com/reefer/tracker/provisioning/dps"
+	"github.com/reefer/tracker/provisioning/iothub"
 )
 
 // wait bounds every wait on the daemon; the steps take well under a second
@@ -159,28 +163,36 @@ func (f *fleet) trackerConfig(t *testing.T, e *emu, id string) *config.Config {
 }
 
 // fast shortens every timing so a test waits for events, not schedules.
-func fast() daemon.Tuning {
-	return daemon.Tuning{
-		ReadyWait:             10 * time.Second,
-		StatusInterval:        50 * time.Millisecond,
-		FlushTimeout:          3 * time.Second,
-		SendBackoffMin:        20 * time.Millisecond,
-		SendBackoffMax:        200 * time.Millisecond,
-		RetryMin:              150 * time.Millisecond,
-		RetryMax:              400 * time.Millisecond,
-		BackoffBase:           30 * time.Millisecond,
-		BackoffMax:            300 * time.Millisecond,
-		ClockPoll:             10 * time.Millisecond,
-		HubBackoffBase:        20 * time.Millisecond,
-		HubBackoffMax:         200 * time.Millisecond,
-		HubNotAuthorizedLimit: 2,
-		HubOperationTimeout:   5 * time.Second,
-		HubConnectTimeout:     5 * time.Second,
-		DPSBackoffBase:        30 * time.Millisecond,
-		DPSBackoffMax:         300 * time.Millisecond,
-		DPSMaxWait:            10 * time.Second,
-		DPSResponseTimeout:    5 * time.Second,
-		DPSConnectTimeout:     5 * time.Second,
+func fast() daemon.Config {
+	return daemon.Config{
+		ReadyWait:      10 * time.Second,
+		StatusInterval: 50 * time.Millisecond,
+		ClockPoll:      10 * time.Millisecond,
+		Agent: agent.Config{
+			FlushTimeout: 3 * time.Second,
+			BackoffMin:   20 * time.Millisecond,
+			BackoffMax:   200 * time.Millisecond,
+		},
+		Lifecycle: lifecycle.Config{
+			RetryMin:    150 * time.Millisecond,
+			RetryMax:    400 * time.Millisecond,
+			BackoffBase: 30 * time.Millisecond,
+			BackoffMax:  300 * time.Millisecond,
+			DPS: dps.Config{
+				BackoffBase:     30 * time.Millisecond,
+				BackoffMax:      300 * time.Millisecond,
+				MaxWait:         10 * time.Second,
+				ResponseTimeout: 5 * time.Second,
+				ConnectTimeout:  5 * time.Second,
+			},
+		},
+		Hub: iothub.Config{
+			BackoffBase:        20 * time.Millisecond,
+			BackoffMax:         200 * time.Millisecond,
+			NotAuthorizedLimit: 2,
+			OperationTimeout:   5 * time.Second,
+			ConnectTimeout:     5 * time.Second,
+		},
 	}
 }
 
@@ -196,22 +208,20 @@ type tracker struct {
 	cfg    *config.Config
 }
 
-type trackerOpt func(*config.Config, *daemon.Tuning)
+type trackerOpt func(*config.Config, *daemon.Config)
 
 func startTracker(t *testing.T, cfg *config.Config, id string, opts ...trackerOpt) *tracker {
 	t.Helper()
-	tun := fast()
+	dc := fast()
 	for _, o := range opts {
-		o(cfg, &tun)
+		o(cfg, &dc)
 	}
 	tr := &tracker{t: t, id: id, cfg: cfg, done: make(chan error, 1), logs: &syncbuf.Buffer{}, notes: &notes{}}
-	d, err := daemon.New(daemon.Config{
-		Tracker:         cfg,
-		FirmwareVersion: "test",
-		Logger:          slog.New(slog.NewTextHandler(tr.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Notifier:        tr.notes,
-		Tuning:          tun,
-	})
+	dc.Tracker = cfg
+	dc.FirmwareVersion = "test"
+	dc.Logger = slog.New(slog.NewTextHandler(tr.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	dc.Notifier = tr.notes
+	d, err := daemon.New(dc)
 	if err != nil {
 		t.Fatalf("daemon.New: %v", err)
 	}

@@ -48,7 +48,6 @@ func (d *Daemon) openSensors(ctx context.Context, seed int64) (*sensors, error) 
 	}
 	rx, err := choose.GPS(ctx, choose.GPSConfig{
 		Mode: drivers.Mode(sc.GPS.Mode), Port: sc.GPS.Port, Baud: sc.GPS.Baud, Seed: seed,
-		ProbeTimeout: d.t.GPSProbeTimeout,
 	}, d.log)
 	if err != nil {
 		env.Close()
