@@ -60,9 +60,11 @@ func TestProvisionTelemetryTwinMethods(t *testing.T) {
 	if st := tr.status(); st.TelemetryDelay != 1 || st.Lifecycle.Phase != lifecycle.PhaseConnected || st.Lifecycle.Hub != hub {
 		t.Errorf("status: delay %v, phase %s, hub %s; want 1, connected, %s", st.TelemetryDelay, st.Lifecycle.Phase, st.Lifecycle.Hub, hub)
 	}
-	if !tr.notes.has("READY=1") || !tr.notes.has("STATUS=connected to hub "+hub+" as "+id) {
-		t.Errorf("notifications %q; want READY=1 and a connected STATUS", tr.notes.all())
-	}
+	// READY=1 and STATUS= come from their own goroutines after the
+	// connection: wait for them.
+	eventually(t, "READY=1 and a connected STATUS", func() bool {
+		return tr.notes.has("READY=1") && tr.notes.has("STATUS=connected to hub "+hub+" as "+id)
+	})
 
 	// Step 6, plus the alert threshold: everything above -40 °C alerts now.
 	if _, err := e.UpdateDesired(hub, id, map[string]any{"telemetryDelay": 2, "temperatureAlertThreshold": -40}); err != nil {

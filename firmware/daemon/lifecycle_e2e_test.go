@@ -72,9 +72,11 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 	if st.QueueDepth < 3 || st.Connected {
 		t.Fatalf("after restart offline: depth %d, connected %v; want >= 3 queued, offline", st.QueueDepth, st.Connected)
 	}
-	if !tr.notes.has("STATUS=connecting to hub " + hub) {
-		t.Errorf("notifications %q; want a STATUS saying it connects to the cached hub", tr.notes.all())
-	}
+	// The STATUS= line follows the lifecycle goroutine, which may not have
+	// read the cached hub yet: wait for it rather than read a snapshot.
+	eventually(t, "a STATUS saying it connects to the cached hub", func() bool {
+		return tr.notes.has("STATUS=connecting to hub " + hub)
+	})
 
 	e.start() // the hub is back, same ports and state
 	eventually(t, "queue drained", func() bool {
