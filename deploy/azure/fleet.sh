@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Operator script for the real Azure side of the reference flow
-# (shared docs scenario.md): create the hub and DPS, upload and prove the CA,
+# (docs/reference-flow.md): create the hub and DPS, upload and prove the CA,
 # enroll the fleet, change a twin, disenroll and re-enroll trackers.
 #
 # Needs the Azure CLI with the azure-iot extension (`az extension add --name

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# ca.sh creates a test root CA and an intermediate CA signed by it: scenario
-# step 2. Existing CA material is kept, never overwritten, so re-running is
+# ca.sh creates a test root CA and an intermediate CA signed by it:
+# reference flow step 2. Existing CA material is kept, never overwritten, so re-running is
 # safe and device certificates already issued stay valid.
 set -euo pipefail
 
@@ -12,7 +12,7 @@ usage() {
 Usage: $PROG [--dir DIR] [--key-type ec|rsa] [--days N] [--name PREFIX]
 
 Create a TEST root CA and an intermediate CA in DIR (default ./certs):
-  root.key, root.pem                  upload root.pem to DPS (scenario step 2)
+  root.key, root.pem                  upload root.pem to DPS (reference flow step 2)
   intermediate.key, intermediate.pem  signs the device certificates
 
   --dir DIR          certificate directory (default ./certs)
@@ -103,7 +103,7 @@ else
 fi
 
 cat <<EOF
-Next (scenario step 2), upload the root and prove possession:
+Next (reference flow step 2), upload the root and prove possession:
   az iot dps certificate create --dps-name DPS --resource-group RG --certificate-name groupCA-sensors --path $dir/root.pem
   az iot dps certificate generate-verification-code --dps-name DPS --resource-group RG --certificate-name groupCA-sensors --etag ETAG
   $(dirname "$0")/verification.sh --dir $dir CODE

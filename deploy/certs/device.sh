@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # device.sh issues one tracker's certificate from the intermediate CA:
-# scenario step 4. CN = device id = DPS registration id (spec C).
+# reference flow step 4. CN = device id = DPS registration id (spec C).
 set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -65,7 +65,7 @@ check_days "$days"
 # Spec C, identity rules: the registration id is the leaf CN; alphanumeric
 # plus - . _ :, last character alphanumeric or '-', at most 64 with X.509.
 # Lowercase because the IoT Hub device id taken from it is case-sensitive
-# (scenario: "lowercase").
+# (docs/reference-flow.md, step 4).
 valid_id() {
 	[[ $1 =~ ^[a-z0-9._:-]{0,63}[a-z0-9-]$ ]]
 }

@@ -1,4 +1,4 @@
-// Command demo runs the reference flow of scenario.md on this machine, with
+// Command demo runs the reference flow (docs/reference-flow.md) on this machine, with
 // the local emulator standing in for Azure: `make demo` builds the binaries
 // and runs it.
 //
@@ -503,7 +503,7 @@ func (d *demo) waitLog(id, want string, timeout time.Duration) <-chan bool {
 	return out
 }
 
-// disenroll is scenario step 7: an individual enrollment with the device's
+// disenroll is reference flow step 7: an individual enrollment with the device's
 // leaf certificate and provisioningStatus disabled overrides the group
 // (kept, not deleted), and the hub identity is deleted too, because
 // disenrolling in DPS alone leaves the device connected to the hub.

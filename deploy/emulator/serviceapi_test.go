@@ -70,7 +70,7 @@ func TestServiceAPIMounted(t *testing.T) {
 		t.Errorf("GET with the wrong key = %d; want 401", code)
 	}
 
-	// Scenario step 2: upload the root CA and prove possession of its key.
+	// Reference flow step 2: upload the root CA and prove possession of its key.
 	f := newFleet(t)
 	if code, b := svc.do("PUT", "/certificates/groupCA-sensors?api-version=2021-10-01", dps.ServiceHostName, dps.SharedAccessKeyName, dps.SharedAccessKey,
 		map[string]any{"certificate": string(f.root.PEM())}); code != http.StatusOK {

@@ -21,7 +21,7 @@ const (
 	MinTelemetryDelay     = time.Second
 	MaxTelemetryDelay     = time.Hour
 
-	// DefaultAlertThreshold is the reference flow's 30 °C (scenario.md).
+	// DefaultAlertThreshold is the reference flow's 30 °C (docs/reference-flow.md).
 	DefaultAlertThreshold = 30.0
 	MinAlertThreshold     = -50.0
 	MaxAlertThreshold     = 100.0

@@ -12,7 +12,7 @@ import (
 	"github.com/reefer/tracker/firmware/lifecycle"
 )
 
-// Scenario steps 3–6: the tracker provisions through DPS, reads the
+// Reference flow steps 3–6: the tracker provisions through DPS, reads the
 // enrollment's initial twin, sends telemetry with the reference message's
 // properties, obeys a desired telemetryDelay change and reports it, answers
 // the direct methods, and rejects bad desired values without crashing.

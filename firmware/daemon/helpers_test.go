@@ -118,7 +118,7 @@ func newFleet(t *testing.T) *fleet {
 	return &fleet{root, inter}
 }
 
-// enroll creates the group enrollment of scenario step 3 with the initial
+// enroll creates the group enrollment of reference flow step 3 with the initial
 // twin {"telemetryDelay":1}.
 func (f *fleet) enroll(t *testing.T, e *emu, mod func(*store.EnrollmentGroup)) {
 	t.Helper()

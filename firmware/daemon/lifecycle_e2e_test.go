@@ -178,7 +178,7 @@ func TestDeletedIdentityReprovisions(t *testing.T) {
 	}
 }
 
-// Scenario steps 7 and 9: a disabling individual enrollment plus the
+// Reference flow steps 7 and 9: a disabling individual enrollment plus the
 // deleted identity refuse 002 (STATUS says so, retries on the long
 // schedule) while 001 carries on; deleting that enrollment re-admits 002
 // without a restart.

@@ -3,7 +3,7 @@
 // (cached assignment or a DPS registration), connect, and when the hub or
 // DPS refuses the device, go back to DPS and keep retrying on a schedule that
 // suits the reason, so that a tracker disenrolled after one trip provisions
-// again by itself when it is re-enrolled for the next (scenario steps 7–9).
+// again by itself when it is re-enrolled for the next (reference flow steps 7–9).
 //
 // The pieces:
 //

@@ -28,8 +28,8 @@ import (
 
 const groupID = "enrollgroup-sensors"
 
-// world is an emulator with the scenario's PKI (root → intermediate →
-// devices) and an enrollment group on the root (scenario steps 1–3).
+// world is an emulator with the reference flow's PKI (root → intermediate →
+// devices) and an enrollment group on the root (reference flow steps 1–3).
 type world struct {
 	e           *emulator.Emulator
 	root, inter *certstest.Cert
@@ -218,7 +218,7 @@ func (w *world) run(t *testing.T, d *device) *lifecycle.Provisioner {
 	return p
 }
 
-// Scenario step 5: assigned through DPS, cached, and a restart uses the
+// Reference flow step 5: assigned through DPS, cached, and a restart uses the
 // cache instead of DPS.
 func TestEmulatorAssignedCachedReused(t *testing.T) {
 	t.Parallel()
@@ -283,7 +283,7 @@ func TestEmulatorHubIdentityDeleted(t *testing.T) {
 	}
 }
 
-// Scenario steps 7 and 9: an individual enrollment disables 002 and its
+// Reference flow steps 7 and 9: an individual enrollment disables 002 and its
 // identity is deleted; 002 is refused-disabled and retries on the long
 // schedule while 001 is unaffected; deleting the individual enrollment
 // re-admits 002 without a restart.
@@ -329,7 +329,7 @@ func TestEmulatorIndividualDisabledThenReadmitted(t *testing.T) {
 	}
 }
 
-// Scenario steps 8 and 9: the group is disabled (refused-disabled), then
+// Reference flow steps 8 and 9: the group is disabled (refused-disabled), then
 // deleted (401002: refused-unauthorized), then enrolled again: the tracker
 // comes back by itself.
 func TestEmulatorGroupDisabledDeletedRestored(t *testing.T) {

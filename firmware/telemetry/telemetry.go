@@ -1,7 +1,7 @@
 // Package telemetry defines the message a tracker sends to IoT Hub: the JSON
 // body and the properties that travel in the MQTT topic's property bag.
 //
-// The body follows the reference programs (scenario.md: temperature,
+// The body follows the reference programs (docs/reference-flow.md: temperature,
 // humidity, pressure, latitude, longitude) and adds what a fleet operator
 // needs to trust the data: when it was sampled, a per-device sequence number
 // for de-duplication, the GPS fix quality, and where each reading came from.

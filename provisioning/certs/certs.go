@@ -50,7 +50,7 @@ const maxRegistrationIDX509 = 64
 // X.509 devices: lowercase letters, digits and - . _ :, at most 64
 // characters, the last one a letter, digit or '-'. DPS itself is
 // case-insensitive, but the IoT Hub device id taken from the CN is not, so
-// lowercase is required (as in the scenario). Errors wrap
+// lowercase is required (as in the reference flow, step 4). Errors wrap
 // ErrBadRegistrationID.
 func ValidateRegistrationID(id string) error {
 	switch {

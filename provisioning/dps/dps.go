@@ -1,6 +1,6 @@
 // Package dps registers a device with Azure IoT Hub Device Provisioning
 // Service over MQTT with an X.509 client certificate and returns the IoT Hub
-// it is assigned to (spec A and C of docs/azure-iot-mqtt.md).
+// it is assigned to (spec A and C of docs/protocol.md).
 //
 // Register is one blocking call: connect, subscribe, register, poll until a
 // terminal status, disconnect. Throttling (429), server errors (5xx) and

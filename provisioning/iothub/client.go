@@ -1,5 +1,5 @@
 // Package iothub is the device side of Azure IoT Hub over MQTT 3.1.1 with an
-// X.509 client certificate (spec B of docs/azure-iot-mqtt.md): telemetry with
+// X.509 client certificate (spec B of docs/protocol.md): telemetry with
 // PUBACK, the device twin (desired patches in version order, reported
 // updates), direct methods and cloud-to-device messages, with its own
 // reconnect loop.
