@@ -2,12 +2,10 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -21,7 +19,6 @@ import (
 	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/provisioning/cache"
-	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/iothub"
 )
 
@@ -178,9 +175,7 @@ func New(cfg Config) (*Daemon, error) {
 
 // parts are what Run opens, in order. Close releases whatever was opened.
 type parts struct {
-	id    *certs.Identity
-	tls   *tls.Config // client TLS for DPS and the hub: device chain, server roots
-	floor time.Time   // lifecycle.ClockFloor
+	dev   *Device
 	queue *queue.Queue
 	sens  *sensors
 	wd    *health.Watchdog
@@ -209,30 +204,18 @@ func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
 		}
 	}()
 
-	// Identity first: a refusal here is final. Validity is judged at the
-	// clock floor at the earliest, so a board still in 1970 gets to the
-	// clock wait instead of failing with "not yet valid".
-	p.floor = lifecycle.ClockFloor(tc.CertFile)
-	checkAt := d.now()
-	if checkAt.Before(p.floor) {
-		checkAt = p.floor
+	// Identity first: a refusal here is final.
+	if p.dev, err = OpenDevice(tc, d.now()); err != nil {
+		if errors.Is(err, ErrIdentity) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	if p.id, err = certs.LoadIdentity(tc.CertFile, tc.KeyFile, checkAt); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrIdentity, err)
-	}
-	roots, err := certs.ServerRoots(tc.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("%w: trust roots: %w", ErrIdentity, err)
-	}
-	p.tls = certs.TLSConfig(p.id, roots, "") // each client sets its own ServerName
-	id := p.id
+	id := p.dev.Identity
 	d.log.Info("device identity", "registration_id", id.RegistrationID,
 		"sha256", id.FingerprintSHA256, "not_after", id.Leaf.NotAfter.UTC().Format(time.RFC3339),
 		"chain", 1+len(id.Intermediates))
 
-	if err := os.MkdirAll(tc.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("daemon: state directory: %w", err)
-	}
 	qpath := filepath.Join(tc.StateDir, QueueFile)
 	// Recover: a queue.db damaged by the SD card is moved aside and
 	// replaced (queue logs it at ERROR) rather than failing every start
@@ -272,7 +255,7 @@ func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
 	// Should only the certificate's NotBefore be ahead of a correct clock,
 	// holding costs a delay, not accuracy: re-stamping from the monotonic
 	// clock gives the same times.
-	ac.ClockFloor = p.floor
+	ac.ClockFloor = p.dev.Floor
 	ac.TelemetryDelay = tc.TelemetryInterval()
 	ac.AlertThreshold = &threshold
 	wd := p.wd
@@ -288,12 +271,9 @@ func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
 	}
 
 	lc := d.cfg.Lifecycle
-	lc.Identity, lc.TLS = id, p.tls
-	lc.DPS.Endpoint, lc.DPS.IDScope = tc.DPSEndpoint, tc.IDScope
-	lc.StateDir = tc.StateDir
 	lc.Logger = d.log
 	lc.OnStatus = func(lifecycle.Status) { signal(d.wake) }
-	if p.prov, err = lifecycle.New(lc); err != nil {
+	if p.prov, err = p.dev.Provisioner(lc); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	return p, nil
@@ -360,17 +340,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 // provision waits for a plausible clock, re-checks the identity against it
 // and runs the lifecycle until ctx ends.
 func (d *Daemon) provision(ctx context.Context, p *parts) error {
-	tc := d.tc
-	if d.now().Before(p.floor) {
+	if d.now().Before(p.dev.Floor) {
 		d.setNote("waiting for the clock (time sync) before TLS")
 	}
-	if err := lifecycle.WaitForClock(ctx, d.now, p.floor, d.cfg.ClockPoll, d.log); err != nil {
-		return nil // only ctx ends the wait
+	if err := p.dev.WaitForClock(ctx, d.now, d.cfg.ClockPoll, d.log); err != nil {
+		if ctx.Err() != nil {
+			return nil // only ctx ends the wait
+		}
+		return err
 	}
 	d.setNote("")
-	if _, err := certs.LoadIdentity(tc.CertFile, tc.KeyFile, d.now()); err != nil {
-		return fmt.Errorf("%w: %w", ErrIdentity, err)
-	}
 	err := p.prov.Run(ctx, lifecycle.ConnectorFunc(d.connect))
 	if ctx.Err() != nil {
 		return nil
@@ -384,7 +363,7 @@ func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Se
 	var c *iothub.Client
 	cfg := d.cfg.Hub
 	cfg.Hub, cfg.DeviceID = as.Hub, as.DeviceID
-	cfg.TLS = d.p.tls
+	cfg.TLS = d.p.dev.TLS
 	cfg.Logger = d.log
 	cfg.OnDesired = d.onDesired
 	cfg.OnState = func(sc iothub.StateChange) { d.onState(c, sc) }

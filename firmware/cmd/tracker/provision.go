@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/daemon"
 	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/provisioning/cache"
-	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/dps"
 )
 
@@ -66,32 +66,23 @@ func runProvision(ctx context.Context, io stdio, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	// A board without an RTC may still be in 1970: say so instead of
-	// failing the certificate checks below.
-	if err := lifecycle.WaitForClock(ctx, time.Now, lifecycle.ClockFloor(cfg.CertFile), time.Second, log); err != nil {
-		return err
+	// The daemon's start-up sequence: identity and roots, state
+	// directory, then the clock (a board without an RTC may still be in
+	// 1970: say so instead of failing the certificate checks).
+	dev, err := daemon.OpenDevice(cfg, time.Now())
+	if err == nil {
+		err = dev.WaitForClock(ctx, time.Now, time.Second, log)
 	}
-	id, err := certs.LoadIdentity(cfg.CertFile, cfg.KeyFile, time.Now())
-	if err != nil {
-		return configError{fmt.Errorf("device identity refused: %w", err)}
-	}
-	roots, err := certs.ServerRoots(cfg.CAFile)
-	if err != nil {
+	if errors.Is(err, daemon.ErrIdentity) {
 		return configError{err}
+	} else if err != nil {
+		return err
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
-	}
-	p, err := lifecycle.New(lifecycle.Config{
-		Identity: id,
-		TLS:      certs.TLSConfig(id, roots, ""), // each client sets its own ServerName
-		DPS:      dps.Config{Endpoint: cfg.DPSEndpoint, IDScope: cfg.IDScope, MaxWait: *timeout},
-		StateDir: cfg.StateDir,
-		Logger:   log,
-	})
+	p, err := dev.Provisioner(lifecycle.Config{DPS: dps.Config{MaxWait: *timeout}, Logger: log})
 	if err != nil {
 		return err
 	}
+	id := dev.Identity
 
 	rep := provisionReport{RegistrationID: id.RegistrationID, CacheFile: cache.Path(cfg.StateDir)}
 	if !*force {
