@@ -5,7 +5,7 @@
 #   make GOARCH=arm GOARM=7       cross-build for 32-bit (armv7) boards
 #
 # Binaries are static (CGO off), built with -trimpath and stamped with the
-# version from git.
+# version from git (and the toolchain's VCS revision: `tracker version`).
 
 .DEFAULT_GOAL := build
 
@@ -19,7 +19,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 ARCH    := $(GOARCH)$(if $(filter arm,$(GOARCH)),v$(GOARM))
 BIN     := bin/tracker-$(GOOS)-$(ARCH)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-GOBUILD := CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) GOARM=$(GOARM) $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+GOBUILD := CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) GOARM=$(GOARM) $(GO) build -trimpath -buildvcs=auto -ldflags '$(LDFLAGS)'
 
 .PHONY: build
 build: ## build the tracker binary for GOOS/GOARCH (default: this machine)

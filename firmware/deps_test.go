@@ -27,6 +27,8 @@ func TestImportDirection(t *testing.T) {
 		{"provisioning", []string{module + "/firmware", module + "/drivers", module + "/deploy", "periph.io/x/host"}},
 		{"deploy", []string{module + "/firmware", module + "/drivers", module + "/provisioning", "periph.io/x/host"}},
 		{"firmware/telemetry", []string{module + "/provisioning", module + "/deploy", "periph.io/x/host"}},
+		// What a binary is: the standard library only.
+		{"firmware/buildinfo", []string{module}},
 	}
 	checked := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/reefer/tracker/firmware/config"
@@ -21,8 +19,7 @@ func init() {
 }
 
 func runDoctor(ctx context.Context, io stdio, args []string) error {
-	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	fs.SetOutput(io.err)
+	fs := newFlags("doctor", aboutDoctor)
 	cfgPath, ov := configFlags(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	offline := fs.Bool("offline", false, "skip the checks that use the network (DPS, hub)")
@@ -30,11 +27,7 @@ func runDoctor(ctx context.Context, io stdio, args []string) error {
 	gpsWait := fs.Duration("gps-wait", 3*time.Second, "how long to wait for a GPS fix")
 	timeout := fs.Duration("timeout", doctor.DefaultTimeout, "time limit of each network check")
 	verbose := fs.Bool("v", false, "log what the drivers do, to stderr")
-	fs.Usage = func() {
-		fmt.Fprintln(io.err, "usage: tracker doctor [flags]\n\nChecks this tracker and prints OK, WARN or FAIL per check, with the fix.\nExits non-zero when any check FAILs.\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, io); err != nil {
 		return err
 	}
 	level := "error"
@@ -55,7 +48,7 @@ func runDoctor(ctx context.Context, io stdio, args []string) error {
 		},
 		SkipSensors: *noSensors,
 		Offline:     *offline,
-		BuildTime:   buildTime(),
+		BuildTime:   build.Time,
 		Timeout:     *timeout,
 		Logger:      log,
 	})
@@ -105,20 +98,7 @@ func readSensorsOnce(ctx context.Context, c *config.Config, fixWait time.Duratio
 	return sensorcheck.Read(ctx, env, envErr, rxi, gpsErr, sensorcheck.Options{FixWait: fixWait, Port: sf.port})
 }
 
-// buildTime is the commit time the Go toolchain stamps into the binary
-// (vcs.time), zero when built outside a git checkout.
-func buildTime() time.Time {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return time.Time{}
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.time" {
-			t, err := time.Parse(time.RFC3339, s.Value)
-			if err == nil {
-				return t
-			}
-		}
-	}
-	return time.Time{}
-}
+const aboutDoctor = `Checks this tracker and prints OK, WARN or FAIL per check (config, key
+permissions, certificate, clock, sensors, DPS endpoint, cached hub, whether
+the hub accepts the device, queue), with the fix. Exits 1 when any check
+FAILs.`

@@ -14,16 +14,23 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
 	"syscall"
 
+	"github.com/reefer/tracker/firmware/buildinfo"
 	"github.com/reefer/tracker/firmware/config"
 )
 
-// version is stamped by the Makefile with -ldflags "-X main.version=...".
-var version = "dev"
+// version is stamped by the Makefile with -ldflags "-X main.version=...";
+// for a plain `go build` it stays empty and build falls back to what the
+// toolchain recorded (module version, VCS revision).
+var version string
+
+// build is what this binary is: version, revision, Go version.
+var build = buildinfo.Read(version)
 
 // Exit codes. exitConfig is listed in the systemd unit's
 // RestartPreventExitStatus= so a typo in the config does not loop restarts.
@@ -68,16 +75,38 @@ func configFlags(fs *flag.FlagSet) (path *string, o *config.Overrides) {
 	return path, o
 }
 
-// parseFlags parses a subcommand's flags; no subcommand takes arguments.
-// After -h it returns flag.ErrHelp, which run turns into exit 0.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+// newFlags returns a subcommand's flag set. Its -h text (synopsis, about,
+// flags) is the command's documentation: the man page tracker(1) is made
+// from it (deploy/deb), so the two cannot drift.
+func newFlags(name, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: tracker %s [flags]\n\n%s\n", name, about)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintln(fs.Output(), "\nflags:")
+			fs.PrintDefaults()
 		}
-		return usageError{err.Error()}
 	}
-	if fs.NArg() > 0 {
+	return fs
+}
+
+// parseFlags parses a subcommand's flags; no subcommand takes arguments.
+// -h prints the usage to stdout and returns flag.ErrHelp, which run turns
+// into exit 0; a bad flag or a stray argument is a usageError (stderr,
+// exit 2).
+func parseFlags(fs *flag.FlagSet, args []string, s stdio) error {
+	fs.SetOutput(io.Discard) // flag would print errors and usage to one writer
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(s.out)
+		fs.Usage()
+		return err
+	case err != nil:
+		return usageError{fmt.Sprintf("%v\nrun 'tracker %s -h' for its flags", err, fs.Name())}
+	case fs.NArg() > 0:
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	return nil
@@ -92,11 +121,14 @@ func main() {
 
 // run is main without the process: it returns the exit code.
 func run(ctx context.Context, args []string, io stdio) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		printUsage(io.err)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitUsage
+	case args[0] == "help" && len(args) == 2:
+		return run(ctx, []string{args[1], "-h"}, io) // tracker help doctor
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1:
+		printUsage(io.out)
 		return exitOK
 	}
 	cmd, ok := commands[args[0]]
@@ -115,16 +147,16 @@ func run(ctx context.Context, args []string, io stdio) int {
 		fmt.Fprintf(io.err, "tracker %s: %v\n", args[0], err)
 		return exitUsage
 	case errors.As(err, &ce):
-		fmt.Fprintf(io.err, "tracker %s: %v\n", args[0], err)
+		fmt.Fprintf(io.err, "%stracker %s: %v\n", journalPrefix(io.err, slog.LevelError), args[0], err)
 		return exitConfig
 	default:
-		fmt.Fprintf(io.err, "tracker %s: %v\n", args[0], err)
+		fmt.Fprintf(io.err, "%stracker %s: %v\n", journalPrefix(io.err, slog.LevelError), args[0], err)
 		return exitFail
 	}
 }
 
 func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: tracker <command> [flags]\n\ncommands:")
+	fmt.Fprintln(w, "usage: tracker <command> [flags]\n\n"+about+"\n\ncommands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
@@ -133,13 +165,22 @@ func printUsage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'tracker <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'tracker <command> -h' (or 'tracker help <command>') for a command's flags.")
 }
 
+// about is what the tracker is, the first paragraph of `tracker -h` and of
+// the man page.
+const about = `The firmware of a refrigerated shipping-container tracker: it reads a BME280
+(temperature, pressure, humidity) over I2C and a GPS over serial, provisions
+itself through Azure IoT Hub DPS with its X.509 certificate, and sends
+telemetry to IoT Hub over MQTT. The config file is /etc/tracker/tracker.json;
+systemd runs 'tracker run' as tracker.service.`
+
 func runVersion(_ context.Context, io stdio, args []string) error {
-	if len(args) > 0 {
-		return usageError{"takes no arguments"}
+	fs := newFlags("version", "Prints the firmware version, the VCS revision it was built from and the Go\nversion.")
+	if err := parseFlags(fs, args, io); err != nil {
+		return err
 	}
-	fmt.Fprintf(io.out, "tracker %s\n", version)
+	fmt.Fprintf(io.out, "tracker %s\n", build)
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -42,13 +41,12 @@ type provisionReport struct {
 }
 
 func runProvision(ctx context.Context, io stdio, args []string) error {
-	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
-	fs.SetOutput(io.err)
+	fs := newFlags("provision", aboutProvision)
 	path, o := configFlags(fs)
 	force := fs.Bool("force", false, "register with DPS even when a valid cached assignment exists")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	timeout := fs.Duration("timeout", 3*time.Minute, "give up after this long (clock wait and DPS retries included)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, io); err != nil {
 		return err
 	}
 	if *timeout <= 0 {
@@ -165,3 +163,7 @@ func printProvision(w io.Writer, r provisionReport, asJSON bool) error {
 	row("error", r.Error)
 	return tw.Flush()
 }
+
+const aboutProvision = `Registers this device through DPS once and prints the assigned hub, or the
+refusal and what it means. Uses a valid cached assignment unless --force.
+Exits 0 only when the device is assigned.`

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"os"
 
 	"periph.io/x/conn/v3/i2c"
@@ -22,10 +21,9 @@ func init() {
 // runRun is `tracker run`: load the config, then hand over to
 // firmware/daemon until SIGTERM.
 func runRun(ctx context.Context, io stdio, args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(io.err)
+	fs := newFlags("run", aboutRun)
 	path, o := configFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, io); err != nil {
 		return err
 	}
 	cfg, err := config.Load(*path, os.Getenv, *o)
@@ -38,7 +36,7 @@ func runRun(ctx context.Context, io stdio, args []string) error {
 	if err != nil {
 		return configError{err}
 	}
-	log.Info("tracker starting", "version", version, "config", cfg.Path(), "pid", os.Getpid())
+	log.Info("tracker starting", "version", build.Version, "revision", build.ShortRevision(), "modified", build.Modified, "go", build.GoVersion, "config", cfg.Path(), "pid", os.Getpid())
 	if cfg.Sensors.Env.Mode != config.ModeSimulated {
 		// periph's host drivers register the I2C buses; without them
 		// "auto" falls back to the simulator and says so.
@@ -48,7 +46,7 @@ func runRun(ctx context.Context, io stdio, args []string) error {
 	}
 	d, err := daemon.New(daemon.Config{
 		Tracker:         cfg,
-		FirmwareVersion: version,
+		FirmwareVersion: build.Version,
 		Logger:          log,
 		OpenI2C:         func(name string) (i2c.BusCloser, error) { return i2creg.Open(name) },
 	})
@@ -62,3 +60,10 @@ func runRun(ctx context.Context, io stdio, args []string) error {
 	}
 	return err
 }
+
+const aboutRun = `Runs the tracker daemon, as tracker.service does: checks the device identity,
+waits for a plausible clock, uses the cached hub or provisions through DPS,
+samples the sensors every telemetryDelay seconds, queues each reading on disk
+and sends it to IoT Hub, and obeys the device twin and direct methods. Stops
+cleanly on SIGTERM. Exits 78 when the config or the identity is invalid, which
+the unit does not restart.`

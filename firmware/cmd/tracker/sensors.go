@@ -121,8 +121,7 @@ func (s *sensorFlags) open(ctx context.Context, log *slog.Logger) (env drivers.E
 }
 
 func runSensors(ctx context.Context, io stdio, args []string) error {
-	fs := flag.NewFlagSet("sensors", flag.ContinueOnError)
-	fs.SetOutput(io.err)
+	fs := newFlags("sensors", aboutSensors)
 	var sf sensorFlags
 	sf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
@@ -132,7 +131,7 @@ func runSensors(ctx context.Context, io stdio, args []string) error {
 	fixWait := fs.Duration("gps-wait", 5*time.Second, "how long to wait for NMEA and a GPS fix")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	cfgPath := fs.String("config", config.DefaultPath, "take the sensor settings from this config `file` when it exists (flags override it)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, io); err != nil {
 		return err
 	}
 	if err := sf.fromConfig(fs, *cfgPath); err != nil {
@@ -194,3 +193,8 @@ func runSensors(ctx context.Context, io stdio, args []string) error {
 		}
 	}
 }
+
+const aboutSensors = `Reads each sensor once (or every --watch interval) and prints the reading and
+where it came from (hardware or simulated). The sensor settings come from the
+config file when it exists; flags override them. With --hardware a missing
+sensor is an error naming what is missing.`
