@@ -34,6 +34,33 @@
 //   - G.12: PUT /devices/{id} without If-Match on an existing id is 409001.
 //   - G.13: re-registration re-creates a hub identity deleted out of band.
 //
+// # Isolation between clients
+//
+// No client's bytes reach another client; the emulator's services are the
+// only senders. IoT Hub's $iothub topics name no device, so a broker that
+// routed by topic would hand one device's message to every device
+// subscribed to the same filter. Hence:
+//   - mochi delivers nothing: every PUBLISH is handled by the DPS or hub
+//     service and marked ignored, and the broker's read ACL refuses every
+//     delivery; the services write each message to its one recipient.
+//   - A Will is accepted only from a hub device, only on its own
+//     telemetry topic (devices/{id}/messages/events/...) with QoS 0 or 1
+//     (spec B.2); any other Will, and any Will sent to DPS, gets CONNACK
+//     0x05. The Will is taken from mochi at CONNECT and, on an ungraceful
+//     close, recorded as the device's telemetry (iothub-MessageType=Will).
+//   - Retain is never stored (spec B.2): retained telemetry and a retained
+//     Will are recorded with mqtt-retain=true.
+//   - Publishing outside the client's own topics, subscribing outside
+//     them (another device's C2D, $share/..., #, $SYS) and QoS 2 close
+//     the connection (G.4). devices/+/messages/devicebound/# is allowed
+//     (the embedded C SDK uses it) and yields only the device's own C2D.
+//   - MQTT 5 gets CONNACK 0x84 (unsupported protocol version), so topic
+//     aliases, shared-subscription semantics and Will delays never apply:
+//     a standard hub and DPS speak MQTT 3.1.1 (spec A.1, B.1).
+//   - Broker client ids come from the authenticated identity (hub/device,
+//     or $dps/{registrationId}/{random}), so no client can take over
+//     another's session.
+//
 // # Throttling
 //
 // Config.TelemetryPerSecond sets the hub's device-to-cloud limit (spec F),
@@ -521,8 +548,11 @@ func (e *Emulator) Start(ctx context.Context) error {
 	e.dps = newDPSService(e)
 	e.hub = newHubService(e)
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumQos = 1                 // spec B.2: QoS 2 subscriptions are granted 1
-	caps.RetainAvailable = 0            // spec B.2: retain is not stored
+	caps.MaximumQos = 1 // spec B.2: QoS 2 subscriptions are granted 1
+	// Spec B.2: retain is not stored, only forwarded as mqtt-retain. mochi
+	// stores nothing anyway (every PUBLISH is handled and marked ignored,
+	// the Will never reaches it); 1 keeps it from refusing a retained Will.
+	caps.RetainAvailable = 1
 	caps.MaximumPacketSize = 512 * 1024 // telemetry limit is 256 KB; bound memory
 	caps.MaximumClientWritesPending = 1024
 	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 (spec A.1, B.1); v5 gets its own preview

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,15 +53,37 @@ type client struct {
 	c    paho.Client
 	msgs chan paho.Message
 	lost chan error
+
+	mu   sync.Mutex
+	conn net.Conn // the socket paho dialled, for drop
 }
 
 func (c *client) close() { c.c.Disconnect(50) }
+
+// drop closes the socket without an MQTT DISCONNECT, as a crash or a
+// network cut would, so the server treats the close as ungraceful.
+func (c *client) drop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		_ = c.conn.Close()
+	}
+}
+
+// will is an MQTT Will set in CONNECT.
+type will struct {
+	topic   string
+	payload []byte
+	qos     byte
+	retain  bool
+}
 
 type dialOpts struct {
 	clientID, username, password string
 	cert                         tls.Certificate
 	clean                        bool
 	keepAlive                    time.Duration
+	will                         *will
 }
 
 func dial(t *testing.T, e *Emulator, addr string, o dialOpts) (*client, error) {
@@ -77,7 +102,20 @@ func dial(t *testing.T, e *Emulator, addr string, o dialOpts) (*client, error) {
 		SetConnectTimeout(waitTime).
 		SetOrderMatters(false).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { cl.msgs <- m }).
-		SetConnectionLostHandler(func(_ paho.Client, err error) { cl.lost <- err })
+		SetConnectionLostHandler(func(_ paho.Client, err error) { cl.lost <- err }).
+		SetCustomOpenConnectionFn(func(u *url.URL, po paho.ClientOptions) (net.Conn, error) {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTime}, "tcp", u.Host, po.TLSConfig)
+			if err != nil {
+				return nil, err
+			}
+			cl.mu.Lock()
+			cl.conn = conn
+			cl.mu.Unlock()
+			return conn, nil
+		})
+	if o.will != nil {
+		opts.SetBinaryWill(o.will.topic, o.will.payload, o.will.qos, o.will.retain)
+	}
 	if o.keepAlive > 0 {
 		opts.SetKeepAlive(o.keepAlive)
 	}

@@ -64,6 +64,10 @@ type session struct {
 	once  sync.Once
 	rOnce sync.Once
 
+	// will is the hub device's Will, held here rather than by mochi so
+	// that it can only ever become the device's own telemetry.
+	will *mqtt.Will
+
 	mu          sync.Mutex
 	nextPID     uint16
 	c2dInflight map[uint16]string // packet id -> C2D message id
@@ -200,7 +204,7 @@ func (h *brokerHook) ID() string { return "azemu" }
 func (h *brokerHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
-		mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnWill,
+		mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 	}, []byte{b})
 }
 
@@ -249,6 +253,7 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		}
 		s := newSession(h.e, cl, kindDPS, chain)
 		s.rid = rid
+		cl.Properties.Will = mqtt.Will{} // refused in OnPacketRead; never kept
 		// Spec A.1: DPS keeps no session; every connection is clean.
 		// A unique broker id keeps parallel DPS connections apart.
 		cl.Properties.Clean = true
@@ -266,8 +271,14 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		log.Info("hub connect refused", "err", err)
 		return false
 	}
+	// The Will (vetted in OnPacketRead) moves from mochi to the session:
+	// mochi would publish it to every subscriber of its topic.
+	if w := cl.Properties.Will; w.Flag != 0 && ownTelemetry(s.deviceID, w.TopicName) {
+		s.will = &w
+	}
+	cl.Properties.Will = mqtt.Will{}
 	h.sessions.Store(cl, s)
-	log.Debug("hub connect", "hub", s.hub, "deviceId", s.deviceID)
+	log.Debug("hub connect", "hub", s.hub, "deviceId", s.deviceID, "will", s.will != nil)
 	return true
 }
 
@@ -287,12 +298,65 @@ func isDPSUsername(u string) bool {
 	return len(parts) == 4 && parts[1] == "registrations" && strings.HasPrefix(parts[3], "api-version=")
 }
 
-// OnACLCheck allows everything: topics are vetted in OnPacketRead, where a
-// violation can close the connection (mochi's ACL only drops QoS 0).
-func (h *brokerHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool { return true }
+// OnACLCheck lets mochi deliver nothing. Publishes are vetted in
+// OnPacketRead, where a violation can close the connection (mochi's ACL
+// only drops QoS 0). A read check is either a SUBSCRIBE filter, allowed
+// when the session may hold it, or a delivery of a topic to a subscriber,
+// always refused: the emulator writes each message to its one recipient
+// itself, because $iothub topics name no device and a broker would fan a
+// message out to every device subscribed to them.
+func (h *brokerHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if write {
+		return true
+	}
+	s := h.session(cl)
+	return s != nil && s.maySubscribe(topic)
+}
+
+// refuseConnect answers a CONNECT with a refusal and ends the connection
+// (mochi ignores any error from OnPacketRead but ErrRejectPacket, which
+// on a CONNECT ends the connection).
+func (h *brokerHook) refuseConnect(cl *mqtt.Client, pk packets.Packet, code packets.Code, why string) (packets.Packet, error) {
+	h.e.log.Info("connect refused", "listener", cl.Net.Listener, "clientId", pk.Connect.ClientIdentifier,
+		"username", string(pk.Connect.Username), "reason", why)
+	cl.Properties.ProtocolVersion = pk.ProtocolVersion // CONNACK in the client's version
+	_ = h.e.server.SendConnack(cl, code, false, nil)
+	cl.Stop(errClose)
+	return pk, fmt.Errorf("%w: %s", packets.ErrRejectPacket, why)
+}
+
+// vetConnect refuses, before mochi parses it, a CONNECT the hub or DPS
+// would not accept: MQTT 5 (a standard hub speaks 3.1.1; spec A.1, B.1),
+// and a Will other than one on the device's own telemetry topic with QoS
+// 0 or 1 (spec B.2). DPS takes no Will. mochi would publish a Will to
+// whoever subscribes to its topic, and would answer a QoS 2 Will with a
+// code MQTT 3.1.1 does not have.
+func (h *brokerHook) vetConnect(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.ProtocolVersion >= 5 {
+		return h.refuseConnect(cl, pk, packets.ErrUnsupportedProtocolVersion, "MQTT 5 is not supported; use MQTT 3.1.1")
+	}
+	if !pk.Connect.WillFlag {
+		return pk, nil
+	}
+	c := pk.Connect
+	// ErrBadUsernameOrPassword is CONNACK 0x05 (not authorized) in 3.1.1.
+	switch {
+	case cl.Net.Listener == "mqtt" && isDPSUsername(string(c.Username)):
+		return h.refuseConnect(cl, pk, packets.ErrBadUsernameOrPassword, "DPS takes no Will message")
+	case !ownTelemetry(c.ClientIdentifier, c.WillTopic):
+		return h.refuseConnect(cl, pk, packets.ErrBadUsernameOrPassword,
+			fmt.Sprintf("Will topic %q is not devices/%s/messages/events/", c.WillTopic, c.ClientIdentifier))
+	case c.WillQos > 1:
+		return h.refuseConnect(cl, pk, packets.ErrBadUsernameOrPassword, "Will QoS 2 is not supported")
+	}
+	return pk, nil
+}
 
 // OnPacketRead vets every packet before mochi processes it.
 func (h *brokerHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Connect {
+		return h.vetConnect(cl, pk)
+	}
 	s := h.session(cl)
 	if s == nil {
 		return pk, nil
@@ -336,9 +400,8 @@ func (s *session) mayPublish(topic string) bool {
 	if s.kind == kindDPS {
 		return strings.HasPrefix(topic, dpsRegisterPrefix) || strings.HasPrefix(topic, dpsPollPrefix)
 	}
-	ev := "devices/" + s.deviceID + "/messages/events"
 	switch {
-	case topic == ev, strings.HasPrefix(topic, ev+"/"):
+	case ownTelemetry(s.deviceID, topic):
 		return true
 	case strings.HasPrefix(topic, twinGetPrefix), strings.HasPrefix(topic, twinReportedPrefix):
 		return true
@@ -346,6 +409,13 @@ func (s *session) mayPublish(topic string) bool {
 		return true
 	}
 	return false
+}
+
+// ownTelemetry reports whether topic is the device-to-cloud topic of
+// deviceID, with or without a property bag (spec B.3).
+func ownTelemetry(deviceID, topic string) bool {
+	ev := "devices/" + deviceID + "/messages/events"
+	return deviceID != "" && (topic == ev || strings.HasPrefix(topic, ev+"/"))
 }
 
 func (s *session) maySubscribe(filter string) bool {
@@ -399,8 +469,14 @@ func (h *brokerHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// OnDisconnect forgets the session.
-func (h *brokerHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) { h.forget(cl, err) }
+// OnDisconnect sends the Will of a connection that ended without
+// DISCONNECT (err is nil only after one) and forgets the session.
+func (h *brokerHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if s := h.session(cl); s != nil && err != nil && s.will != nil {
+		h.sendWill(s)
+	}
+	h.forget(cl, err)
+}
 
 func (h *brokerHook) forget(cl *mqtt.Client, err error) {
 	v, loaded := h.sessions.LoadAndDelete(cl)
@@ -414,18 +490,14 @@ func (h *brokerHook) forget(cl *mqtt.Client, err error) {
 	}
 }
 
-// OnWill forwards a hub device's will as telemetry with
-// iothub-MessageType=Will (spec B.2). The returned will reaches no
-// subscriber.
-func (h *brokerHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	s := h.session(cl)
-	if s == nil || s.kind != kindHub || !s.mayPublish(will.TopicName) || strings.HasPrefix(will.TopicName, "$") {
-		return will, nil
+// sendWill records a hub device's Will as its telemetry with
+// iothub-MessageType=Will (spec B.2); it reaches no client.
+func (h *brokerHook) sendWill(s *session) {
+	w := s.will
+	s.will = nil
+	if err := h.e.hub.recordTelemetry(s, w.TopicName, w.Payload, w.Retain, map[string]string{"iothub-MessageType": "Will"}); err != nil {
+		h.e.log.Debug("will not recorded", "client", s.cl.ID, "err", err)
 	}
-	if err := h.e.hub.recordTelemetry(s, will.TopicName, will.Payload, will.Retain, map[string]string{"iothub-MessageType": "Will"}); err != nil {
-		h.e.log.Debug("will not recorded", "client", cl.ID, "err", err)
-	}
-	return will, nil
 }
 
 // parseHubUsername splits `{host}/{deviceId}/?api-version=...` (spec B.1).
