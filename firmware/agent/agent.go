@@ -52,7 +52,7 @@ var (
 	// ErrBadDesired wraps every rejected desired property.
 	ErrBadDesired = errors.New("bad desired property")
 	// ErrHeld: SendNow took the sample but holds it until the wall clock
-	// is set (Config.ClockFloor); the Queued it returns has only ID and Seq.
+	// is set (Config.ClockFloor); it gets its id and seq when it is queued.
 	ErrHeld = errors.New("sample held until the clock is set")
 )
 
@@ -161,7 +161,6 @@ type heldSample struct {
 	s         telemetry.Sample
 	mono      time.Duration
 	threshold float64 // the one in force when it was taken
-	id        string
 }
 
 type sendNowReq struct {
@@ -428,35 +427,47 @@ func (a *Agent) sampleOnce(ctx context.Context) (Queued, error) {
 			s.Position = &p
 		}
 	}
-	// The seq is taken now, held or not, so messages keep sampling order
-	// and a sample lost while held leaves a gap, like a dropped one.
-	seq, err := a.cfg.Queue.NextSeq()
-	if err != nil {
-		a.queueFailed("next seq", err)
-		return Queued{}, fmt.Errorf("agent: next seq: %w", err)
-	}
-	s.Seq = seq
 	threshold := a.threshold()
-	msg, err := telemetry.Build(a.cfg.DeviceID, s, threshold)
-	if err != nil {
-		a.sensorFailed(err)
-		return Queued{}, fmt.Errorf("agent: build message %d: %w", seq, err)
-	}
 	if !a.clockSet(now) {
-		a.hold(heldSample{s: s, mono: mono, threshold: threshold, id: msg.ID})
-		return Queued{ID: msg.ID, Seq: seq}, ErrHeld
+		// Not numbered yet: the seq is taken when the reading is stored,
+		// in the same write. Released in sampling order, before any newer
+		// reading, held readings keep their order.
+		a.hold(heldSample{s: s, mono: mono, threshold: threshold})
+		return Queued{}, ErrHeld
 	}
 	a.releaseHeld() // older samples go first
-	return a.enqueue(msg, s)
+	return a.enqueue(s, threshold)
 }
 
-// enqueue puts a built message in the queue and counts it.
-func (a *Agent) enqueue(msg telemetry.Message, s telemetry.Sample) (Queued, error) {
-	q := Queued{ID: msg.ID, Seq: msg.Seq, Body: msg.Body, Props: msg.Properties, Created: msg.CreatedAt}
-	if err := a.cfg.Queue.Put(q); err != nil {
-		a.queueFailed("put "+q.ID, err)
-		return Queued{}, fmt.Errorf("agent: queue message %s: %w", q.ID, err)
+// errBuild marks a message that could not be built from its sample, as
+// opposed to a queue failure.
+type errBuild struct{ err error }
+
+func (e errBuild) Error() string { return e.err.Error() }
+func (e errBuild) Unwrap() error { return e.err }
+
+// enqueue builds the message for s under the next seq and queues it, and
+// counts it.
+func (a *Agent) enqueue(s telemetry.Sample, threshold float64) (Queued, error) {
+	var msg telemetry.Message
+	q, err := a.cfg.Queue.Append(func(seq uint64) (Queued, error) {
+		s.Seq = seq
+		var err error
+		if msg, err = telemetry.Build(a.cfg.DeviceID, s, threshold); err != nil {
+			return Queued{}, errBuild{err}
+		}
+		return Queued{ID: msg.ID, Seq: msg.Seq, Body: msg.Body, Props: msg.Properties, Created: msg.CreatedAt}, nil
+	})
+	var be errBuild
+	switch {
+	case errors.As(err, &be):
+		a.sensorFailed(be.err)
+		return Queued{}, fmt.Errorf("agent: build message: %w", be.err)
+	case err != nil:
+		a.queueFailed("append", err)
+		return Queued{}, fmt.Errorf("agent: queue message: %w", err)
 	}
+	s.Seq = q.Seq
 	a.mu.Lock()
 	a.st.samples++
 	a.st.consecutiveSensorErrs = 0
@@ -467,7 +478,7 @@ func (a *Agent) enqueue(msg telemetry.Message, s telemetry.Sample) (Queued, erro
 	if envChanged {
 		signal(a.wakeReporter)
 	}
-	a.log.Debug("telemetry queued", "id", q.ID, "seq", s.Seq, "temperature", s.Env.TemperatureC,
+	a.log.Debug("telemetry queued", "id", q.ID, "seq", q.Seq, "temperature", s.Env.TemperatureC,
 		"alert", msg.Alert, "fix", s.Position != nil)
 	signal(a.wakeSender)
 	return q, nil

@@ -10,26 +10,27 @@
 // hardware. firmware/cmd/tracker adapts the real queue, IoT Hub client and
 // drivers to these interfaces.
 //
-// Store-and-forward: a reading is Put to the queue before any attempt to
-// send it and Acked only after Publisher.Send returned nil (the hub's
-// PUBACK), so a crash or a dead link never loses an accepted reading; a
-// resend after a crash carries the same message id and seq.
+// Store-and-forward: a reading is Appended to the queue, which numbers it
+// (seq) in the same durable write, before any attempt to send it, and
+// Acked only after Publisher.Send returned nil (the hub's PUBACK), so a
+// crash or a dead link never loses an accepted reading; a resend after a
+// crash carries the same message id and seq.
 //
 // Wall clock not set yet: a Raspberry Pi without a battery-backed RTC boots
 // in 1970 (or at fake-hwclock's last save) and keeps sampling on cadence
 // until NTP steps the clock. A reading taken while Clock.Now is before
-// Config.ClockFloor gets its seq at once but is held in memory, unbuilt,
+// Config.ClockFloor is held in memory, unbuilt and not yet numbered,
 // with its Clock.Monotonic reading (which NTP does not step). Once the
 // clock is at or past the floor, each held reading is stamped with its true
 // time, now minus the monotonic time elapsed since it was taken, and queued
 // in sampling order before any newer one. So no message carries a
 // timestamp from before the floor. The holding area keeps at most
 // Config.HoldMax readings; beyond that the oldest is dropped and counted
-// in StatusReport.Dropped, and SendNow answers ErrHeld with the id and seq
-// the reading will have.
+// in StatusReport.Dropped, and SendNow answers ErrHeld (the reading gets
+// its id and seq when it is queued).
 //
 // The trade-off: held readings never reach the disk, so a restart or power
-// loss before the clock is set loses them (their seqs stay unused). Writing
+// loss before the clock is set loses them (they were never numbered). Writing
 // them with a "time unknown" mark and fixing them up at send time would
 // need a monotonic clock that outlives the process (CLOCK_BOOTTIME plus the
 // kernel's boot id, and after a reboot they could not be fixed at all),

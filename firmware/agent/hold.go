@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"time"
-
-	"github.com/reefer/tracker/firmware/telemetry"
 )
 
 // clockSet says whether the wall-clock reading now is to be believed.
@@ -48,15 +46,15 @@ func (a *Agent) hold(h heldSample) {
 			level = slog.LevelWarn
 		}
 		a.log.Log(context.Background(), level, "too many samples held for the clock; oldest dropped",
-			"id", dropped.id, "seq", dropped.s.Seq, "held", n, "dropped", nDropped)
+			"taken", dropped.s.Time.UTC().Format(time.RFC3339), "held", n, "dropped", nDropped)
 	}
-	a.log.Debug("sample held until the clock is set", "id", h.id, "seq", h.s.Seq, "held", n)
+	a.log.Debug("sample held until the clock is set", "held", n)
 }
 
 // releaseHeld queues the held samples, oldest first, once the wall clock is
 // set. Each gets its true time: the wall clock now, less the monotonic time
 // elapsed since it was taken. A held sample leaves the holding area only
-// after its Put, so Status never misses it in between.
+// after its Append, so Status never misses it in between.
 func (a *Agent) releaseHeld() {
 	now, mono := a.clock.Now(), a.clock.Monotonic()
 	if !a.clockSet(now) {
@@ -85,11 +83,7 @@ func (a *Agent) releaseHeld() {
 			first = h.s.Time
 		}
 		last = h.s.Time
-		msg, err := telemetry.Build(a.cfg.DeviceID, h.s, h.threshold)
-		if err != nil {
-			// Cannot happen: the same sample built when it was taken.
-			a.sensorFailed(err)
-		} else if _, err := a.enqueue(msg, h.s); err == nil {
+		if _, err := a.enqueue(h.s, h.threshold); err == nil {
 			released++
 		}
 

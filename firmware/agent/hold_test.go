@@ -139,8 +139,9 @@ func TestHoldBoundDropsOldest(t *testing.T) {
 	r.clock.Advance(time.Second)
 	eventually(t, "the kept three sent", func() bool { return len(r.pub.Sent()) == 3 })
 	sent := r.pub.Sent()
-	if got := seqs(sent); !slices.Equal(got, []uint64{3, 4, 5}) {
-		t.Errorf("sent seqs = %v; want [3 4 5] (1 and 2 dropped)", got)
+	// Numbered when queued: the two dropped while held never got one.
+	if got := seqs(sent); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Errorf("sent seqs = %v; want [1 2 3]", got)
 	}
 	// Taken at monotonic 20, 30 and 40 s; at 40 s the clock was set to t0.
 	want := []time.Time{t0.Add(-20 * time.Second), t0.Add(-10 * time.Second), t0}
@@ -159,16 +160,16 @@ func TestSendNowWhileHeld(t *testing.T) {
 	r.waitHeld(1)
 	r.clock.Advance(3 * time.Second)
 	m, err := r.a.SendNow(context.Background())
-	if !errors.Is(err, agent.ErrHeld) || m.ID != "sensor-thl-001-2" || m.Seq != 2 || m.Body != nil {
-		t.Fatalf("SendNow = %s seq %d body %q, %v; want sensor-thl-001-2 seq 2 no body, ErrHeld", m.ID, m.Seq, m.Body, err)
+	if !errors.Is(err, agent.ErrHeld) || m.ID != "" || m.Seq != 0 || m.Body != nil {
+		t.Fatalf("SendNow = %q seq %d body %q, %v; want nothing yet (numbered when queued), ErrHeld", m.ID, m.Seq, m.Body, err)
 	}
 	r.clock.SetWall(t0) // right after SendNow's sample, 3 s after the first
 	r.clock.Advance(time.Second)
 	r.waitPuts(2)
 	got := r.q.Messages()
-	if got[1].ID != m.ID || !got[1].Created.Equal(t0) || !got[0].Created.Equal(t0.Add(-3*time.Second)) {
-		t.Errorf("queued %s at %v, %s at %v; want seq 1 at %v, %s at %v", got[0].ID, got[0].Created, got[1].ID, got[1].Created,
-			t0.Add(-3*time.Second), m.ID, t0)
+	if got[1].ID != "sensor-thl-001-2" || !got[1].Created.Equal(t0) || !got[0].Created.Equal(t0.Add(-3*time.Second)) {
+		t.Errorf("queued %s at %v, %s at %v; want seq 1 at %v, sensor-thl-001-2 at %v", got[0].ID, got[0].Created, got[1].ID, got[1].Created,
+			t0.Add(-3*time.Second), t0)
 	}
 	m, err = r.a.SendNow(context.Background())
 	if err != nil || m.Seq != 3 || !m.Created.Equal(t0.Add(time.Second)) {

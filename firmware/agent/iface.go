@@ -32,19 +32,26 @@ type Queued struct {
 	Created time.Time         // when the reading was taken ($.ctime)
 }
 
-// Enqueuer stores new messages. NextSeq hands out the per-device sequence
-// number, persisted with the queue so it survives restarts.
+// Enqueuer stores new messages.
 type Enqueuer interface {
-	Put(Queued) error
-	NextSeq() (uint64, error)
+	// Append takes the next per-device sequence number, calls build with
+	// it and stores the message build returns, as one durable step: a
+	// crash neither burns a number nor issues one twice. Numbers only
+	// increase, across restarts too. A build error stores nothing, uses
+	// no number, and is returned as is. Append returns the stored message
+	// (Seq set).
+	Append(build func(seq uint64) (Queued, error)) (Queued, error)
 }
 
 // Drainer is how the sender reads and removes messages.
 type Drainer interface {
 	// Peek returns up to n messages, oldest first, without removing them.
+	// Acknowledged messages are never returned again.
 	Peek(n int) ([]Queued, error)
-	// Ack removes messages the hub accepted.
-	Ack(ids ...string) error
+	// Ack removes messages the hub accepted, by seq. It may only record
+	// the fact and write it later (a crash before then means a resend with
+	// the same id), and must not fail for want of disk space.
+	Ack(seqs ...uint64) error
 }
 
 // QueueStats reports the queue's size and losses.

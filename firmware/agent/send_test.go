@@ -312,14 +312,14 @@ func TestPartialBatchAcksOnlyWhatWasSent(t *testing.T) {
 	}
 }
 
-// ackFailQueue is a queue whose Ack always fails, as bbolt does on a full
-// or read-only SD card.
+// ackFailQueue is a queue whose Ack always fails, as one that cannot read
+// its database does.
 type ackFailQueue struct {
 	*agenttest.Queue
 	acks atomic.Int64
 }
 
-func (q *ackFailQueue) Ack(...string) error {
+func (q *ackFailQueue) Ack(...uint64) error {
 	q.acks.Add(1)
 	return agenttest.ErrFake
 }

@@ -76,16 +76,16 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 }
 
 // sendBatch sends messages in order until one fails, the link drops or ctx
-// ends, and returns the ids the hub accepted.
-func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]string, error) {
-	var sent []string
+// ends, and returns the seqs the hub accepted.
+func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]uint64, error) {
+	var sent []uint64
 	for _, m := range batch {
 		if err := a.cfg.Publisher.Send(ctx, m); err != nil {
 			a.sendFailed(m, err)
 			return sent, err
 		}
 		a.sentOK(m)
-		sent = append(sent, m.ID)
+		sent = append(sent, m.Seq)
 		if ctx.Err() != nil || !a.connected() {
 			break
 		}
@@ -93,15 +93,14 @@ func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]string, error)
 	return sent, nil
 }
 
-// ack removes sent messages in one queue transaction per batch: on flash
-// storage one write per message would wear the card for nothing. A crash
-// before the Ack resends at most one batch, with the same ids, which the
-// cloud de-duplicates.
-func (a *Agent) ack(ids []string) error {
-	if len(ids) == 0 {
+// ack removes sent messages, one call per batch. The queue writes
+// acknowledgements lazily (see firmware/queue): a crash before that
+// resends them with the same ids, which the cloud de-duplicates.
+func (a *Agent) ack(seqs []uint64) error {
+	if len(seqs) == 0 {
 		return nil
 	}
-	if err := a.cfg.Queue.Ack(ids...); err != nil {
+	if err := a.cfg.Queue.Ack(seqs...); err != nil {
 		a.queueFailed("ack", err)
 		return err
 	}

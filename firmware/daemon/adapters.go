@@ -17,11 +17,13 @@ import (
 // queueAdapter is the bbolt queue as an agent.Queue.
 type queueAdapter struct{ q *queue.Queue }
 
-func (a queueAdapter) Put(m agent.Queued) error {
-	return a.q.Put(queue.Message{ID: m.ID, Seq: m.Seq, Body: m.Body, Props: m.Props, Created: m.Created})
+func (a queueAdapter) Append(build func(seq uint64) (agent.Queued, error)) (agent.Queued, error) {
+	m, err := a.q.Append(func(seq uint64) (queue.Message, error) {
+		m, err := build(seq)
+		return queue.Message{ID: m.ID, Seq: m.Seq, Body: m.Body, Props: m.Props, Created: m.Created}, err
+	})
+	return agent.Queued{ID: m.ID, Seq: m.Seq, Body: m.Body, Props: m.Props, Created: m.Created}, err
 }
-
-func (a queueAdapter) NextSeq() (uint64, error) { return a.q.NextSeq() }
 
 func (a queueAdapter) Peek(n int) ([]agent.Queued, error) {
 	msgs, err := a.q.Peek(n)
@@ -35,9 +37,9 @@ func (a queueAdapter) Peek(n int) ([]agent.Queued, error) {
 	return out, nil
 }
 
-func (a queueAdapter) Ack(ids ...string) error { return a.q.Ack(ids...) }
-func (a queueAdapter) Len() (int, int64)       { return a.q.Len() }
-func (a queueAdapter) Dropped() uint64         { return a.q.Dropped() }
+func (a queueAdapter) Ack(seqs ...uint64) error { return a.q.Ack(seqs...) }
+func (a queueAdapter) Len() (int, int64)        { return a.q.Len() }
+func (a queueAdapter) Dropped() uint64          { return a.q.Dropped() }
 
 // hubMessage maps a queued reading to the telemetry message (spec B.3):
 // the message id stays the same on every resend so the cloud can
@@ -157,8 +159,10 @@ func (d *Daemon) methodSendNow(ctx context.Context, _ json.RawMessage) (int, any
 func sendNowAnswer(m agent.Queued, err error) (int, any) {
 	switch {
 	case errors.Is(err, agent.ErrHeld):
-		return 200, map[string]any{"messageId": m.ID, "seq": m.Seq, "queued": false, "held": true,
-			"note": "held until the clock is set"}
+		// Numbered when it is queued (the seq and the reading are stored
+		// together), so no id yet.
+		return 200, map[string]any{"queued": false, "held": true,
+			"note": "held until the clock is set; it gets its id and seq when queued"}
 	case err != nil:
 		return 503, map[string]string{"error": err.Error()}
 	}

@@ -105,7 +105,7 @@ func TestSendNowAnswer(t *testing.T) {
 		want   string
 	}{
 		{"queued", nil, 200, `{"messageId":"sensor-thl-001-7","queued":true,"seq":7}`},
-		{"held", agent.ErrHeld, 200, `{"held":true,"messageId":"sensor-thl-001-7","note":"held until the clock is set","queued":false,"seq":7}`},
+		{"held", agent.ErrHeld, 200, `{"held":true,"note":"held until the clock is set; it gets its id and seq when queued","queued":false}`},
 		{"failed", fmt.Errorf("agent: read env sensor: %w", errors.New("i2c: no ack")), 503, `{"error":"agent: read env sensor: i2c: no ack"}`},
 	}
 	for _, tt := range tests {

@@ -81,6 +81,7 @@ func CheckQueue(path string, opts queue.Options) (ck Check, inUse bool) {
 	}
 	opts.LockTimeout = queueLockWait
 	opts.Recover = false
+	opts.ReserveBytes = -1 // the tracker's to keep, not an inspector's
 	q, err := queue.Open(path, opts)
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):

@@ -69,7 +69,10 @@ func fill(t *testing.T, path string, opts queue.Options, n, size int) {
 	}
 	defer q.Close()
 	for i := range n {
-		if err := q.Put(queue.Message{ID: fmt.Sprint("m", i), Seq: uint64(i + 1), Body: make([]byte, size), Created: time.Now()}); err != nil {
+		_, err := q.Append(func(uint64) (queue.Message, error) {
+			return queue.Message{ID: fmt.Sprint("m", i), Body: make([]byte, size), Created: time.Now()}, nil
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,33 +3,64 @@
 // Every reading is written to the queue before it is sent, and removed only
 // after the hub acknowledged it (the QoS 1 PUBACK, spec B.2/B.3), so a
 // tracker that loses its uplink at sea, or its power, keeps what it measured.
-// The queue is a bbolt database in the state directory: each Put, Ack and
-// NextSeq is one fsync'ed transaction, so an operation that returned survives
-// a crash or power cut, and one that did not return is either wholly there
-// or wholly absent.
+// The queue is a bbolt database in the state directory.
+//
+// # One synced write per reading
+//
+// A tracker lives on an SD card, and synced page writes are what wears one
+// out. So the steady state costs one bbolt write transaction per reading:
+//
+//   - Append takes the device sequence number and stores the reading built
+//     for it in the same transaction. A crash can neither burn a number nor
+//     issue one twice; the reading is keyed by it.
+//   - Ack only marks messages as delivered, in memory: Peek and Len stop
+//     showing them at once. The deletions are written lazily, in the next
+//     Append's transaction (at one reading a second that is the next
+//     second), or on their own when AckBatch of them have piled up (the
+//     drain after an outage), when the queue has just drained a backlog,
+//     after AckDelay without an Append, and on Close. An acknowledgement
+//     lost to a crash or a power cut means the message is sent again after
+//     the restart with the same message id and seq, which the cloud
+//     de-duplicates; nothing is ever lost, at most resent.
+//
+// bbolt itself syncs twice per commit (the pages, then the meta page that
+// makes them current: the order is what makes it crash-safe), and rewrites
+// the touched B+tree pages whole. The database runs with NoFreelistSync so
+// a commit does not also write the free list (it is rebuilt at Open).
+// bench/README.md has the bytes and syncs per reading this costs.
+//
+// # Bounds and a full disk
 //
 // The queue is bounded by message count and by bytes. When a new message
 // does not fit, the oldest are dropped (old readings are worth less than new
 // ones) and a persisted drop counter records how many were lost.
 //
-// The same database holds the device's message sequence number (NextSeq),
-// which must only ever increase, across restarts too, and a small side
-// file (path+".seq") holds a reserved floor so it keeps increasing even
-// when the database is lost. A database that is damaged beyond use (SD
-// card corruption) is moved aside by Open with Options.Recover and
-// replaced by an empty one, so the tracker comes back instead of failing
-// at every start.
+// The state filesystem may fill up before those bounds: see space.go. The
+// queue then drops the oldest readings to make room, keeps recording new
+// ones, caps itself at what fits, and lifts the cap once space returns. A
+// small reserve file next to the database guarantees that deleting (which
+// bbolt also does by writing pages) can proceed on a full disk.
+//
+// # Sequence numbers
+//
+// The sequence number must only ever increase, across restarts too, and a
+// small side file (path+".seq") holds a reserved floor so it keeps
+// increasing even when the database is lost. A database that is damaged
+// beyond use (SD card corruption) is moved aside by Open with
+// Options.Recover and replaced by an empty one, so the tracker comes back
+// instead of failing at every start.
+//
+// The agent uses Append, Peek, Ack, Len and Dropped (agent.Queue); anything
+// with those five, such as an in-memory queue, can stand in for this one.
 package queue
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,21 +73,25 @@ import (
 var (
 	// ErrClosed is returned by every method after Close.
 	ErrClosed = errors.New("queue: closed")
-	// ErrDuplicate is returned by Put for an ID that is already queued.
-	ErrDuplicate = errors.New("queue: duplicate message id")
-	// ErrTooLarge is returned by Put for a message that alone exceeds MaxBytes.
+	// ErrTooLarge is returned by Append for a message that alone exceeds MaxBytes.
 	ErrTooLarge = errors.New("queue: message larger than the queue")
-	// ErrInvalid is returned by Put for a message without an ID.
+	// ErrInvalid is returned by Append for a message without an ID.
 	ErrInvalid = errors.New("queue: invalid message")
 )
 
-// Defaults used when Options leaves a bound at zero: about 11 days of
+// Defaults used when Options leaves a setting at zero: about 11 days of
 // readings at the default 10 s interval, in well under the space an SD card
 // can spare.
 const (
 	DefaultMaxCount    = 100_000
 	DefaultMaxBytes    = 64 << 20
 	DefaultLockTimeout = 5 * time.Second
+	// DefaultAckBatch acknowledgements are written in one transaction
+	// while a backlog drains.
+	DefaultAckBatch = 1024
+	// DefaultAckDelay is longer than the default telemetry interval, so at
+	// any interval up to it an acknowledgement rides on the next Append.
+	DefaultAckDelay = 15 * time.Second
 )
 
 // Options bound the queue. Zero values take the defaults above.
@@ -74,44 +109,77 @@ type Options struct {
 	// SeqBlock is how many sequence numbers one write of the floor file
 	// reserves; 0 is DefaultSeqBlock.
 	SeqBlock uint64
-	// Now names the moved-aside file; nil is time.Now.
+	// AckBatch is how many acknowledgements wait in memory before they are
+	// written on their own; 0 is DefaultAckBatch.
+	AckBatch int
+	// AckDelay is the longest an acknowledgement waits in memory for an
+	// Append to ride on; 0 is DefaultAckDelay.
+	AckDelay time.Duration
+	// ReserveBytes is the size of the reserve file (path+ReserveSuffix)
+	// given up when the filesystem is full; 0 is DefaultReserveBytes,
+	// negative keeps none.
+	ReserveBytes int64
+	// SpaceProbe is how often a queue capped by a full filesystem looks
+	// for space again; 0 is DefaultSpaceProbe.
+	SpaceProbe time.Duration
+	// Now names the moved-aside file and times the space probe; nil is
+	// time.Now.
 	Now func() time.Time
 }
 
 // Message is one queued reading.
 type Message struct {
 	ID      string            // message id ($.mid), unique within the queue
-	Seq     uint64            // device sequence number, from NextSeq
+	Seq     uint64            // device sequence number, set by Append
 	Body    []byte            // payload as sent
 	Props   map[string]string // MQTT property bag, application and system
 	Created time.Time         // when the reading was taken
 }
 
 // Queue is a persistent FIFO of Messages. It is safe for concurrent use: the
-// sampler Puts while the sender Peeks and Acks.
+// sampler Appends while the sender Peeks and Acks.
 type Queue struct {
 	db   *bolt.DB
 	log  *slog.Logger
 	opts Options
+	path string
 
 	closed atomic.Bool
 
-	mu       sync.Mutex // serialises writes with the counters below
-	count    int
+	mu       sync.Mutex // serialises writes with the fields below
+	count    int        // records on disk, acknowledged ones included
 	bytes    int64
 	dropped  uint64
 	reserved uint64 // sequence numbers up to this are reserved in the floor file
 	seqPath  string
 
+	// acked holds acknowledged records not yet deleted on disk, by seq,
+	// with their size.
+	acked      map[uint64]int64
+	ackedBytes int64
+	ackTimer   *time.Timer
+	ackArmed   bool // ackTimer runs
+	lastSize   int64 // size of the last record appended
+	dropStreak int   // consecutive Appends that dropped, for the log
+
+	space space // full-filesystem state, see space.go
+
+	// failWrite, when set (tests), is called at the end of every write
+	// transaction; an error it returns fails the transaction.
+	failWrite func(tx *bolt.Tx) error
+
 	recovery *Recovery // set once by Open
 }
 
 var (
-	bucketMsgs = []byte("msgs") // 8-byte big-endian insertion key -> record
-	bucketIDs  = []byte("ids")  // message id -> insertion key
+	bucketMsgs = []byte("msgs") // 8-byte big-endian seq -> record
 	bucketMeta = []byte("meta")
 	keySeq     = []byte("seq")
 	keyDropped = []byte("dropped")
+	// bucketOldIDs (message id -> insertion key) and insertion keys other
+	// than the seq are the layout before the seq became the key; Open
+	// converts it.
+	bucketOldIDs = []byte("ids")
 )
 
 // Open opens or creates the queue database at path, and its sequence
@@ -132,12 +200,24 @@ func Open(path string, opts Options) (*Queue, error) {
 	if opts.SeqBlock == 0 {
 		opts.SeqBlock = DefaultSeqBlock
 	}
+	if opts.AckBatch <= 0 {
+		opts.AckBatch = DefaultAckBatch
+	}
+	if opts.AckDelay <= 0 {
+		opts.AckDelay = DefaultAckDelay
+	}
+	if opts.ReserveBytes == 0 {
+		opts.ReserveBytes = DefaultReserveBytes
+	}
+	if opts.SpaceProbe <= 0 {
+		opts.SpaceProbe = DefaultSpaceProbe
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	log := opts.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	q, err := openQueue(path, opts, log)
 	if err == nil || !errors.Is(err, ErrCorrupt) || !opts.Recover {
@@ -163,16 +243,18 @@ func openQueue(path string, opts Options, log *slog.Logger) (*Queue, error) {
 	floor, ferr := readSeqFloor(seqPath)
 	if ferr != nil {
 		// The database's own counter still holds; only a database lost as
-		// well would restart the numbers. NextSeq rewrites the file.
+		// well would restart the numbers. Append rewrites the file.
 		log.Error("queue sequence floor unreadable; continuing from the database's counter", "path", seqPath, "err", ferr)
 	}
 	db, err := openChecked(path, opts.LockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("queue open %s: %w", path, err)
 	}
-	q := &Queue{db: db, log: log, opts: opts, seqPath: seqPath, reserved: floor}
+	q := &Queue{db: db, log: log, opts: opts, path: path, seqPath: seqPath, reserved: floor,
+		acked: map[uint64]int64{}}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMsgs, bucketIDs, bucketMeta} {
+		q.count, q.bytes = 0, 0
+		for _, name := range [][]byte{bucketMsgs, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -188,11 +270,15 @@ func openQueue(path string, opts Options, log *slog.Logger) (*Queue, error) {
 			}
 		}
 		q.dropped = getUint(meta, keyDropped)
+		bad, err := migrate(tx)
+		if err != nil {
+			return err
+		}
 		// Count what is queued, and drop records that no longer decode (a
 		// flipped bit on an SD card) so they cannot block the sender forever.
 		var corrupt [][]byte
-		err := tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
-			if _, err := decode(v); err != nil {
+		err = tx.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
+			if _, err := decodeAt(k, v); err != nil {
 				corrupt = append(corrupt, bytes.Clone(k))
 				return nil
 			}
@@ -200,120 +286,250 @@ func openQueue(path string, opts Options, log *slog.Logger) (*Queue, error) {
 			q.bytes += int64(len(v))
 			return nil
 		})
-		if err != nil || len(corrupt) == 0 {
+		if err != nil {
 			return err
 		}
-		if err := dropKeys(tx, corrupt); err != nil {
-			return err
+		for _, k := range corrupt {
+			if err := tx.Bucket(bucketMsgs).Delete(k); err != nil {
+				return err
+			}
 		}
-		q.dropped += uint64(len(corrupt))
-		log.Error("queue dropped corrupt records", "path", path, "dropped", len(corrupt), "total_dropped", q.dropped)
-		return putUint(meta, keyDropped, q.dropped)
+		if n := bad + len(corrupt); n > 0 {
+			q.dropped += uint64(n)
+			log.Error("queue dropped corrupt records", "path", path, "dropped", n, "total_dropped", q.dropped)
+			return putUint(meta, keyDropped, q.dropped)
+		}
+		return nil
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue open %s: %w", path, err)
 	}
+	q.space.init(q)
 	return q, nil
 }
 
-// Close closes the database. Further calls return ErrClosed.
+// migrate converts the layout before the seq became the key (records under
+// an insertion counter, an ids bucket) in place, and returns how many
+// records it could not keep (undecodable, or a seq already taken).
+func migrate(tx *bolt.Tx) (bad int, err error) {
+	if tx.Bucket(bucketOldIDs) == nil {
+		return 0, nil
+	}
+	old := tx.Bucket(bucketMsgs)
+	var recs [][2][]byte
+	err = old.ForEach(func(k, v []byte) error {
+		recs = append(recs, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.DeleteBucket(bucketMsgs); err != nil {
+		return 0, err
+	}
+	if err := tx.DeleteBucket(bucketOldIDs); err != nil {
+		return 0, err
+	}
+	msgs, err := tx.CreateBucket(bucketMsgs)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range recs {
+		m, err := decode(r[1])
+		if err != nil || m.Seq == 0 || msgs.Get(seqKey(m.Seq)) != nil {
+			bad++
+			continue
+		}
+		if err := msgs.Put(seqKey(m.Seq), r[1]); err != nil {
+			return 0, err
+		}
+	}
+	return bad, nil
+}
+
+// Close writes pending acknowledgements and closes the database. Further
+// calls return ErrClosed.
 func (q *Queue) Close() error {
 	if q.closed.Swap(true) {
 		return nil
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.ackArmed {
+		q.ackTimer.Stop()
+	}
+	ferr := q.flushLocked()
 	if err := q.db.Close(); err != nil {
 		return fmt.Errorf("queue close: %w", err)
 	}
+	if ferr != nil {
+		// Not lost: the messages are sent again after the next start.
+		return fmt.Errorf("queue close: writing acknowledgements: %w", ferr)
+	}
 	return nil
 }
 
-// Put stores msg durably. When the queue is full the oldest messages are
-// dropped to make room, in the same transaction.
-func (q *Queue) Put(msg Message) error {
-	if msg.ID == "" {
-		return fmt.Errorf("queue put: %w: empty id", ErrInvalid)
-	}
-	rec := encode(msg)
-	size := int64(len(rec))
-	if size > q.opts.MaxBytes {
-		return fmt.Errorf("queue put %s: %w: %d > %d bytes", msg.ID, ErrTooLarge, size, q.opts.MaxBytes)
-	}
+// Append stores a new message under the next sequence number: build gets
+// the number and returns the message (its Seq is set to the number), and
+// the number and the message are written in one synced transaction, which
+// also applies the acknowledgements pending in memory. A build error
+// aborts with nothing written and no number used. When the queue is full
+// the oldest messages are dropped to make room, in the same transaction;
+// on a full filesystem see space.go. Append returns the stored message.
+func (q *Queue) Append(build func(seq uint64) (Message, error)) (Message, error) {
 	if q.closed.Load() {
-		return ErrClosed
+		return Message{}, ErrClosed
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	m, err := q.appendLocked(build, q.space.limit(q.opts.MaxBytes))
+	if isNoSpace(err) {
+		m, err = q.appendNoSpace(build, err)
+	} else if err == nil {
+		q.space.probe()
+	}
+	if err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}
 
-	count, total := q.count, q.bytes
-	var droppedIDs []string
+// appendLocked is one Append transaction keeping the queue within
+// maxBytes. It deletes acknowledged records first (not counted as
+// dropped), then drops the oldest while the new one does not fit.
+func (q *Queue) appendLocked(build func(seq uint64) (Message, error), maxBytes int64) (Message, error) {
+	var (
+		m        Message
+		size     int64
+		d        drops
+		reserved uint64
+		buildErr error
+	)
 	err := q.db.Update(func(tx *bolt.Tx) error {
-		droppedIDs = droppedIDs[:0]
-		var corrupt [][]byte
-		msgs, ids := tx.Bucket(bucketMsgs), tx.Bucket(bucketIDs)
-		if ids.Get([]byte(msg.ID)) != nil {
-			return ErrDuplicate
+		reserved, buildErr = q.reserved, nil
+		msgs, meta := tx.Bucket(bucketMsgs), tx.Bucket(bucketMeta)
+		seq := getUint(meta, keySeq) + 1
+		var err error
+		if m, err = build(seq); err != nil {
+			buildErr = err
+			return err
 		}
-		c := msgs.Cursor()
-		for count+1 > q.opts.MaxCount || total+size > q.opts.MaxBytes {
-			k, v := c.First()
-			if k == nil {
-				break // cannot happen: size <= MaxBytes and MaxCount >= 1
-			}
-			id, err := decodeID(v)
-			if err != nil {
-				// Corrupted since Open: drop it all the same, and its ids
-				// entry below.
-				corrupt = append(corrupt, bytes.Clone(k))
-				id = fmt.Sprintf("(corrupt record %x)", k)
-			}
-			total -= int64(len(v))
-			count--
-			droppedIDs = append(droppedIDs, id)
-			if err := c.Delete(); err != nil {
-				return err
-			}
-			if err := ids.Delete([]byte(id)); err != nil {
-				return err
-			}
+		m.Seq = seq
+		if m.ID == "" {
+			return fmt.Errorf("%w: empty id", ErrInvalid)
 		}
-		if len(corrupt) > 0 {
-			if err := dropKeys(tx, corrupt); err != nil {
-				return err
-			}
+		rec := encode(m)
+		size = int64(len(rec))
+		if size > q.opts.MaxBytes {
+			return fmt.Errorf("%s: %w: %d > %d bytes", m.ID, ErrTooLarge, size, q.opts.MaxBytes)
 		}
-		if len(droppedIDs) > 0 {
-			if err := putUint(tx.Bucket(bucketMeta), keyDropped, q.dropped+uint64(len(droppedIDs))); err != nil {
-				return err
-			}
-		}
-		n, err := msgs.NextSequence()
+		d, err = q.dropOldest(tx, func(count int, total int64) bool {
+			return count+1 > q.opts.MaxCount || total+size > maxBytes
+		})
 		if err != nil {
 			return err
 		}
-		key := binary.BigEndian.AppendUint64(nil, n)
-		if err := msgs.Put(key, rec); err != nil {
+		if seq > reserved {
+			// Reserve before issuing: the floor must cover every number
+			// that may be in use. A failed transaction after this only
+			// leaves a larger gap after a lost database.
+			reserved = seq - 1 + q.opts.SeqBlock
+			if err := writeSeqFloor(q.seqPath, reserved); err != nil {
+				return err
+			}
+		}
+		if err := putUint(meta, keySeq, seq); err != nil {
 			return err
 		}
-		return ids.Put([]byte(msg.ID), key)
+		if err := msgs.Put(seqKey(seq), rec); err != nil {
+			return err
+		}
+		return q.injected(tx)
 	})
+	if buildErr != nil {
+		return Message{}, buildErr
+	}
 	if err != nil {
-		return q.wrap("put "+msg.ID, err)
+		op := "append"
+		if m.ID != "" {
+			op += " " + m.ID
+		}
+		return Message{}, q.wrap(op, err)
 	}
-	q.count, q.bytes = count+1, total+size
-	if len(droppedIDs) > 0 {
-		q.dropped += uint64(len(droppedIDs))
-		q.log.Warn("queue full, dropped oldest messages",
-			"dropped", len(droppedIDs), "first", droppedIDs[0], "last", droppedIDs[len(droppedIDs)-1],
-			"total_dropped", q.dropped, "count", q.count, "bytes", q.bytes)
+	q.reserved = reserved
+	q.lastSize = size
+	q.dropsApplied(d, 1, size, maxBytes)
+	return m, nil
+}
+
+// drops is what one transaction's dropOldest did.
+type drops struct {
+	n           int
+	first, last uint64 // seqs
+	count       int    // the queue after it, acknowledged records gone
+	bytes       int64
+}
+
+// dropOldest deletes the acknowledged records, then the oldest while
+// over says the queue is too big. It runs inside a write transaction;
+// dropsApplied accounts for it once the transaction committed.
+func (q *Queue) dropOldest(tx *bolt.Tx, over func(count int, total int64) bool) (drops, error) {
+	msgs := tx.Bucket(bucketMsgs)
+	if err := q.deleteAcked(msgs); err != nil {
+		return drops{}, err
 	}
-	return nil
+	d := drops{count: q.count - len(q.acked), bytes: q.bytes - q.ackedBytes}
+	c := msgs.Cursor()
+	for over(d.count, d.bytes) {
+		k, v := c.First()
+		if k == nil {
+			break
+		}
+		if d.n == 0 {
+			d.first = binary.BigEndian.Uint64(k)
+		}
+		d.last = binary.BigEndian.Uint64(k)
+		d.bytes -= int64(len(v))
+		d.count--
+		d.n++
+		if err := c.Delete(); err != nil {
+			return drops{}, err
+		}
+	}
+	if d.n > 0 {
+		if err := putUint(tx.Bucket(bucketMeta), keyDropped, q.dropped+uint64(d.n)); err != nil {
+			return drops{}, err
+		}
+	}
+	return d, nil
+}
+
+// dropsApplied accounts for a committed transaction that ran dropOldest
+// and then added n records of size bytes.
+func (q *Queue) dropsApplied(d drops, n int, size, maxBytes int64) {
+	q.ackedApplied()
+	q.count, q.bytes = d.count+n, d.bytes+size
+	if d.n == 0 {
+		q.dropStreak = 0
+		return
+	}
+	q.dropped += uint64(d.n)
+	q.dropStreak++
+	// A queue held at its bound drops at every reading: say so when it
+	// starts and then every 100th time, not once a reading.
+	level := slog.LevelDebug
+	if q.dropStreak == 1 || q.dropStreak%100 == 0 {
+		level = slog.LevelWarn
+	}
+	q.log.Log(context.Background(), level, "queue full, dropped oldest messages",
+		"dropped", d.n, "first_seq", d.first, "last_seq", d.last, "total_dropped", q.dropped,
+		"count", q.count, "bytes", q.bytes, "max_bytes", maxBytes, "max_count", q.opts.MaxCount)
 }
 
 // Peek returns up to n messages, oldest first, without removing them.
-// n <= 0 returns none. Records that no longer decode are skipped (logged).
+// Acknowledged messages are not returned, written yet or not. n <= 0
+// returns none. Records that no longer decode are skipped (logged).
 func (q *Queue) Peek(n int) ([]Message, error) {
 	if n <= 0 {
 		return nil, nil
@@ -321,11 +537,26 @@ func (q *Queue) Peek(n int) ([]Message, error) {
 	if q.closed.Load() {
 		return nil, ErrClosed
 	}
+	q.mu.Lock()
+	skip := len(q.acked) > 0
+	var acked map[uint64]int64
+	if skip {
+		acked = make(map[uint64]int64, len(q.acked))
+		for k, v := range q.acked {
+			acked[k] = v
+		}
+	}
+	q.mu.Unlock()
 	var out []Message
 	err := q.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketMsgs).Cursor()
 		for k, v := c.First(); k != nil && len(out) < n; k, v = c.Next() {
-			m, err := decode(v)
+			if skip {
+				if _, ok := acked[binary.BigEndian.Uint64(k)]; ok {
+					continue
+				}
+			}
+			m, err := decodeAt(k, v)
 			if err != nil {
 				// Skip rather than block the sender; the next Open or a
 				// full queue drops it.
@@ -342,113 +573,143 @@ func (q *Queue) Peek(n int) ([]Message, error) {
 	return out, nil
 }
 
-// Ack removes messages the hub acknowledged. IDs no longer queued (dropped
-// while in flight) are ignored.
-func (q *Queue) Ack(ids ...string) error {
-	_, err := q.remove("ack", ids)
-	return err
-}
-
-// Remove removes messages that will never be delivered (the hub refuses
-// them) and counts them as dropped. Unknown IDs are ignored.
-func (q *Queue) Remove(ids ...string) error {
-	n, err := q.remove("remove", ids)
-	if err == nil && n > 0 {
-		q.log.Warn("queue removed undeliverable messages", "removed", n, "ids", ids, "total_dropped", q.Dropped())
-	}
-	return err
-}
-
-func (q *Queue) remove(op string, idList []string) (int, error) {
-	if len(idList) == 0 {
-		return 0, nil
+// Ack marks messages the hub acknowledged, by seq. They leave Peek and Len
+// at once and the disk lazily (see the package comment); seqs no longer
+// queued (dropped while in flight) are ignored. Ack does not fail for want
+// of disk space: an acknowledgement that cannot be written yet stays in
+// memory until it can. It fails only when the queue is closed or the
+// database cannot be read.
+func (q *Queue) Ack(seqs ...uint64) error {
+	if len(seqs) == 0 {
+		return nil
 	}
 	if q.closed.Load() {
-		return 0, ErrClosed
+		return ErrClosed
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	removed, freed := 0, int64(0)
-	drop := op == "remove"
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		msgs, ids := tx.Bucket(bucketMsgs), tx.Bucket(bucketIDs)
-		for _, id := range idList {
-			key := ids.Get([]byte(id))
-			if key == nil {
+	err := q.db.View(func(tx *bolt.Tx) error {
+		msgs := tx.Bucket(bucketMsgs)
+		for _, s := range seqs {
+			if _, ok := q.acked[s]; ok {
 				continue
 			}
-			freed += int64(len(msgs.Get(key)))
-			if err := msgs.Delete(key); err != nil {
-				return err
+			if v := msgs.Get(seqKey(s)); v != nil {
+				q.acked[s] = int64(len(v))
+				q.ackedBytes += int64(len(v))
 			}
-			if err := ids.Delete([]byte(id)); err != nil {
-				return err
-			}
-			removed++
-		}
-		if drop && removed > 0 {
-			return putUint(tx.Bucket(bucketMeta), keyDropped, q.dropped+uint64(removed))
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, q.wrap(op, err)
+		return q.wrap("ack", err)
 	}
-	q.count -= removed
-	q.bytes -= freed
-	if drop {
-		q.dropped += uint64(removed)
+	switch {
+	case len(q.acked) == 0:
+	case len(q.acked) >= q.opts.AckBatch,
+		// A backlog has just drained: write it off now rather than resend
+		// it all after a crash in the next AckDelay.
+		len(q.acked) > 1 && len(q.acked) == q.count:
+		if err := q.flushLocked(); err != nil {
+			q.log.Warn("queue could not write acknowledgements yet; kept in memory", "pending", len(q.acked), "err", err)
+		}
+	case q.ackArmed:
+	case q.ackTimer == nil:
+		q.ackTimer, q.ackArmed = time.AfterFunc(q.opts.AckDelay, q.flushTimer), true
+	default:
+		q.ackTimer.Reset(q.opts.AckDelay)
+		q.ackArmed = true
 	}
-	return removed, nil
+	return nil
 }
 
-// Len reports how many messages are queued and their stored size in bytes.
+// Sync writes the acknowledgements pending in memory now.
+func (q *Queue) Sync() error {
+	if q.closed.Load() {
+		return ErrClosed
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.flushLocked()
+}
+
+func (q *Queue) flushTimer() {
+	if q.closed.Load() {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.ackArmed = false
+	if err := q.flushLocked(); err != nil && !q.closed.Load() {
+		q.log.Warn("queue could not write acknowledgements yet; kept in memory", "pending", len(q.acked), "err", err)
+		q.ackTimer.Reset(q.opts.AckDelay)
+		q.ackArmed = true
+	}
+}
+
+// flushLocked deletes the acknowledged records in one transaction. On a
+// full filesystem it gives up the reserve and tries again.
+func (q *Queue) flushLocked() error {
+	if len(q.acked) == 0 {
+		return nil
+	}
+	update := func() error {
+		return q.db.Update(func(tx *bolt.Tx) error {
+			if err := q.deleteAcked(tx.Bucket(bucketMsgs)); err != nil {
+				return err
+			}
+			return q.injected(tx)
+		})
+	}
+	err := update()
+	if isNoSpace(err) && q.space.release() {
+		err = update()
+	}
+	if err != nil {
+		return q.wrap("ack", err)
+	}
+	q.ackedApplied()
+	return nil
+}
+
+func (q *Queue) deleteAcked(msgs *bolt.Bucket) error {
+	for s := range q.acked {
+		if err := msgs.Delete(seqKey(s)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ackedApplied accounts for a committed deleteAcked.
+func (q *Queue) ackedApplied() {
+	if len(q.acked) == 0 {
+		return
+	}
+	q.count -= len(q.acked)
+	q.bytes -= q.ackedBytes
+	clear(q.acked)
+	q.ackedBytes = 0
+	if q.ackArmed {
+		q.ackTimer.Stop()
+		q.ackArmed = false
+	}
+}
+
+// Len reports how many messages are queued, acknowledged ones excluded,
+// and their stored size in bytes.
 func (q *Queue) Len() (count int, bytes int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.count, q.bytes
+	return q.count - len(q.acked), q.bytes - q.ackedBytes
 }
 
-// Dropped reports how many messages were ever dropped because the queue was
-// full or they were Removed. It survives restarts.
+// Dropped reports how many messages were ever dropped because the queue (or
+// the filesystem) was full, or were found corrupt. It survives restarts.
 func (q *Queue) Dropped() uint64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.dropped
-}
-
-// NextSeq returns the next device sequence number: 1 for a new queue,
-// then one more on every call, durably. Numbers never repeat, even when
-// the database is lost: a new database starts above the block reserved in
-// the floor file (see SeqSuffix). A crash between NextSeq and Put, or a
-// lost database, leaves a gap, never a repeat.
-func (q *Queue) NextSeq() (uint64, error) {
-	if q.closed.Load() {
-		return 0, ErrClosed
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var seq, reserved uint64
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMeta)
-		seq = getUint(b, keySeq) + 1
-		reserved = q.reserved
-		if seq > reserved {
-			// Reserve before issuing: the floor must cover every number
-			// that may be in use. The file is written inside the
-			// transaction so a failure issues nothing.
-			reserved = seq - 1 + q.opts.SeqBlock
-			if err := writeSeqFloor(q.seqPath, reserved); err != nil {
-				return err
-			}
-		}
-		return putUint(b, keySeq, seq)
-	})
-	if err != nil {
-		return 0, q.wrap("next seq", err)
-	}
-	q.reserved = reserved
-	return seq, nil
 }
 
 // Recovered reports the corrupt database Open replaced, nil when it did
@@ -461,6 +722,13 @@ func (q *Queue) Recovered() *Recovery {
 	return &r
 }
 
+func (q *Queue) injected(tx *bolt.Tx) error {
+	if q.failWrite != nil {
+		return q.failWrite(tx)
+	}
+	return nil
+}
+
 func (q *Queue) wrap(op string, err error) error {
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		err = ErrClosed
@@ -468,31 +736,18 @@ func (q *Queue) wrap(op string, err error) error {
 	return fmt.Errorf("queue %s: %w", op, err)
 }
 
-// dropKeys deletes records by insertion key, and any ids entries pointing
-// at them.
-func dropKeys(tx *bolt.Tx, keys [][]byte) error {
-	msgs, ids := tx.Bucket(bucketMsgs), tx.Bucket(bucketIDs)
-	for _, k := range keys {
-		if err := msgs.Delete(k); err != nil {
-			return err
-		}
-	}
-	var stale [][]byte
-	err := ids.ForEach(func(id, k []byte) error {
-		if slices.ContainsFunc(keys, func(d []byte) bool { return bytes.Equal(d, k) }) {
-			stale = append(stale, bytes.Clone(id))
-		}
-		return nil
-	})
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// decodeAt decodes the record stored under key k.
+func decodeAt(k, v []byte) (Message, error) {
+	m, err := decode(v)
 	if err != nil {
-		return err
+		return Message{}, err
 	}
-	for _, id := range stale {
-		if err := ids.Delete(id); err != nil {
-			return err
-		}
+	if len(k) != 8 || binary.BigEndian.Uint64(k) != m.Seq {
+		return Message{}, fmt.Errorf("%w: seq %d under key %x", errCorrupt, m.Seq, k)
 	}
-	return nil
+	return m, nil
 }
 
 func getUint(b *bolt.Bucket, key []byte) uint64 {
@@ -505,136 +760,4 @@ func getUint(b *bolt.Bucket, key []byte) uint64 {
 
 func putUint(b *bolt.Bucket, key []byte, n uint64) error {
 	return b.Put(key, binary.BigEndian.AppendUint64(nil, n))
-}
-
-// Record format, version 1: the version byte, then uvarint Seq, varint
-// Created (Unix ns, 0 for the zero time), then length-prefixed ID, Body and
-// a count of length-prefixed key/value pairs sorted by key. The ID comes
-// early so dropping the oldest need not decode the body.
-const recordV1 = 1
-
-var errCorrupt = errors.New("corrupt record")
-
-func encode(m Message) []byte {
-	b := make([]byte, 0, 32+len(m.ID)+len(m.Body)+16*len(m.Props))
-	b = append(b, recordV1)
-	b = binary.AppendUvarint(b, m.Seq)
-	var created int64
-	if !m.Created.IsZero() {
-		created = m.Created.UnixNano()
-	}
-	b = binary.AppendVarint(b, created)
-	b = appendBytes(b, []byte(m.ID))
-	b = appendBytes(b, m.Body)
-	keys := make([]string, 0, len(m.Props))
-	for k := range m.Props {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	b = binary.AppendUvarint(b, uint64(len(keys)))
-	for _, k := range keys {
-		b = appendBytes(b, []byte(k))
-		b = appendBytes(b, []byte(m.Props[k]))
-	}
-	return b
-}
-
-func appendBytes(b, s []byte) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
-}
-
-// reader decodes a record; the first error sticks.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errCorrupt
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err = errCorrupt
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// bytes returns a copy: bbolt's slices are only valid inside the transaction.
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(len(r.b)) {
-		r.err = errCorrupt
-		return nil
-	}
-	out := bytes.Clone(r.b[:n])
-	r.b = r.b[n:]
-	return out
-}
-
-func header(v []byte) (*reader, error) {
-	if len(v) == 0 || v[0] != recordV1 {
-		return nil, errCorrupt
-	}
-	return &reader{b: v[1:]}, nil
-}
-
-func decodeID(v []byte) (string, error) {
-	r, err := header(v)
-	if err != nil {
-		return "", err
-	}
-	r.uvarint()
-	r.varint()
-	id := r.bytes()
-	return string(id), r.err
-}
-
-func decode(v []byte) (Message, error) {
-	r, err := header(v)
-	if err != nil {
-		return Message{}, err
-	}
-	var m Message
-	m.Seq = r.uvarint()
-	if ns := r.varint(); ns != 0 {
-		m.Created = time.Unix(0, ns)
-	}
-	m.ID = string(r.bytes())
-	m.Body = r.bytes()
-	if n := r.uvarint(); n > 0 && r.err == nil {
-		if n > uint64(len(r.b)) {
-			return Message{}, errCorrupt
-		}
-		m.Props = make(map[string]string, n)
-		for range n {
-			k := r.bytes()
-			m.Props[string(k)] = string(r.bytes())
-		}
-	}
-	if r.err != nil {
-		return Message{}, r.err
-	}
-	if len(r.b) != 0 {
-		return Message{}, errCorrupt
-	}
-	return m, nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reefer/tracker/internal/waitfor"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -32,6 +33,24 @@ func msg(i int) Message {
 	}
 }
 
+// add appends m (its Seq is assigned) and returns it as stored.
+func add(t testing.TB, q *Queue, m Message) Message {
+	t.Helper()
+	got, err := q.Append(func(uint64) (Message, error) { return m, nil })
+	if err != nil {
+		t.Fatalf("Append(%s) = %v", m.ID, err)
+	}
+	return got
+}
+
+func seqs(ms []Message) []uint64 {
+	var out []uint64
+	for _, m := range ms {
+		out = append(out, m.Seq)
+	}
+	return out
+}
+
 func ids(ms []Message) []string {
 	var out []string
 	for _, m := range ms {
@@ -45,23 +64,19 @@ func sameMessage(a, b Message) bool {
 		reflect.DeepEqual(a.Props, b.Props) && a.Created.Equal(b.Created)
 }
 
-func TestPutPeekAckFIFO(t *testing.T) {
+func TestAppendPeekAckFIFO(t *testing.T) {
 	t.Parallel()
 	q := open(t, filepath.Join(t.TempDir(), "q.db"), Options{})
 	var want []Message
 	for i := range 5 {
-		m := msg(i)
-		if err := q.Put(m); err != nil {
-			t.Fatalf("Put(%s) = %v", m.ID, err)
+		m := add(t, q, msg(i))
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("Append #%d got seq %d; want %d", i, m.Seq, i+1)
 		}
 		want = append(want, m)
 	}
 	// A message without Props or Created round-trips as such.
-	bare := Message{ID: "bare", Body: []byte{}}
-	if err := q.Put(bare); err != nil {
-		t.Fatal(err)
-	}
-	want = append(want, bare)
+	want = append(want, add(t, q, Message{ID: "bare", Body: []byte{}}))
 
 	got, err := q.Peek(100)
 	if err != nil {
@@ -85,7 +100,7 @@ func TestPutPeekAckFIFO(t *testing.T) {
 		t.Errorf("Peek(0) = %v; want nil", ids(got))
 	}
 
-	if err := q.Ack("m0001", "m0003", "nope"); err != nil {
+	if err := q.Ack(2, 4, 99); err != nil {
 		t.Fatalf("Ack = %v", err)
 	}
 	got, _ = q.Peek(10)
@@ -95,7 +110,7 @@ func TestPutPeekAckFIFO(t *testing.T) {
 	if n, _ := q.Len(); n != 4 {
 		t.Errorf("Len() count = %d; want 4", n)
 	}
-	if err := q.Ack(ids(got)...); err != nil {
+	if err := q.Ack(seqs(got)...); err != nil {
 		t.Fatal(err)
 	}
 	if n, b := q.Len(); n != 0 || b != 0 {
@@ -106,30 +121,33 @@ func TestPutPeekAckFIFO(t *testing.T) {
 	}
 }
 
-func TestPutErrors(t *testing.T) {
+func TestAppendErrors(t *testing.T) {
 	t.Parallel()
 	q := open(t, filepath.Join(t.TempDir(), "q.db"), Options{MaxBytes: 200})
-	if err := q.Put(msg(1)); err != nil {
-		t.Fatal(err)
-	}
+	add(t, q, msg(1))
+	errBuild := errors.New("no reading")
 	tests := []struct {
-		name string
-		m    Message
-		want error
+		name  string
+		build func(uint64) (Message, error)
+		want  error
 	}{
-		{"empty id", Message{Body: []byte("x")}, ErrInvalid},
-		{"duplicate", msg(1), ErrDuplicate},
-		{"too large", Message{ID: "big", Body: make([]byte, 300)}, ErrTooLarge},
+		{"empty id", func(uint64) (Message, error) { return Message{Body: []byte("x")}, nil }, ErrInvalid},
+		{"too large", func(uint64) (Message, error) { return Message{ID: "big", Body: make([]byte, 300)}, nil }, ErrTooLarge},
+		{"build fails", func(uint64) (Message, error) { return Message{}, errBuild }, errBuild},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := q.Put(tt.m); !errors.Is(err, tt.want) {
-				t.Errorf("Put(%q) = %v; want %v", tt.m.ID, err, tt.want)
+			if _, err := q.Append(tt.build); !errors.Is(err, tt.want) {
+				t.Errorf("Append = %v; want %v", err, tt.want)
 			}
 		})
 	}
 	if n, _ := q.Len(); n != 1 {
-		t.Errorf("Len() = %d after failed Puts; want 1", n)
+		t.Errorf("Len() = %d after failed Appends; want 1", n)
+	}
+	// A failed Append uses no number.
+	if m := add(t, q, msg(2)); m.Seq != 2 {
+		t.Errorf("seq after failed Appends = %d; want 2", m.Seq)
 	}
 }
 
@@ -146,12 +164,11 @@ func TestClosed(t *testing.T) {
 		t.Errorf("second Close() = %v; want nil", err)
 	}
 	calls := map[string]error{
-		"Put":    q.Put(msg(1)),
-		"Ack":    q.Ack("x"),
-		"Remove": q.Remove("x"),
+		"Ack":  q.Ack(1),
+		"Sync": q.Sync(),
 	}
+	_, calls["Append"] = q.Append(func(uint64) (Message, error) { return msg(1), nil })
 	_, calls["Peek"] = q.Peek(1)
-	_, calls["NextSeq"] = q.NextSeq()
 	for name, err := range calls {
 		if !errors.Is(err, ErrClosed) {
 			t.Errorf("%s after Close = %v; want ErrClosed", name, err)
@@ -164,9 +181,7 @@ func TestBoundByCountDropsOldest(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "q.db")
 	q := open(t, path, Options{MaxCount: 3})
 	for i := range 5 {
-		if err := q.Put(msg(i)); err != nil {
-			t.Fatal(err)
-		}
+		add(t, q, msg(i))
 	}
 	got, _ := q.Peek(10)
 	if w := []string{"m0002", "m0003", "m0004"}; !reflect.DeepEqual(ids(got), w) {
@@ -175,29 +190,35 @@ func TestBoundByCountDropsOldest(t *testing.T) {
 	if d := q.Dropped(); d != 2 {
 		t.Errorf("Dropped() = %d; want 2", d)
 	}
-	// The dropped ids are free again: a late duplicate is not confused with them.
-	if err := q.Put(msg(0)); err != nil {
-		t.Errorf("Put(dropped id) = %v; want nil", err)
+	// An acknowledged message makes room without counting as dropped.
+	if err := q.Ack(got[1].Seq); err != nil {
+		t.Fatal(err)
 	}
+	add(t, q, msg(5))
+	if d := q.Dropped(); d != 2 {
+		t.Errorf("Dropped() after an ack made room = %d; want 2", d)
+	}
+	add(t, q, msg(6))
 	q.Close()
 
 	q = open(t, path, Options{MaxCount: 3})
 	if d := q.Dropped(); d != 3 {
 		t.Errorf("Dropped() after reopen = %d; want 3", d)
 	}
-	if n, _ := q.Len(); n != 3 {
-		t.Errorf("Len() after reopen = %d; want 3", n)
+	got, _ = q.Peek(10)
+	if w := []string{"m0004", "m0005", "m0006"}; !reflect.DeepEqual(ids(got), w) {
+		t.Errorf("Peek after reopen = %v; want %v", ids(got), w)
 	}
 }
 
 func TestBoundByBytesDropsOldest(t *testing.T) {
 	t.Parallel()
-	size := int64(len(encode(msg(0))))
+	m0 := msg(0)
+	m0.Seq = 1
+	size := int64(len(encode(m0)))
 	q := open(t, filepath.Join(t.TempDir(), "q.db"), Options{MaxBytes: 2*size + size/2})
 	for i := range 4 {
-		if err := q.Put(msg(i)); err != nil {
-			t.Fatal(err)
-		}
+		add(t, q, msg(i))
 	}
 	got, _ := q.Peek(10)
 	if w := []string{"m0002", "m0003"}; !reflect.DeepEqual(ids(got), w) {
@@ -210,10 +231,7 @@ func TestBoundByBytesDropsOldest(t *testing.T) {
 		t.Errorf("Dropped() = %d; want 2", d)
 	}
 	// One bigger message evicts as many as it needs.
-	big := Message{ID: "big", Body: make([]byte, 2*size)}
-	if err := q.Put(big); err != nil {
-		t.Fatal(err)
-	}
+	add(t, q, Message{ID: "big", Body: make([]byte, 2*size)})
 	got, _ = q.Peek(10)
 	if w := []string{"big"}; !reflect.DeepEqual(ids(got), w) {
 		t.Errorf("Peek = %v; want %v", ids(got), w)
@@ -223,39 +241,13 @@ func TestBoundByBytesDropsOldest(t *testing.T) {
 	}
 }
 
-func TestRemoveCountsAsDropped(t *testing.T) {
-	t.Parallel()
-	q := open(t, filepath.Join(t.TempDir(), "q.db"), Options{})
-	for i := range 3 {
-		if err := q.Put(msg(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := q.Remove("m0001", "unknown"); err != nil {
-		t.Fatal(err)
-	}
-	if d := q.Dropped(); d != 1 {
-		t.Errorf("Dropped() = %d; want 1", d)
-	}
-	got, _ := q.Peek(10)
-	if w := []string{"m0000", "m0002"}; !reflect.DeepEqual(ids(got), w) {
-		t.Errorf("Peek = %v; want %v", ids(got), w)
-	}
-}
-
 func TestReopenKeepsMessagesAndSeq(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "q.db")
 	q := open(t, path, Options{})
-	for want := uint64(1); want <= 3; want++ {
-		if got, err := q.NextSeq(); got != want || err != nil {
-			t.Fatalf("NextSeq() = %d, %v; want %d", got, err, want)
-		}
-	}
+	var want []Message
 	for i := range 3 {
-		if err := q.Put(msg(i)); err != nil {
-			t.Fatal(err)
-		}
+		want = append(want, add(t, q, msg(i)))
 	}
 	wantLen, wantBytes := q.Len()
 	if err := q.Close(); err != nil {
@@ -268,13 +260,120 @@ func TestReopenKeepsMessagesAndSeq(t *testing.T) {
 	}
 	got, _ := q.Peek(10)
 	for i := range 3 {
-		if !sameMessage(got[i], msg(i)) {
-			t.Errorf("Peek()[%d] after reopen = %+v; want %+v", i, got[i], msg(i))
+		if !sameMessage(got[i], want[i]) {
+			t.Errorf("Peek()[%d] after reopen = %+v; want %+v", i, got[i], want[i])
 		}
 	}
-	if got, err := q.NextSeq(); got != 4 || err != nil {
-		t.Errorf("NextSeq() after reopen = %d, %v; want 4", got, err)
+	if m := add(t, q, msg(3)); m.Seq != 4 {
+		t.Errorf("seq after reopen = %d; want 4", m.Seq)
 	}
+}
+
+// Acknowledgements wait in memory for the next Append, and are written
+// with it: one transaction per reading. Close writes what is pending.
+func TestAckIsLazyAndRidesOnAppend(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "q.db")
+	q := open(t, path, Options{AckDelay: time.Hour})
+	a := add(t, q, msg(0))
+	b := add(t, q, msg(1))
+	if err := q.Ack(a.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if onDisk(t, q) != 2 {
+		t.Fatal("Ack wrote at once; want it kept in memory")
+	}
+	tx0 := writeTxs(q)
+	add(t, q, msg(2))
+	if n := writeTxs(q) - tx0; n > 1 {
+		t.Errorf("Append with a pending ack took %d write transactions; want 1", n)
+	}
+	if got := onDisk(t, q); got != 2 {
+		t.Errorf("records on disk after Append = %d; want 2 (the ack applied)", got)
+	}
+	if err := q.Ack(b.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = open(t, path, Options{})
+	if got, _ := q.Peek(10); !reflect.DeepEqual(ids(got), []string{"m0002"}) {
+		t.Errorf("after Close and reopen, Peek = %v; want [m0002]", ids(got))
+	}
+}
+
+// Without an Append to ride on, acknowledgements are written after
+// AckDelay, at once after AckBatch of them, or when a backlog drained.
+func TestAckWrittenByDelayBatchOrDrain(t *testing.T) {
+	t.Parallel()
+	t.Run("delay", func(t *testing.T) {
+		t.Parallel()
+		q := open(t, filepath.Join(t.TempDir(), "q.db"), Options{AckDelay: 20 * time.Millisecond})
+		add(t, q, msg(0))
+		m := add(t, q, msg(1))
+		if err := q.Ack(m.Seq); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.Until(t, "the ack written after AckDelay", 5*time.Second, 5*time.Millisecond, func() bool { return onDisk(t, q) == 1 })
+	})
+	t.Run("batch", func(t *testing.T) {
+		t.Parallel()
+		q := open(t, filepath.Join(t.TempDir(), "q.db"), Options{AckBatch: 3, AckDelay: time.Hour})
+		for i := range 5 {
+			add(t, q, msg(i))
+		}
+		if err := q.Ack(1, 2); err != nil {
+			t.Fatal(err)
+		}
+		if got := onDisk(t, q); got != 5 {
+			t.Fatalf("on disk after 2 acks = %d; want 5", got)
+		}
+		if err := q.Ack(3); err != nil {
+			t.Fatal(err)
+		}
+		if got := onDisk(t, q); got != 2 {
+			t.Errorf("on disk after AckBatch acks = %d; want 2", got)
+		}
+	})
+	t.Run("drained", func(t *testing.T) {
+		t.Parallel()
+		q := open(t, filepath.Join(t.TempDir(), "q.db"), Options{AckDelay: time.Hour})
+		for i := range 4 {
+			add(t, q, msg(i))
+		}
+		if err := q.Ack(1, 2, 3, 4); err != nil {
+			t.Fatal(err)
+		}
+		if got := onDisk(t, q); got != 0 {
+			t.Errorf("on disk after the backlog drained = %d; want 0", got)
+		}
+	})
+}
+
+// writeTxs is the id of the last committed write transaction: each
+// commit adds one.
+func writeTxs(q *Queue) int {
+	var id int
+	_ = q.db.View(func(tx *bolt.Tx) error {
+		id = tx.ID()
+		return nil
+	})
+	return id
+}
+
+// onDisk counts the records in the database, acknowledged or not.
+func onDisk(t testing.TB, q *Queue) int {
+	t.Helper()
+	n := 0
+	err := q.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketMsgs).Stats().KeyN
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestSecondOpenIsLocked(t *testing.T) {
@@ -299,14 +398,7 @@ func TestConcurrentPutPeekAck(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := range n {
-			seq, err := q.NextSeq()
-			if err != nil {
-				errc <- err
-				return
-			}
-			m := msg(i)
-			m.Seq = seq
-			if err := q.Put(m); err != nil {
+			if _, err := q.Append(func(uint64) (Message, error) { return msg(i), nil }); err != nil {
 				errc <- err
 				return
 			}
@@ -326,7 +418,7 @@ func TestConcurrentPutPeekAck(t *testing.T) {
 				continue
 			}
 			delivered = append(delivered, batch...)
-			if err := q.Ack(ids(batch)...); err != nil {
+			if err := q.Ack(seqs(batch)...); err != nil {
 				errc <- err
 				return
 			}
@@ -361,53 +453,42 @@ func TestDecodeRejectsTruncatedRecords(t *testing.T) {
 	if m, err := decode(rec); err != nil || !sameMessage(m, msg(3)) {
 		t.Errorf("decode(encode(m)) = %+v, %v; want %+v", m, err, msg(3))
 	}
-	if id, err := decodeID(rec); id != "m0003" || err != nil {
-		t.Errorf("decodeID = %q, %v; want m0003", id, err)
+	if _, err := decodeAt(seqKey(4), rec); err == nil {
+		t.Error("decodeAt(key of another seq) = nil error; want corrupt")
 	}
 }
 
-// BenchmarkPutAck measures one reading's full life: a durable Put and,
-// once delivered, a durable Ack (two fsync'ed transactions).
-func BenchmarkPutAck(b *testing.B) {
-	q := open(b, filepath.Join(b.TempDir(), "q.db"), Options{})
+// BenchmarkAppendAck measures one reading's life at the steady state: an
+// Append and, once delivered, its Ack, which the next Append writes.
+func BenchmarkAppendAck(b *testing.B) {
+	q := open(b, filepath.Join(b.TempDir(), "q.db"), Options{AckDelay: time.Hour})
 	m := msg(1)
 	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		m.ID = fmt.Sprintf("m%d", i)
-		if err := q.Put(m); err != nil {
-			b.Fatal(err)
-		}
-		if err := q.Ack(m.ID); err != nil {
+	for b.Loop() {
+		got := add(b, q, m)
+		if err := q.Ack(got.Seq); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// BenchmarkPutBacklogAckBatch measures the sender draining a backlog after a
-// reconnect: Put while 1000 messages wait, Peek 10, Ack 10.
-func BenchmarkPutBacklogAckBatch(b *testing.B) {
+// BenchmarkAppendBacklogAckBatch measures the sender draining a backlog
+// after a reconnect: Append while 1000 messages wait, Peek 10, Ack 10.
+func BenchmarkAppendBacklogAckBatch(b *testing.B) {
 	q := open(b, filepath.Join(b.TempDir(), "q.db"), Options{})
 	m := msg(1)
-	n := 0
-	put := func() {
-		m.ID = fmt.Sprintf("m%d", n)
-		n++
-		if err := q.Put(m); err != nil {
-			b.Fatal(err)
-		}
-	}
 	for range 1000 {
-		put()
+		add(b, q, m)
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		put()
+		add(b, q, m)
 		if i%10 == 9 {
 			batch, err := q.Peek(10)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := q.Ack(ids(batch)...); err != nil {
+			if err := q.Ack(seqs(batch)...); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -421,9 +502,7 @@ func TestOpenDropsCorruptRecords(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "q.db")
 	q := open(t, path, Options{})
 	for i := range 3 {
-		if err := q.Put(msg(i)); err != nil {
-			t.Fatal(err)
-		}
+		add(t, q, msg(i))
 	}
 	q.Close()
 
@@ -432,9 +511,8 @@ func TestOpenDropsCorruptRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		key := tx.Bucket(bucketIDs).Get([]byte("m0001"))
-		rec := tx.Bucket(bucketMsgs).Get(key)
-		return tx.Bucket(bucketMsgs).Put(key, rec[:len(rec)-3])
+		rec := tx.Bucket(bucketMsgs).Get(seqKey(2))
+		return tx.Bucket(bucketMsgs).Put(seqKey(2), rec[:len(rec)-3])
 	})
 	db.Close()
 	if err != nil {
@@ -455,7 +533,73 @@ func TestOpenDropsCorruptRecords(t *testing.T) {
 	if d := q.Dropped(); d != 1 {
 		t.Errorf("Dropped() = %d; want 1", d)
 	}
-	if err := q.Put(msg(1)); err != nil {
-		t.Errorf("Put(id of the corrupt record) = %v; want nil", err)
+	if m := add(t, q, msg(3)); m.Seq != 4 {
+		t.Errorf("seq after a corrupt record = %d; want 4", m.Seq)
+	}
+}
+
+// A database written before the seq became the key (records under an
+// insertion counter, an ids bucket) is converted at Open, nothing lost,
+// and keeps numbering where it was.
+func TestOpenMigratesOldLayout(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "q.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Message
+	err = db.Update(func(tx *bolt.Tx) error {
+		msgs, _ := tx.CreateBucket(bucketMsgs)
+		oldIDs, _ := tx.CreateBucket(bucketOldIDs)
+		meta, _ := tx.CreateBucket(bucketMeta)
+		for i, seq := range []uint64{7, 8, 10} { // 9 was acked
+			m := msg(i)
+			m.Seq = seq
+			want = append(want, m)
+			key := seqKey(uint64(i + 1))
+			if err := msgs.Put(key, encode(m)); err != nil {
+				return err
+			}
+			if err := oldIDs.Put([]byte(m.ID), key); err != nil {
+				return err
+			}
+		}
+		// Unreadable records are dropped and counted.
+		if err := msgs.Put(seqKey(4), []byte{recordV1, 0xff}); err != nil {
+			return err
+		}
+		return putUint(meta, keySeq, 10)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	q := open(t, path, Options{})
+	got, _ := q.Peek(10)
+	if len(got) != len(want) {
+		t.Fatalf("Peek after migration = %v; want %v", ids(got), ids(want))
+	}
+	for i := range want {
+		if !sameMessage(got[i], want[i]) {
+			t.Errorf("Peek()[%d] = %+v; want %+v", i, got[i], want[i])
+		}
+	}
+	if d := q.Dropped(); d != 1 {
+		t.Errorf("Dropped() = %d; want 1 (the unreadable record)", d)
+	}
+	if m := add(t, q, msg(3)); m.Seq != 11 {
+		t.Errorf("seq after migration = %d; want 11", m.Seq)
+	}
+	if err := q.Ack(8); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = q.Peek(10)
+	if w := []uint64{7, 10, 11}; !reflect.DeepEqual(seqs(got), w) {
+		t.Errorf("after Ack(8), seqs = %v; want %v", seqs(got), w)
 	}
 }

@@ -23,17 +23,9 @@ func fillQueue(t *testing.T, path string, n int, opts Options) uint64 {
 	}
 	var last uint64
 	for i := range n {
-		seq, err := q.NextSeq()
-		if err != nil {
-			t.Fatalf("NextSeq() = %v", err)
-		}
-		last = seq
 		m := msg(i)
-		m.Seq = seq
 		m.Body = bytes.Repeat([]byte("x"), 300) // spread over several pages
-		if err := q.Put(m); err != nil {
-			t.Fatalf("Put(%s) = %v", m.ID, err)
-		}
+		last = add(t, q, m).Seq
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
@@ -41,12 +33,19 @@ func fillQueue(t *testing.T, path string, n int, opts Options) uint64 {
 	return last
 }
 
+// nextSeq appends a message and returns the number it got, for the tests
+// that watch the numbering.
+func nextSeq(q *Queue) (uint64, error) {
+	m, err := q.Append(func(seq uint64) (Message, error) { return Message{ID: fmt.Sprint("n", seq)}, nil })
+	return m.Seq, err
+}
+
 func TestSeqRestartHasNoGap(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "queue.db")
 	last := fillQueue(t, path, 3, Options{SeqBlock: 10})
 	q := open(t, path, Options{SeqBlock: 10})
-	if got, err := q.NextSeq(); err != nil || got != last+1 {
+	if got, err := nextSeq(q); err != nil || got != last+1 {
 		t.Fatalf("NextSeq() after restart = %d, %v; want %d", got, err, last+1)
 	}
 }
@@ -62,7 +61,7 @@ func TestSeqFloorSurvivesLostDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 			q := open(t, path, Options{SeqBlock: 10})
-			got, err := q.NextSeq()
+			got, err := nextSeq(q)
 			if err != nil || got <= last {
 				t.Fatalf("NextSeq() after losing the database = %d, %v; want > %d", got, err, last)
 			}
@@ -83,7 +82,7 @@ func TestSeqFloorWrittenForExistingDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := open(t, path, Options{SeqBlock: 100})
-	if got, err := q.NextSeq(); err != nil || got != last+1 {
+	if got, err := nextSeq(q); err != nil || got != last+1 {
 		t.Fatalf("NextSeq() = %d, %v; want %d", got, err, last+1)
 	}
 	floor, err := readSeqFloor(path + SeqSuffix)
@@ -103,7 +102,7 @@ func TestSeqFloorFileCorrupt(t *testing.T) {
 		t.Fatalf("readSeqFloor(bad crc) = %v; want errSeqFileCorrupt", err)
 	}
 	q := open(t, path, Options{SeqBlock: 10})
-	if got, err := q.NextSeq(); err != nil || got != last+1 {
+	if got, err := nextSeq(q); err != nil || got != last+1 {
 		t.Fatalf("NextSeq() = %d, %v; want %d", got, err, last+1)
 	}
 	if floor, err := readSeqFloor(path + SeqSuffix); err != nil || floor <= last {
@@ -192,12 +191,12 @@ func TestRecoverCorruptDatabase(t *testing.T) {
 			if n, b := q.Len(); n != 0 || b != 0 {
 				t.Errorf("Len() = %d, %d; want an empty queue", n, b)
 			}
-			seq, err := q.NextSeq()
+			seq, err := nextSeq(q)
 			if err != nil || seq <= last {
 				t.Fatalf("NextSeq() after recovery = %d, %v; want > %d", seq, err, last)
 			}
-			if err := q.Put(Message{ID: "after", Seq: seq}); err != nil {
-				t.Fatalf("Put after recovery = %v", err)
+			if _, err := q.Append(func(uint64) (Message, error) { return Message{ID: "after"}, nil }); err != nil {
+				t.Fatalf("Append after recovery = %v", err)
 			}
 		})
 	}
@@ -244,7 +243,7 @@ func TestRecoverKeepsFewCorruptCopies(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open #%d = %v", i, err)
 		}
-		seq, err := q.NextSeq()
+		seq, err := nextSeq(q)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,20 +29,28 @@ type Queue struct {
 
 var _ agent.Queue = (*Queue)(nil)
 
-// Put appends m, dropping the oldest message if the queue is full.
-func (q *Queue) Put(m agent.Queued) error {
+// Append numbers 1, 2, 3, ... and appends what build returns, dropping
+// the oldest message if the queue is full. A failed Append (FailPut, or
+// build) uses no number.
+func (q *Queue) Append(build func(seq uint64) (agent.Queued, error)) (agent.Queued, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.putErr != nil {
-		return q.putErr
+		return agent.Queued{}, q.putErr
 	}
+	m, err := build(q.seq + 1)
+	if err != nil {
+		return agent.Queued{}, err
+	}
+	q.seq++
+	m.Seq = q.seq
 	q.puts++
 	q.msgs = append(q.msgs, m)
 	if q.Max > 0 && len(q.msgs) > q.Max {
 		q.msgs = q.msgs[1:]
 		q.dropped++
 	}
-	return nil
+	return m, nil
 }
 
 // Peek returns up to n messages, oldest first.
@@ -52,12 +60,12 @@ func (q *Queue) Peek(n int) ([]agent.Queued, error) {
 	return slices.Clone(q.msgs[:min(n, len(q.msgs))]), nil
 }
 
-// Ack removes the messages with the given ids.
-func (q *Queue) Ack(ids ...string) error {
+// Ack removes the messages with the given seqs.
+func (q *Queue) Ack(seqs ...uint64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.acks++
-	q.msgs = slices.DeleteFunc(q.msgs, func(m agent.Queued) bool { return slices.Contains(ids, m.ID) })
+	q.msgs = slices.DeleteFunc(q.msgs, func(m agent.Queued) bool { return slices.Contains(seqs, m.Seq) })
 	return nil
 }
 
@@ -79,15 +87,7 @@ func (q *Queue) Dropped() uint64 {
 	return q.dropped
 }
 
-// NextSeq returns 1, 2, 3, ...
-func (q *Queue) NextSeq() (uint64, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.seq++
-	return q.seq, nil
-}
-
-// Puts counts successful Put calls.
+// Puts counts successful Append calls.
 func (q *Queue) Puts() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -108,7 +108,7 @@ func (q *Queue) Messages() []agent.Queued {
 	return slices.Clone(q.msgs)
 }
 
-// FailPut makes Put return err (nil restores it).
+// FailPut makes Append return err (nil restores it).
 func (q *Queue) FailPut(err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

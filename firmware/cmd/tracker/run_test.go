@@ -232,10 +232,15 @@ func TestRunBinaryNotifyAndSIGTERM(t *testing.T) {
 		t.Fatalf("queue after exit: %v", err)
 	}
 	defer q.Close()
-	next, _ := q.NextSeq()
 	if n, _ := q.Len(); n != 0 {
 		t.Errorf("queue holds %d messages after a connected shutdown; want 0", n)
 	}
+	// The number the next reading would get.
+	probe, err := q.Append(func(uint64) (queue.Message, error) { return queue.Message{ID: "probe"}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := probe.Seq
 	seen := map[string]bool{}
 	for _, m := range e.Telemetry(hub, id) {
 		seen[m.MessageID] = true
