@@ -158,7 +158,7 @@ type Queue struct {
 	acked      map[uint64]int64
 	ackedBytes int64
 	ackTimer   *time.Timer
-	ackArmed   bool // ackTimer runs
+	ackArmed   bool  // ackTimer runs
 	lastSize   int64 // size of the last record appended
 	dropStreak int   // consecutive Appends that dropped, for the log
 
