@@ -125,3 +125,12 @@ func (s *busSensor) Close() error {
 	})
 	return s.closeErr
 }
+
+// EnvSource says where the readings of a sensor Env returned come from:
+// the simulator, or the hardware.
+func EnvSource(s drivers.EnvSensor) drivers.Source {
+	if _, ok := s.(*simulated.Reefer); ok {
+		return drivers.Simulated
+	}
+	return drivers.Hardware
+}

@@ -110,6 +110,9 @@ func TestEnvHardware(t *testing.T) {
 			if e.Source != drivers.Hardware || e.Chip != "BME280" || e.TemperatureC != 23.72 {
 				t.Errorf("Sense() = %s %s %.2f °C; want hardware BME280 23.72 °C", e.Source, e.Chip, e.TemperatureC)
 			}
+			if src := EnvSource(s); src != drivers.Hardware {
+				t.Errorf("EnvSource() = %q; want hardware", src)
+			}
 			if strings.Contains(buf.String(), "level=WARN") {
 				t.Errorf("hardware found but logged a warning:\n%s", buf)
 			}
@@ -189,6 +192,9 @@ func TestEnvAutoFallsBack(t *testing.T) {
 			if e.Source != drivers.Simulated || !e.Time.Equal(fixedNow()) {
 				t.Errorf("fallback Sense() source %q time %v; want simulated at %v", e.Source, e.Time, fixedNow())
 			}
+			if src := EnvSource(s); src != drivers.Simulated {
+				t.Errorf("EnvSource() = %q after the fallback; want simulated", src)
+			}
 			out := buf.String()
 			if !strings.Contains(out, "level=WARN") || !strings.Contains(out, tt.wantLog) {
 				t.Errorf("log = %q; want a WARN naming %q", out, tt.wantLog)
@@ -216,8 +222,8 @@ func TestEnvSimulated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Source != drivers.Simulated {
-		t.Errorf("Sense() source = %q; want simulated", e.Source)
+	if e.Source != drivers.Simulated || EnvSource(s) != drivers.Simulated {
+		t.Errorf("Sense() source = %q, EnvSource() = %q; want simulated", e.Source, EnvSource(s))
 	}
 	// The seed reaches the simulator: same seed, same first reading.
 	s2, _ := Env(context.Background(), EnvConfig{Mode: drivers.SimulatedOnly, Seed: 11, Now: fixedNow}, nil)

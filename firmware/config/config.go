@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/drivers"
 )
 
 // DefaultPath is where the tracker looks for its config file.
@@ -28,17 +30,6 @@ const Version = 1
 
 // ErrNoConfig means the config file does not exist.
 var ErrNoConfig = errors.New("no config file")
-
-// Mode selects real or simulated hardware for a sensor.
-type Mode string
-
-// Sensor modes. Auto uses the hardware when it answers and the simulation
-// otherwise (and says so in the telemetry).
-const (
-	ModeAuto      Mode = "auto"
-	ModeHardware  Mode = "hardware"
-	ModeSimulated Mode = "simulated"
-)
 
 // Config is the tracker's configuration. See the package doc for each key.
 type Config struct {
@@ -68,16 +59,16 @@ type Sensors struct {
 
 // EnvSensor configures the BME280 (temperature, humidity, pressure).
 type EnvSensor struct {
-	Mode    Mode   `json:"mode"`
-	Bus     string `json:"bus"`     // periph I2C bus name or number; "" is the first bus
-	Address int    `json:"address"` // 0x76 or 0x77; 0 probes both
+	Mode    drivers.Mode `json:"mode"`    // auto, hardware or simulated
+	Bus     string       `json:"bus"`     // periph I2C bus name or number; "" is the first bus
+	Address int          `json:"address"` // 0x76 or 0x77; 0 probes both
 }
 
 // GPSSensor configures the NMEA GPS receiver.
 type GPSSensor struct {
-	Mode Mode   `json:"mode"`
-	Port string `json:"port"`
-	Baud int    `json:"baud"`
+	Mode drivers.Mode `json:"mode"` // auto, hardware or simulated
+	Port string       `json:"port"`
+	Baud int          `json:"baud"`
 }
 
 // Queue bounds the on-disk store-and-forward queue.
@@ -126,8 +117,8 @@ func Default() *Config {
 		DPSEndpoint: "global.azure-devices-provisioning.net:8883",
 		StateDir:    "/var/lib/tracker",
 		Sensors: Sensors{
-			Env: EnvSensor{Mode: ModeAuto, Address: 0},
-			GPS: GPSSensor{Mode: ModeAuto, Port: "/dev/serial0", Baud: 9600},
+			Env: EnvSensor{Mode: drivers.Auto, Address: 0},
+			GPS: GPSSensor{Mode: drivers.Auto, Port: "/dev/serial0", Baud: 9600},
 		},
 		TelemetryDelay:            10,
 		TemperatureAlertThreshold: 30,
@@ -364,8 +355,8 @@ func (c *Config) Validate() error {
 	file("caFile", "trust roots (PEM); leave it out to use Azure's roots", c.CAFile, false)
 	file("stateDir", "state directory", c.StateDir, true)
 
-	mode := func(key string, m Mode) {
-		if !slices.Contains([]Mode{ModeAuto, ModeHardware, ModeSimulated}, m) {
+	mode := func(key string, m drivers.Mode) {
+		if _, err := drivers.ParseMode(string(m)); err != nil {
 			bad(key, `must be "auto", "hardware" or "simulated", got %q`, m)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/reefer/tracker/drivers"
 )
 
 const path = "/etc/tracker/tracker.json" // as it appears in errors
@@ -132,7 +134,7 @@ func TestDefaults(t *testing.T) {
 		{"StateDir", c.StateDir, "/var/lib/tracker"},
 		{"GPS.Port", c.Sensors.GPS.Port, "/dev/serial0"},
 		{"GPS.Baud", c.Sensors.GPS.Baud, 9600},
-		{"Env.Mode", c.Sensors.Env.Mode, ModeAuto},
+		{"Env.Mode", c.Sensors.Env.Mode, drivers.Auto},
 		{"TelemetryInterval()", c.TelemetryInterval(), 10 * time.Second},
 		{"TemperatureAlertThreshold", c.TemperatureAlertThreshold, 30.0},
 		{"ReprovisionRetry.MinDuration()", c.ReprovisionRetry.MinDuration(), 5 * time.Minute},
@@ -351,8 +353,8 @@ func TestApplyEnv(t *testing.T) {
 	want.IDScope, want.DPSEndpoint = "0ne11111B1B", "127.0.0.1:18883"
 	want.CertFile, want.KeyFile, want.CAFile, want.StateDir = "/run/c.pem", "/run/k.pem", "/run/ca.pem", "/tmp/state"
 	want.Sensors = Sensors{
-		Env: EnvSensor{Mode: ModeSimulated, Bus: "2", Address: 0x77},
-		GPS: GPSSensor{Mode: ModeHardware, Port: "/dev/ttyUSB0", Baud: 38400},
+		Env: EnvSensor{Mode: drivers.SimulatedOnly, Bus: "2", Address: 0x77},
+		GPS: GPSSensor{Mode: drivers.HardwareOnly, Port: "/dev/ttyUSB0", Baud: 38400},
 	}
 	want.TelemetryDelay = 3
 	want.Queue = Queue{MaxMessages: 500, MaxBytes: 1 << 20}
@@ -411,7 +413,7 @@ func TestFlags(t *testing.T) {
 	}
 	want := Overrides{
 		IDScope: "0ne22222C2C", DPSEndpoint: "localhost:8883", CertFile: "/c", KeyFile: "/k", CAFile: "/ca",
-		StateDir: "/s", EnvMode: ModeHardware, EnvBus: "I2C1", EnvAddress: 0x77, GPSMode: ModeSimulated,
+		StateDir: "/s", EnvMode: drivers.HardwareOnly, EnvBus: "I2C1", EnvAddress: 0x77, GPSMode: drivers.SimulatedOnly,
 		GPSPort: "/dev/ttyACM0", GPSBaud: 4800, TelemetryDelay: 60, QueueMaxMessages: 7, QueueMaxBytes: 70000,
 		LogLevel: "warn",
 	}
@@ -423,7 +425,7 @@ func TestFlags(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Sensors.Env.Address != 0x77 || c.Queue.MaxBytes != 70000 || c.Sensors.GPS.Mode != ModeSimulated || c.CAFile != "/ca" {
+	if c.Sensors.Env.Address != 0x77 || c.Queue.MaxBytes != 70000 || c.Sensors.GPS.Mode != drivers.SimulatedOnly || c.CAFile != "/ca" {
 		t.Errorf("after Apply = %+v; want the flag values", c)
 	}
 

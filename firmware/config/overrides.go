@@ -6,28 +6,30 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+
+	"github.com/reefer/tracker/drivers"
 )
 
 // Overrides are the settings a technician may change without editing the
 // file. main fills them from flags (RegisterFlags does it); the zero value
 // of a field means "not set", which is never a valid value for these keys.
 type Overrides struct {
-	IDScope          string // idScope, --id-scope
-	DPSEndpoint      string // dpsEndpoint, --dps-endpoint
-	CertFile         string // certFile, --cert
-	KeyFile          string // keyFile, --key
-	CAFile           string // caFile, --ca
-	StateDir         string // stateDir, --state-dir
-	EnvMode          Mode   // sensors.env.mode, --env-mode
-	EnvBus           string // sensors.env.bus, --env-bus
-	EnvAddress       int    // sensors.env.address, --env-address
-	GPSMode          Mode   // sensors.gps.mode, --gps-mode
-	GPSPort          string // sensors.gps.port, --gps-port
-	GPSBaud          int    // sensors.gps.baud, --gps-baud
-	TelemetryDelay   int    // telemetryDelay in seconds, --telemetry-delay
-	QueueMaxMessages int    // queue.maxMessages, --queue-max-messages
-	QueueMaxBytes    int64  // queue.maxBytes, --queue-max-bytes
-	LogLevel         string // logLevel, --log-level
+	IDScope          string       // idScope, --id-scope
+	DPSEndpoint      string       // dpsEndpoint, --dps-endpoint
+	CertFile         string       // certFile, --cert
+	KeyFile          string       // keyFile, --key
+	CAFile           string       // caFile, --ca
+	StateDir         string       // stateDir, --state-dir
+	EnvMode          drivers.Mode // sensors.env.mode, --env-mode
+	EnvBus           string       // sensors.env.bus, --env-bus
+	EnvAddress       int          // sensors.env.address, --env-address
+	GPSMode          drivers.Mode // sensors.gps.mode, --gps-mode
+	GPSPort          string       // sensors.gps.port, --gps-port
+	GPSBaud          int          // sensors.gps.baud, --gps-baud
+	TelemetryDelay   int          // telemetryDelay in seconds, --telemetry-delay
+	QueueMaxMessages int          // queue.maxMessages, --queue-max-messages
+	QueueMaxBytes    int64        // queue.maxBytes, --queue-max-bytes
+	LogLevel         string       // logLevel, --log-level
 }
 
 // override names one overridable key, its variable and flag, and where its

@@ -177,7 +177,7 @@ func New(cfg Config) (*Daemon, error) {
 type parts struct {
 	dev   *Device
 	queue *queue.Queue
-	sens  *sensors
+	sens  *openedSensors
 	wd    *health.Watchdog
 	agent *agent.Agent
 	prov  *lifecycle.Provisioner

@@ -15,6 +15,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
@@ -155,8 +156,8 @@ func (f *fleet) trackerConfig(t *testing.T, e *emu, id string) *config.Config {
 	c.CertFile, c.KeyFile = certFile, keyFile
 	c.CAFile = e.Info().CACertPath
 	c.StateDir = filepath.Join(dir, "state")
-	c.Sensors.Env.Mode = config.ModeSimulated
-	c.Sensors.GPS.Mode = config.ModeSimulated
+	c.Sensors.Env.Mode = drivers.SimulatedOnly
+	c.Sensors.GPS.Mode = drivers.SimulatedOnly
 	c.TelemetryDelay = 3600 // tests sample with SendNow or set telemetryDelay in the twin
 	c.LogLevel = "debug"
 	return c

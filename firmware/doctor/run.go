@@ -25,8 +25,9 @@ type Inputs struct {
 	Getenv     func(string) string
 	Overrides  config.Overrides
 
-	// Sensors takes one reading of each sensor, opened with ProbeMode of
-	// the configured modes. Nil, or SkipSensors, skips the sensor checks.
+	// Sensors takes one reading of each sensor, probing ("auto" opened as
+	// hardware, firmware/sensors Options.Probe). Nil, or SkipSensors,
+	// skips the sensor checks.
 	Sensors     func(ctx context.Context, c *config.Config) sensorcheck.Report
 	SkipSensors bool
 	// Offline skips the checks that use the network (DPS, hub).

@@ -1,8 +1,8 @@
 package doctor
 
 import (
+	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/drivers/choose"
@@ -10,20 +10,10 @@ import (
 	"github.com/reefer/tracker/firmware/sensorcheck"
 )
 
-// ProbeMode is the driver mode to open a sensor with for a check: the
-// simulator when the config asks for it, otherwise the hardware alone, so
-// that "auto" cannot hide a missing sensor behind the simulator.
-func ProbeMode(m config.Mode) drivers.Mode {
-	if m == config.ModeSimulated {
-		return drivers.SimulatedOnly
-	}
-	return drivers.HardwareOnly
-}
-
 // missing is WARN when the config lets the tracker fall back to the
 // simulator, FAIL when it insists on hardware.
-func missing(m config.Mode) Status {
-	if m == config.ModeAuto {
+func missing(m drivers.Mode) Status {
+	if m == drivers.Auto {
 		return Warn
 	}
 	return Fail
@@ -32,7 +22,7 @@ func missing(m config.Mode) Status {
 const fallback = "; in auto mode the tracker sends simulated readings instead"
 
 // CheckEnv judges the environmental sensor from one reading r, taken with
-// ProbeMode(cfg.Mode).
+// sensors.Mode(cfg.Mode, true): "auto" probed as hardware.
 func CheckEnv(cfg config.EnvSensor, r sensorcheck.Report) Check {
 	ck := Check{Name: "env sensor"}
 	bus := cfg.Bus
@@ -48,10 +38,10 @@ func CheckEnv(cfg config.EnvSensor, r sensorcheck.Report) Check {
 	case e == nil:
 		ck.Status = missing(cfg.Mode)
 		ck.Detail = fmt.Sprintf("no BME280 on %s: %s", where, r.EnvError)
-		if cfg.Mode == config.ModeAuto {
+		if cfg.Mode == drivers.Auto {
 			ck.Detail += fallback
 		}
-		if strings.Contains(r.EnvError, choose.ErrNoI2CBus.Error()) {
+		if errors.Is(r.EnvErr, choose.ErrNoI2CBus) {
 			ck.Fix = "enable I2C (raspi-config nonint do_i2c 0, or dtparam=i2c_arm=on in /boot/firmware/config.txt) and reboot; check sensors.env.bus"
 		} else {
 			ck.Fix = "check the wiring (3V3, GND, SDA to GPIO2, SCL to GPIO3) and the address: i2cdetect -y 1 shows 76 or 77; set sensors.env.address to match"
@@ -80,7 +70,7 @@ func envReading(e *drivers.Env) string {
 }
 
 // CheckGPS judges the GPS from one reading r, taken with
-// ProbeMode(cfg.Mode): no NMEA at all is a FAIL in hardware mode (WARN in
+// sensors.Mode(cfg.Mode, true): no NMEA at all is a FAIL in hardware mode (WARN in
 // auto, which falls back to the simulator); NMEA without a fix is only a
 // WARN, since a receiver needs minutes and open sky for its first fix.
 func CheckGPS(cfg config.GPSSensor, r sensorcheck.Report) Check {
@@ -113,7 +103,7 @@ func CheckGPS(cfg config.GPSSensor, r sensorcheck.Report) Check {
 			msg = "no NMEA received"
 		}
 		ck.Detail = fmt.Sprintf("no NMEA on %s: %s", where, msg)
-		if cfg.Mode == config.ModeAuto {
+		if cfg.Mode == drivers.Auto {
 			ck.Detail += fallback
 		}
 		ck.Fix = "check sensors.gps.port and sensors.gps.baud (most modules send 9600), enable the serial port without a login console (raspi-config nonint do_serial_hw 0; do_serial_cons 1), and the wiring (GPS TX to Pi RX, GPIO15)"

@@ -27,7 +27,9 @@ type Report struct {
 	Time     time.Time    `json:"time"`
 	Env      *drivers.Env `json:"env,omitempty"`
 	EnvError string       `json:"envError,omitempty"`
-	GPS      *gps.Fix     `json:"gps,omitempty"`
+	// EnvErr is the error EnvError says, for errors.Is.
+	EnvErr error    `json:"-"`
+	GPS    *gps.Fix `json:"gps,omitempty"`
 	// GPSSource is set whenever a receiver exists, fix or not, so a
 	// simulated receiver without a fix still says it is simulated.
 	GPSSource drivers.Source `json:"gpsSource,omitempty"`
@@ -58,11 +60,11 @@ func Read(ctx context.Context, env drivers.EnvSensor, envOpenErr error, rx Recei
 	r := Report{Time: o.Now().UTC()}
 	switch {
 	case envOpenErr != nil:
-		r.EnvError = envOpenErr.Error()
+		r.EnvError, r.EnvErr = envOpenErr.Error(), envOpenErr
 	case env != nil:
 		e, err := env.Sense(ctx)
 		if err != nil {
-			r.EnvError = err.Error()
+			r.EnvError, r.EnvErr = err.Error(), err
 		} else {
 			r.Env = &e
 		}

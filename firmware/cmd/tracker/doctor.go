@@ -12,6 +12,7 @@ import (
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/doctor"
 	"github.com/reefer/tracker/firmware/sensorcheck"
+	"github.com/reefer/tracker/firmware/sensors"
 )
 
 func init() {
@@ -68,34 +69,14 @@ func runDoctor(ctx context.Context, io stdio, args []string) error {
 }
 
 // readSensorsOnce opens the sensors the way `tracker sensors` does, but
-// with doctor.ProbeMode: "auto" is probed as hardware, so a missing sensor
-// shows up instead of hiding behind the simulator.
+// probing: "auto" is opened as hardware, so a missing sensor shows up
+// instead of hiding behind the simulator.
 func readSensorsOnce(ctx context.Context, c *config.Config, fixWait time.Duration, log *slog.Logger) sensorcheck.Report {
-	sf := sensorFlags{
-		envMode: string(doctor.ProbeMode(c.Sensors.Env.Mode)),
-		gpsMode: string(doctor.ProbeMode(c.Sensors.GPS.Mode)),
-		bus:     c.Sensors.Env.Bus,
-		addr:    fmt.Sprintf("0x%x", c.Sensors.Env.Address),
-		port:    c.Sensors.GPS.Port,
-		baud:    c.Sensors.GPS.Baud,
-		seed:    1,
-	}
-	env, envErr, rx, gpsErr, err := sf.open(ctx, log)
-	if err != nil { // an address the driver cannot probe
-		return sensorcheck.Report{Time: time.Now().UTC(), EnvError: err.Error(), GPSError: "not opened: " + err.Error()}
-	}
-	if env != nil {
-		defer env.Close()
-	}
-	var rxi sensorcheck.Receiver
-	if rx != nil {
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); rx.Run(rctx) }()
-		defer func() { cancel(); <-done }()
-		rxi = rx
-	}
-	return sensorcheck.Read(ctx, env, envErr, rxi, gpsErr, sensorcheck.Options{FixWait: fixWait, Port: sf.port})
+	o := sensors.Options{Probe: true, OpenI2C: openI2C, Seed: 1}
+	initHost(sensors.Mode(c.Sensors.Env.Mode, o.Probe), log)
+	set := sensors.Open(ctx, c.Sensors, o, log)
+	defer set.Close()
+	return set.Read(ctx, sensorcheck.Options{FixWait: fixWait})
 }
 
 const aboutDoctor = `Checks this tracker and prints OK, WARN or FAIL per check (config, key

@@ -5,10 +5,6 @@ import (
 	"errors"
 	"os"
 
-	"periph.io/x/conn/v3/i2c"
-	"periph.io/x/conn/v3/i2c/i2creg"
-	"periph.io/x/host/v3"
-
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
 	"github.com/reefer/tracker/firmware/health"
@@ -37,18 +33,12 @@ func runRun(ctx context.Context, io stdio, args []string) error {
 		return configError{err}
 	}
 	log.Info("tracker starting", "version", build.Version, "revision", build.ShortRevision(), "modified", build.Modified, "go", build.GoVersion, "config", cfg.Path(), "pid", os.Getpid())
-	if cfg.Sensors.Env.Mode != config.ModeSimulated {
-		// periph's host drivers register the I2C buses; without them
-		// "auto" falls back to the simulator and says so.
-		if _, err := host.Init(); err != nil {
-			log.Warn("periph host init failed", "err", err)
-		}
-	}
+	initHost(cfg.Sensors.Env.Mode, log)
 	d, err := daemon.New(daemon.Config{
 		Tracker:         cfg,
 		FirmwareVersion: build.Version,
 		Logger:          log,
-		OpenI2C:         func(name string) (i2c.BusCloser, error) { return i2creg.Open(name) },
+		OpenI2C:         openI2C,
 	})
 	if err != nil {
 		return configError{err}

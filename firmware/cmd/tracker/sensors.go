@@ -16,17 +16,17 @@ import (
 	"periph.io/x/host/v3"
 
 	"github.com/reefer/tracker/drivers"
-	"github.com/reefer/tracker/drivers/choose"
-	"github.com/reefer/tracker/drivers/gps"
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/sensorcheck"
+	"github.com/reefer/tracker/firmware/sensors"
 )
 
 func init() {
 	commands["sensors"] = command{"read each sensor once (or --watch) for a technician", runSensors}
 }
 
-// sensorFlags are the sensor settings shared by sensors, run and doctor.
+// sensorFlags are `tracker sensors`' own settings: each overrides the
+// config key it names, so a technician checks what the daemon would open.
 type sensorFlags struct {
 	envMode, gpsMode string
 	bus              string
@@ -37,43 +37,57 @@ type sensorFlags struct {
 }
 
 func (s *sensorFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&s.envMode, "env-mode", "auto", "BME280 driver: auto, hardware or simulated")
-	fs.StringVar(&s.gpsMode, "gps-mode", "auto", "GPS driver: auto, hardware or simulated")
-	fs.StringVar(&s.bus, "env-bus", "1", `I2C bus ("1", "I2C1" or "/dev/i2c-1")`)
-	fs.StringVar(&s.addr, "env-address", "auto", "BME280 address: 0x76, 0x77 or auto (probe both)")
-	fs.StringVar(&s.port, "gps-port", choose.DefaultGPSPort, "GPS serial port")
-	fs.IntVar(&s.baud, "gps-baud", gps.DefaultBaud, "GPS baud rate")
+	d := config.Default().Sensors
+	fs.StringVar(&s.envMode, "env-mode", string(d.Env.Mode), "BME280 driver: auto, hardware or simulated (overrides sensors.env.mode)")
+	fs.StringVar(&s.gpsMode, "gps-mode", string(d.GPS.Mode), "GPS driver: auto, hardware or simulated (overrides sensors.gps.mode)")
+	fs.StringVar(&s.bus, "env-bus", d.Env.Bus, `I2C bus ("1", "I2C1" or "/dev/i2c-1"; empty: the first) (overrides sensors.env.bus)`)
+	fs.StringVar(&s.addr, "env-address", "auto", "BME280 address: 0x76, 0x77 or auto (probe both) (overrides sensors.env.address)")
+	fs.StringVar(&s.port, "gps-port", d.GPS.Port, "GPS serial port (overrides sensors.gps.port)")
+	fs.IntVar(&s.baud, "gps-baud", d.GPS.Baud, "GPS baud rate (overrides sensors.gps.baud)")
 	fs.Int64Var(&s.seed, "seed", 1, "simulator seed")
 }
 
-// fromConfig fills the sensor settings the command line did not set from
-// the tracker's config, so a technician checks what the daemon would open.
-// A missing config is fine (the flags' defaults apply); a broken one is an
-// error naming the key, as for every other command.
-func (s *sensorFlags) fromConfig(fs *flag.FlagSet, path string) error {
+// settings are the sensors of the config at path (the defaults when there
+// is none) with the flags that were set applied. A broken config is an
+// error naming the key, as for every other command; a bad flag a usage
+// error.
+func (s *sensorFlags) settings(fs *flag.FlagSet, path string) (config.Sensors, error) {
+	sc := config.Default().Sensors
 	c, err := config.Read(path)
-	if errors.Is(err, config.ErrNoConfig) {
-		return nil
+	switch {
+	case errors.Is(err, config.ErrNoConfig):
+	case err != nil:
+		return sc, configError{err}
+	default:
+		sc = c.Sensors
 	}
-	if err != nil {
-		return configError{err}
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	env, gps := c.Sensors.Env, c.Sensors.GPS
-	for name, apply := range map[string]func(){
-		"env-mode":    func() { s.envMode = string(env.Mode) },
-		"env-bus":     func() { s.bus = env.Bus },
-		"env-address": func() { s.addr = strconv.Itoa(env.Address) },
-		"gps-mode":    func() { s.gpsMode = string(gps.Mode) },
-		"gps-port":    func() { s.port = gps.Port },
-		"gps-baud":    func() { s.baud = gps.Baud },
-	} {
-		if !set[name] {
-			apply()
+	var errs []error
+	fs.Visit(func(f *flag.Flag) {
+		var err error
+		switch f.Name {
+		case "env-mode":
+			sc.Env.Mode, err = drivers.ParseMode(s.envMode)
+		case "gps-mode":
+			sc.GPS.Mode, err = drivers.ParseMode(s.gpsMode)
+		case "env-bus":
+			sc.Env.Bus = s.bus
+		case "env-address":
+			var a uint16
+			a, err = parseAddr(s.addr)
+			sc.Env.Address = int(a)
+		case "gps-port":
+			sc.GPS.Port = s.port
+		case "gps-baud":
+			sc.GPS.Baud = s.baud
 		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return sc, usageError{err.Error()}
 	}
-	return nil
+	return sc, nil
 }
 
 func parseAddr(s string) (uint16, error) {
@@ -86,39 +100,25 @@ func parseAddr(s string) (uint16, error) {
 		return 0, nil
 	}
 	if err != nil || (v != 0x76 && v != 0x77) {
-		return 0, fmt.Errorf("--env-address %q: want 0x76, 0x77 or auto", s)
+		return 0, fmt.Errorf("%q: want 0x76, 0x77 or auto", s)
 	}
 	return uint16(v), nil
 }
 
-// openSensors opens both sensors by mode. Either may fail; the errors say
-// what is missing. host.Init runs only when hardware may be used, so a
-// simulated run works on any machine.
-func (s *sensorFlags) open(ctx context.Context, log *slog.Logger) (env drivers.EnvSensor, envErr error, rx *gps.Receiver, gpsErr error, err error) {
-	envMode, err := drivers.ParseMode(s.envMode)
-	if err != nil {
-		return nil, nil, nil, nil, usageError{"--env-mode: " + err.Error()}
+// initHost registers periph's host drivers (the I2C buses) unless the env
+// sensor is simulated, so a simulated run works on any machine; without
+// them "auto" falls back to the simulator and says so.
+func initHost(env drivers.Mode, log *slog.Logger) {
+	if env == drivers.SimulatedOnly {
+		return
 	}
-	gpsMode, err := drivers.ParseMode(s.gpsMode)
-	if err != nil {
-		return nil, nil, nil, nil, usageError{"--gps-mode: " + err.Error()}
+	if _, err := host.Init(); err != nil {
+		log.Warn("periph host init failed", "err", err)
 	}
-	addr, err := parseAddr(s.addr)
-	if err != nil {
-		return nil, nil, nil, nil, usageError{err.Error()}
-	}
-	if envMode != drivers.SimulatedOnly {
-		if _, err := host.Init(); err != nil {
-			log.Warn("periph host init failed", "err", err)
-		}
-	}
-	env, envErr = choose.Env(ctx, choose.EnvConfig{
-		Mode: envMode, Bus: s.bus, Addr: addr, Seed: s.seed,
-		Open: func(name string) (i2c.BusCloser, error) { return i2creg.Open(name) },
-	}, log)
-	rx, gpsErr = choose.GPS(ctx, choose.GPSConfig{Mode: gpsMode, Port: s.port, Baud: s.baud, Seed: s.seed}, log)
-	return env, envErr, rx, gpsErr, nil
 }
+
+// openI2C opens a bus from periph's registry (after initHost).
+func openI2C(name string) (i2c.BusCloser, error) { return i2creg.Open(name) }
 
 func runSensors(ctx context.Context, io stdio, args []string) error {
 	fs := newFlags("sensors", aboutSensors)
@@ -134,43 +134,30 @@ func runSensors(ctx context.Context, io stdio, args []string) error {
 	if err := parseFlags(fs, args, io); err != nil {
 		return err
 	}
-	if err := sf.fromConfig(fs, *cfgPath); err != nil {
+	sc, err := sf.settings(fs, *cfgPath)
+	if err != nil {
 		return err
 	}
 	if *simulated && *hardware {
 		return usageError{"--simulated and --hardware exclude each other"}
 	}
 	if *simulated {
-		sf.envMode, sf.gpsMode = string(drivers.SimulatedOnly), string(drivers.SimulatedOnly)
+		sc.Env.Mode, sc.GPS.Mode = drivers.SimulatedOnly, drivers.SimulatedOnly
 	}
 	if *hardware {
-		sf.envMode, sf.gpsMode = string(drivers.HardwareOnly), string(drivers.HardwareOnly)
+		sc.Env.Mode, sc.GPS.Mode = drivers.HardwareOnly, drivers.HardwareOnly
 	}
 	log, err := newLogger(io.err, *logLevel)
 	if err != nil {
 		return usageError{err.Error()}
 	}
 
-	env, envErr, rx, gpsErr, err := sf.open(ctx, log)
-	if err != nil {
-		return err
-	}
-	if env != nil {
-		defer env.Close()
-	}
-	if rx != nil {
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); rx.Run(rctx) }()
-		defer func() { cancel(); <-done }()
-	}
-	var rxi sensorcheck.Receiver
-	if rx != nil {
-		rxi = rx
-	}
-	opts := sensorcheck.Options{FixWait: *fixWait, Port: sf.port}
+	initHost(sc.Env.Mode, log)
+	set := sensors.Open(ctx, sc, sensors.Options{OpenI2C: openI2C, Seed: sf.seed}, log)
+	defer set.Close()
+	opts := sensorcheck.Options{FixWait: *fixWait}
 	for {
-		r := sensorcheck.Read(ctx, env, envErr, rxi, gpsErr, opts)
+		r := set.Read(ctx, opts)
 		if *asJSON {
 			b, _ := json.MarshalIndent(r, "", "  ")
 			fmt.Fprintf(io.out, "%s\n", b)
