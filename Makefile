@@ -31,6 +31,11 @@ emulator: ## build the local DPS + IoT Hub emulator (bin/azemu) for this machine
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/azemu ./deploy/emulator/cmd/azemu
 	@echo "built bin/azemu"
 
+.PHONY: fleetctl
+fleetctl: ## build the operator tool (bin/fleetctl), static, for this machine
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/fleetctl ./deploy/fleetctl
+	@echo "built bin/fleetctl"
+
 .PHONY: cross
 cross: ## build the arm64 and armv7 binaries
 	$(MAKE) build GOARCH=arm64

@@ -26,6 +26,9 @@ func TestImportDirection(t *testing.T) {
 		{"drivers", []string{module + "/firmware", module + "/provisioning", module + "/deploy", "periph.io/x/host"}},
 		{"provisioning", []string{module + "/firmware", module + "/drivers", module + "/deploy", "periph.io/x/host"}},
 		{"deploy", []string{module + "/firmware", module + "/drivers", module + "/provisioning", "periph.io/x/host"}},
+		// The operator tool speaks the services' REST APIs only: it must
+		// run against Azure, so it cannot lean on the emulator's code.
+		{"deploy/fleetctl", []string{module + "/deploy/emulator", module + "/deploy/demo"}},
 		{"firmware/telemetry", []string{module + "/provisioning", module + "/deploy", "periph.io/x/host"}},
 		// What a binary is: the standard library only.
 		{"firmware/buildinfo", []string{module}},

@@ -101,7 +101,9 @@
 //
 //	PUT|GET|DELETE /devices/{id}                        409001, 412001, 404001
 //	GET /devices?top=N
-//	POST /devices/query                                 SELECT * FROM devices [WHERE deviceId|status|connectionState|tags.x = '..'] -> twins
+//	POST /devices/query                                 SELECT * FROM devices [WHERE f = v [AND ...]] -> twins; f is deviceId,
+//	                                                    status, connectionState, tags.x, properties.desired.x or
+//	                                                    properties.reported.x; v a 'string', number, true or false
 //	GET|PATCH|PUT /twins/{id}                           desired changes reach a connected device
 //	POST /twins/{id}/methods                            via Config.Methods; 404103, 504101
 //

@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,9 +103,51 @@ func (h *hubAPI) listDevices(w http.ResponseWriter, r *http.Request) {
 }
 
 // deviceQueryRe is the subset of the IoT Hub query language the emulator
-// answers: SELECT * FROM devices, optionally WHERE <field> = '<value>' on
-// deviceId, status, connectionState or tags.<name>.
-var deviceQueryRe = regexp.MustCompile(`(?i)^\s*select\s+\*\s+from\s+devices(?:\s+where\s+([A-Za-z0-9_.]+)\s*=\s*'([^']*)')?\s*$`)
+// answers: SELECT * FROM devices, optionally WHERE one or more conditions
+// joined by AND (spec E, query).
+var deviceQueryRe = regexp.MustCompile(`(?is)^\s*select\s+\*\s+from\s+devices(?:\s+where\s+(.+?))?\s*$`)
+
+// condRe is one condition: <field> = <literal>, the field deviceId,
+// status, connectionState, tags.<path>, properties.desired.<path> or
+// properties.reported.<path>, the literal a 'string', a number, true or
+// false.
+var condRe = regexp.MustCompile(`(?i)^\s*([A-Za-z0-9_$.]+)\s*=\s*('[^']*'|-?[0-9]+(?:\.[0-9]+)?|true|false)\s*$`)
+
+var andRe = regexp.MustCompile(`(?i)\s+and\s+`)
+
+type condition struct {
+	field string
+	value any // string, float64 or bool
+}
+
+// parseWhere splits a WHERE clause into equality conditions.
+func parseWhere(where string) ([]condition, bool) {
+	if strings.TrimSpace(where) == "" {
+		return nil, true
+	}
+	var out []condition
+	for _, part := range andRe.Split(where, -1) {
+		m := condRe.FindStringSubmatch(part)
+		if m == nil {
+			return nil, false
+		}
+		c := condition{field: m[1]}
+		switch lit := m[2]; {
+		case strings.HasPrefix(lit, "'"):
+			c.value = strings.Trim(lit, "'")
+		case strings.EqualFold(lit, "true"), strings.EqualFold(lit, "false"):
+			c.value = strings.EqualFold(lit, "true")
+		default:
+			f, err := strconv.ParseFloat(lit, 64)
+			if err != nil {
+				return nil, false
+			}
+			c.value = f
+		}
+		out = append(out, c)
+	}
+	return out, true
+}
 
 // queryDevices is POST /devices/query {"query":"SELECT * FROM devices"}
 // (what az iot hub query and device-identity list send). It answers twins,
@@ -119,11 +161,15 @@ func (h *hubAPI) queryDevices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m := deviceQueryRe.FindStringSubmatch(q.Query)
-	if m == nil {
-		h.s.fail(w, r, store.ErrInvalid.With("unsupported query %q: the emulator supports SELECT * FROM devices [WHERE field = 'value']", q.Query))
+	var conds []condition
+	ok := m != nil
+	if ok {
+		conds, ok = parseWhere(m[1])
+	}
+	if !ok {
+		h.s.fail(w, r, store.ErrInvalid.With("unsupported query %q: the emulator supports SELECT * FROM devices [WHERE field = value [AND ...]] on deviceId, status, connectionState, tags.*, properties.desired.*, properties.reported.*", q.Query))
 		return
 	}
-	field, value := m[1], m[2]
 	ds, err := h.s.st.ListDevices(h.hub)
 	if err != nil {
 		h.s.fail(w, r, err)
@@ -136,11 +182,10 @@ func (h *hubAPI) queryDevices(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			continue // deleted meanwhile
 		}
-		if field != "" && !twinFieldIs(t, field, value) {
-			continue
+		if !slices.ContainsFunc(conds, func(c condition) bool { return !twinFieldIs(t, c) }) {
+			twins = append(twins, t)
+			keys = append(keys, t.DeviceID)
 		}
-		twins = append(twins, t)
-		keys = append(keys, t.DeviceID)
 	}
 	if twins == nil {
 		twins = []store.Twin{}
@@ -148,20 +193,55 @@ func (h *hubAPI) queryDevices(w http.ResponseWriter, r *http.Request) {
 	h.s.writePage(w, r, "twin", keys, func(i, j int) any { return twins[i:j] })
 }
 
-func twinFieldIs(t store.Twin, field, value string) bool {
-	switch strings.ToLower(field) {
+// twinFieldIs reports whether the twin's field equals the condition's
+// value; a missing field or another type never does.
+func twinFieldIs(t store.Twin, c condition) bool {
+	switch strings.ToLower(c.field) {
 	case "deviceid":
-		return t.DeviceID == value
+		return t.DeviceID == c.value
 	case "status":
-		return t.Status == value
+		return t.Status == c.value
 	case "connectionstate":
-		return t.ConnectionState == value
+		return t.ConnectionState == c.value
 	}
-	if name, ok := strings.CutPrefix(field, "tags."); ok {
-		v, ok := t.Tags[name]
-		return ok && fmt.Sprint(v) == value
+	var root any
+	var path string
+	if p, ok := strings.CutPrefix(c.field, "tags."); ok {
+		root, path = t.Tags, p
+	} else if p, ok := strings.CutPrefix(c.field, "properties.desired."); ok {
+		root, path = map[string]any(t.Properties.Desired.Props), p
+	} else if p, ok := strings.CutPrefix(c.field, "properties.reported."); ok {
+		root, path = map[string]any(t.Properties.Reported.Props), p
+	} else {
+		return false
 	}
-	return false
+	v := root
+	for _, k := range strings.Split(path, ".") {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		if v, ok = obj[k]; !ok {
+			return false
+		}
+	}
+	switch want := c.value.(type) {
+	case float64:
+		switch n := v.(type) {
+		case json.Number:
+			f, err := n.Float64()
+			return err == nil && f == want
+		case float64:
+			return n == want
+		case int:
+			return float64(n) == want
+		case int64:
+			return float64(n) == want
+		}
+		return false
+	default:
+		return v == want
+	}
 }
 
 // ---- twins ----

@@ -311,7 +311,12 @@ func TestDeviceQuery(t *testing.T) {
 	for _, id := range []string{"q-a", "q-b", "q-c"} {
 		e.device(hub1, id)
 	}
-	if _, err := e.st.UpdateTwin(hub1, "q-b", store.TwinPatch{Tags: map[string]any{"site": "north"}}, ""); err != nil {
+	if _, err := e.st.UpdateTwin(hub1, "q-b", store.TwinPatch{Tags: map[string]any{"site": "north", "trip": map[string]any{"port": "NLRTM"}}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	var p store.TwinPatch
+	p.Properties.Desired = map[string]any{"telemetryDelay": 3, "mode": "eco"}
+	if _, err := e.st.UpdateTwin(hub1, "q-a", p, ""); err != nil {
 		t.Fatal(err)
 	}
 	disabled := selfSigned("q-c")
@@ -326,6 +331,12 @@ func TestDeviceQuery(t *testing.T) {
 		{"SELECT * FROM devices WHERE status = 'disabled'", "q-c"},
 		{"SELECT * FROM devices WHERE tags.site = 'north'", "q-b"},
 		{"SELECT * FROM devices WHERE tags.site = 'south'", ""},
+		{"SELECT * FROM devices WHERE tags.trip.port = 'NLRTM' AND status = 'enabled'", "q-b"},
+		{"SELECT * FROM devices WHERE tags.site = 'north' and status = 'disabled'", ""},
+		{"SELECT * FROM devices WHERE properties.desired.telemetryDelay = 3", "q-a"},
+		{"SELECT * FROM devices WHERE properties.desired.telemetryDelay = '3'", ""},
+		{"SELECT * FROM devices WHERE properties.desired.mode = 'eco'", "q-a"},
+		{"SELECT * FROM devices WHERE properties.reported.mode = 'eco'", ""},
 	}
 	for _, tc := range tests {
 		r := e.do("POST", hubPath("/devices/query"), tok, map[string]any{"query": tc.query})
@@ -352,4 +363,6 @@ func TestDeviceQuery(t *testing.T) {
 		t.Errorf("second page = %s; want q-c", r.body)
 	}
 	want(t, "unsupported query", e.do("POST", hubPath("/devices/query"), tok, `{"query":"SELECT deviceId FROM devices"}`), 400, 400004)
+	want(t, "unsupported condition", e.do("POST", hubPath("/devices/query"), tok, `{"query":"SELECT * FROM devices WHERE status != 'x'"}`), 400, 400004)
+	want(t, "OR", e.do("POST", hubPath("/devices/query"), tok, `{"query":"SELECT * FROM devices WHERE status = 'x' OR status = 'y'"}`), 400, 400004)
 }

@@ -3,7 +3,6 @@ package service
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -11,20 +10,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/internal/sas"
 )
 
-// SASToken returns a service SAS token for resource (a host name such as
-// "mydps.azure-devices-provisioning.net", optionally followed by a path),
-// signed with policy's base64 key and valid until expiry (spec D "Service
-// SAS token"): sig = base64(HMAC-SHA256(base64decode(key),
-// urlencode(resource) + "\n" + se)). The result is a complete Authorization
-// header value. A key that is not valid base64 is used as raw bytes; the
-// service will then reject the token.
+// SASToken returns a service SAS token for resource, signed with policy's
+// base64 key and valid until expiry (spec D "Service SAS token"); see
+// [sas.Token].
 func SASToken(resource, policy, key string, expiry time.Time) string {
-	se := strconv.FormatInt(expiry.Unix(), 10)
-	sr := url.QueryEscape(resource)
-	sig := sign(decodeKey(key), sr+"\n"+se)
-	return "SharedAccessSignature sr=" + sr + "&sig=" + url.QueryEscape(sig) + "&se=" + se + "&skn=" + url.QueryEscape(policy)
+	return sas.Token(resource, policy, key, expiry)
 }
 
 // GenerateKey returns a fresh random 256-bit policy key, base64-encoded like
@@ -33,19 +27,6 @@ func GenerateKey() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return base64.StdEncoding.EncodeToString(b)
-}
-
-func decodeKey(key string) []byte {
-	if b, err := base64.StdEncoding.DecodeString(key); err == nil {
-		return b
-	}
-	return []byte(key)
-}
-
-func sign(key []byte, msg string) string {
-	h := hmac.New(sha256.New, key)
-	h.Write([]byte(msg))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
 }
 
 // sasToken is a parsed service SAS token.
@@ -141,7 +122,7 @@ func (t *sasToken) verify(policies map[string][]byte, now time.Time) error {
 	candidates := []string{t.rawSR, enc, lowerHexEscapes(enc)}
 	match := 0
 	for _, c := range candidates {
-		match |= hmacEqual(sign(key, c+"\n"+se), t.sig)
+		match |= hmacEqual(sas.Sign(key, c+"\n"+se), t.sig)
 	}
 	if match == 0 {
 		return errBadSig

@@ -126,6 +126,13 @@ func (s *Store) matchEnrollmentLocked(rid string, presented []*x509.Certificate)
 	// 1. Individual enrollment for the leaf. Spec C rule 4: the leaf in
 	// any disabled individual entry blocks.
 	var ind *IndividualEnrollment
+	// A disabled individual enrollment of another attestation type under
+	// the same registration id also blocks an X.509 device: the way to
+	// disenroll one device of a group without its certificate (spec C
+	// "Blocking one device in a group").
+	if e := s.enrollments[strings.ToLower(rid)]; e != nil && e.Attestation.Type != AttestationX509 && e.ProvisioningStatus == StatusDisabled {
+		return &enrollmentMatch{individual: e, disabled: true}, nil
+	}
 	for _, e := range s.enrollments {
 		if e.Attestation.Type != AttestationX509 || e.Attestation.X509 == nil {
 			continue

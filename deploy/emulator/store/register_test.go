@@ -199,6 +199,38 @@ func TestRegisterPrecedence(t *testing.T) {
 	}
 }
 
+// Disenrolling without the device certificate: a disabled symmetric-key
+// individual enrollment under the registration id blocks the X.509 device
+// of a group (spec C); deleting it re-admits the device, and an enabled one
+// decides nothing for an X.509 device.
+func TestRegisterBlockedBySymmetricKeyEntry(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t)
+	f.verifyRoot(t)
+	f.group(t, "inter-group", f.inter, nil)
+	dev := f.leaf(t, "dev-7")
+	sym := IndividualEnrollment{RegistrationID: "DEV-7", ProvisioningStatus: StatusDisabled, Attestation: AttestationMechanism{Type: AttestationSymmetricKey}}
+	if _, err := f.s.PutIndividualEnrollment(sym, ""); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.register(t, dev); err != nil || res.Status != RegDisabled {
+		t.Fatalf("Register with a disabled symmetric-key entry = %+v, %v; want disabled", res.DeviceRegistrationState, err)
+	}
+	sym.ProvisioningStatus = StatusEnabled
+	if _, err := f.s.PutIndividualEnrollment(sym, "*"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.register(t, dev); err != nil || res.Status != RegAssigned || res.X509.EnrollmentGroupID != "inter-group" {
+		t.Fatalf("Register with an enabled symmetric-key entry = %+v, %v; want assigned by the group", res.DeviceRegistrationState, err)
+	}
+	if err := f.s.DeleteIndividualEnrollment("dev-7", ""); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.register(t, dev); err != nil || res.Status != RegAssigned {
+		t.Fatalf("Register after deleting the entry = %+v, %v; want assigned", res.DeviceRegistrationState, err)
+	}
+}
+
 func firstHub(f *regFixture, id string) string {
 	for _, h := range f.s.Hubs() {
 		if _, err := f.s.GetDevice(h.HostName, id); err == nil {

@@ -1,0 +1,16 @@
+// Package azrest is a client of the SAS-authenticated data-plane REST APIs
+// that Azure and the local emulator (azemu) share: the DPS service API
+// (enrollment groups, individual enrollments and their bulk operation,
+// registration records; spec D) and the IoT Hub service API (identities,
+// the twin query, twins, direct methods; spec E). Each request carries a
+// fresh service SAS token signed with the connection string's policy key.
+//
+// Errors from the services are *APIError, which errors.Is matches against
+// ErrNotFound, ErrUnauthorized, ErrConflict, ErrPrecondition and
+// ErrThrottled. Options.DryRun prints the requests that would change
+// something instead of sending them.
+//
+// Two routes exist only on the emulator: CA certificates on the DPS host
+// (ARM resources on Azure) and the telemetry stream (Event Hubs on Azure);
+// on Azure they answer ErrUnsupported with what to use instead.
+package azrest
