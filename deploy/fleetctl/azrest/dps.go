@@ -71,9 +71,9 @@ const (
 	StatusDisabled = "disabled"
 )
 
-// EnrollmentGroup (spec D).
-type EnrollmentGroup struct {
-	EnrollmentGroupID      string             `json:"enrollmentGroupId"`
+// Enrollment holds what enrollment groups and individual enrollments
+// share (spec D).
+type Enrollment struct {
 	Attestation            Attestation        `json:"attestation"`
 	IoTHubHostName         string             `json:"iotHubHostName,omitempty"`
 	IoTHubs                []string           `json:"iotHubs,omitempty"`
@@ -88,22 +88,18 @@ type EnrollmentGroup struct {
 	CustomAllocation       json.RawMessage    `json:"customAllocationDefinition,omitempty"`
 }
 
+// EnrollmentGroup (spec D).
+type EnrollmentGroup struct {
+	EnrollmentGroupID string `json:"enrollmentGroupId"`
+	Enrollment
+}
+
 // IndividualEnrollment (spec D).
 type IndividualEnrollment struct {
-	RegistrationID         string             `json:"registrationId"`
-	DeviceID               string             `json:"deviceId,omitempty"`
-	Attestation            Attestation        `json:"attestation"`
-	IoTHubHostName         string             `json:"iotHubHostName,omitempty"`
-	IoTHubs                []string           `json:"iotHubs,omitempty"`
-	AllocationPolicy       string             `json:"allocationPolicy,omitempty"`
-	InitialTwin            *InitialTwin       `json:"initialTwin,omitempty"`
-	ProvisioningStatus     string             `json:"provisioningStatus,omitempty"`
-	ReprovisionPolicy      *ReprovisionPolicy `json:"reprovisionPolicy,omitempty"`
-	ETag                   string             `json:"etag,omitempty"`
-	CreatedDateTimeUTC     string             `json:"createdDateTimeUtc,omitempty"`
-	LastUpdatedDateTimeUTC string             `json:"lastUpdatedDateTimeUtc,omitempty"`
-	Capabilities           json.RawMessage    `json:"capabilities,omitempty"`
-	RegistrationState      json.RawMessage    `json:"registrationState,omitempty"`
+	RegistrationID    string          `json:"registrationId"`
+	DeviceID          string          `json:"deviceId,omitempty"`
+	RegistrationState json.RawMessage `json:"registrationState,omitempty"`
+	Enrollment
 }
 
 // RegistrationState is a DPS registration record (DeviceRegistrationState).

@@ -75,9 +75,10 @@ func (f *Fleet) CreateGroup(ctx context.Context, s GroupSpec) (azrest.Enrollment
 	} else if !errors.Is(err, azrest.ErrNotFound) {
 		return azrest.EnrollmentGroup{}, err
 	}
-	g := azrest.EnrollmentGroup{EnrollmentGroupID: s.ID, Attestation: azrest.Attestation{Type: azrest.AttestationX509, X509: &azrest.X509Attestation{}},
-		IoTHubs: s.Hubs, AllocationPolicy: s.AllocationPolicy, ProvisioningStatus: azrest.StatusEnabled,
-		ReprovisionPolicy: &azrest.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}}
+	g := azrest.EnrollmentGroup{EnrollmentGroupID: s.ID, Enrollment: azrest.Enrollment{
+		Attestation: azrest.Attestation{Type: azrest.AttestationX509, X509: &azrest.X509Attestation{}},
+		IoTHubs:     s.Hubs, AllocationPolicy: s.AllocationPolicy, ProvisioningStatus: azrest.StatusEnabled,
+		ReprovisionPolicy: &azrest.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}}}
 	if s.CAName != "" {
 		g.Attestation.X509.CAReferences = &azrest.X509CAReferences{Primary: s.CAName}
 	} else {
@@ -117,8 +118,8 @@ func (f *Fleet) SetGroupStatus(ctx context.Context, id, status string) (azrest.E
 // one under the same registration id; either way disabled, which overrides
 // the group (spec C "Blocking one device in a group").
 func disabledEnrollment(id, leafPEM string) azrest.IndividualEnrollment {
-	e := azrest.IndividualEnrollment{RegistrationID: id, ProvisioningStatus: azrest.StatusDisabled,
-		Attestation: azrest.Attestation{Type: azrest.AttestationSymmetricKey}}
+	e := azrest.IndividualEnrollment{RegistrationID: id, Enrollment: azrest.Enrollment{ProvisioningStatus: azrest.StatusDisabled,
+		Attestation: azrest.Attestation{Type: azrest.AttestationSymmetricKey}}}
 	if leafPEM != "" {
 		e.Attestation = azrest.Attestation{Type: azrest.AttestationX509, X509: &azrest.X509Attestation{
 			ClientCertificates: &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: leafPEM}}}}
@@ -205,7 +206,7 @@ func (f *Fleet) BulkDisenroll(ctx context.Context, ids []string) (Summary, Summa
 func (f *Fleet) BulkReenroll(ctx context.Context, ids []string) (Summary, error) {
 	es := make([]azrest.IndividualEnrollment, len(ids))
 	for i, id := range ids {
-		es[i] = azrest.IndividualEnrollment{RegistrationID: id, Attestation: azrest.Attestation{Type: azrest.AttestationSymmetricKey}}
+		es[i] = azrest.IndividualEnrollment{RegistrationID: id, Enrollment: azrest.Enrollment{Attestation: azrest.Attestation{Type: azrest.AttestationSymmetricKey}}}
 	}
 	return f.bulk(ctx, "re-enroll in DPS", azrest.BulkDelete, es, true)
 }
