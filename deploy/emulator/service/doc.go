@@ -71,6 +71,12 @@
 // [DPSAPIVersions] or [HubAPIVersions]; missing or unknown ones answer 400
 // 400001 InvalidProtocolVersion.
 //
+// Every route that takes If-Match (devices, twins, enrollments, enrollment
+// groups, registrations, certificates) reads it with store.ETagMatches:
+// * and "*" (the quoted form official SDKs send) match any etag; an etag
+// matches with or without quotes or W/, as Azure accepts both; a
+// mismatch is 412 412001.
+//
 // # Errors
 //
 // DPS errors are ProvisioningServiceErrorDetails

@@ -58,7 +58,7 @@ func (s *Store) PutCACertificate(owner, name, certPEM string, verified bool, ifM
 	}
 	now := Time{s.now().UTC()}
 	old := m[strings.ToLower(name)]
-	if ifMatch != "" && ifMatch != "*" {
+	if !anyETag(ifMatch) {
 		if old == nil {
 			return CACertificate{}, ErrCANotFound.With("certificate %q not found", name)
 		}
@@ -313,7 +313,7 @@ func putEnrollment[T any, P interface {
 	}
 	key := strings.ToLower(id)
 	old := P(k.entries(s)[key])
-	if ifMatch != "" && ifMatch != "*" {
+	if !anyETag(ifMatch) {
 		if old == nil {
 			return k.notFound.With("%s %q not found", k.what, id)
 		}

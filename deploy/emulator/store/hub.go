@@ -160,10 +160,10 @@ func (s *Store) PutDevice(hub string, d Device, ifMatch string) (Device, error) 
 		return Device{}, err
 	}
 	switch {
-	case old != nil && ifMatch == "":
+	case old != nil && strings.TrimSpace(ifMatch) == "":
 		s.mu.Unlock()
 		return Device{}, ErrDeviceExists.With("device %q already exists", d.DeviceID)
-	case old == nil && ifMatch != "" && ifMatch != "*":
+	case old == nil && !anyETag(ifMatch):
 		s.mu.Unlock()
 		return Device{}, ErrDeviceNotFound.With("device %q not found", d.DeviceID)
 	case old != nil && !ETagMatches(ifMatch, old.Device.ETag):

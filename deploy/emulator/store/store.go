@@ -339,14 +339,34 @@ func newBase64ETag() string {
 	return base64.StdEncoding.EncodeToString([]byte(`"` + newGUID() + `"`))
 }
 
-// ETagMatches implements If-Match: empty or "*" match anything; otherwise
-// the values are compared with surrounding quotes and W/ ignored.
+// ETagMatches is the one reading of an If-Match header against an
+// entity's etag, for every route that takes it. The REST reference
+// allows "If-Match: [*|<etag from get>]" with weak ETags as in RFC 7232
+// (https://learn.microsoft.com/rest/api/iothub/, Devices - Delete
+// Identity). Official SDKs differ and all work against Azure: the C# one
+// sends the wildcard quoted and wraps etags in quotes (ETagForce in
+// azure-iot-sdk-csharp iothub/service/src/Http/HttpMessageHelper.cs), the
+// Node one sends * bare (azure-iot-sdk-node service/src/registry.ts), and
+// hub bodies carry etags unquoted. So: absent, * and "*" match anything;
+// otherwise any listed tag matches when equal to the etag with quotes and
+// W/ removed.
 func ETagMatches(ifMatch, etag string) bool {
-	ifMatch = strings.TrimSpace(ifMatch)
-	if ifMatch == "" || ifMatch == "*" {
+	if anyETag(ifMatch) {
 		return true
 	}
-	return unquote(ifMatch) == unquote(etag)
+	for _, t := range strings.Split(ifMatch, ",") {
+		if unquote(t) == unquote(etag) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyETag reports whether If-Match places no condition on the etag
+// (absent, or the wildcard quoted or not); see ETagMatches.
+func anyETag(ifMatch string) bool {
+	v := unquote(ifMatch)
+	return v == "" || v == "*"
 }
 
 func unquote(s string) string {

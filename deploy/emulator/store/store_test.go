@@ -536,6 +536,9 @@ func TestETagMatches(t *testing.T) {
 	}{
 		{"", "x", true}, {"*", "x", true}, {`"x"`, "x", true}, {`"x"`, `"x"`, true},
 		{`W/"x"`, "x", true}, {`"y"`, "x", false}, {"x", `"x"`, true},
+		// The wildcard as official SDKs send it, and RFC 7232 lists.
+		{`"*"`, "x", true}, {` "*" `, `"x"`, true}, {`"y", "x"`, "x", true}, {`"y", W/"z"`, "x", false},
+		{`"*x"`, "x", false}, {`""`, "x", true},
 	}
 	for _, c := range cases {
 		if got := ETagMatches(c.ifMatch, c.etag); got != c.want {
