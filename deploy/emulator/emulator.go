@@ -77,8 +77,48 @@
 //
 // Other simplifications: C2D locks last Config.C2DLockTimeout per
 // connection (a reconnect redelivers at once); telemetry history is bounded
-// per device (Config.TelemetryHistory, TelemetryHistoryBytes); modules, SAS device authentication and WebSockets are not
-// implemented (CONNACK 0x05).
+// per device (Config.TelemetryHistory, TelemetryHistoryBytes).
+//
+// # What the emulator does not do
+//
+// Cloud or device code that relies on any of these needs a real hub and
+// DPS (the README keeps the same list):
+//   - Device transports other than MQTT 3.1.1 over TLS on TCP: no MQTT over
+//     WebSockets (port 443), no MQTT 5, no AMQP or AMQP over WebSockets, no
+//     device HTTPS API (telemetry, C2D polling, file upload), and DPS
+//     registration over MQTT only (not HTTPS or AMQP).
+//   - Device authentication other than X.509: no SAS tokens or symmetric
+//     keys for devices (CONNACK 0x05) and no TPM. DPS stores symmetricKey
+//     and tpm enrollments (they round-trip through the service API), but no
+//     device can register with them.
+//   - Modules, module twins and IoT Edge: a module user name gets CONNACK
+//     0x05.
+//   - AMQP on the service side, and with it the service SDKs' cloud-to-device
+//     send (ServiceClient / IoTHubRegistryManager C2D), delivery feedback
+//     and file-upload notifications. C2D is queued through the emulator's
+//     own HTTPS route (POST /devices/{id}/messages/deviceBound, package
+//     service).
+//   - The Event Hubs-compatible endpoint: telemetry is read from the
+//     emulator's own HTTPS routes (package service), not with an Event Hubs
+//     client or az iot hub monitor-events; no message routing, custom
+//     endpoints, enrichments, consumer groups, or Event Grid events.
+//   - Custom allocation: a registration under allocationPolicy custom (an
+//     Azure Function webhook) fails with 400207; geoLatency behaves like
+//     hashed; the registration payload is accepted and not interpreted.
+//   - Jobs, bulk import/export of identities, configurations and automatic
+//     device management, the digital twins (Plug and Play) API beyond
+//     recording model-id, device streams, file upload, distributed tracing.
+//   - Most of the query language: hub queries are SELECT * FROM devices
+//     with equalities joined by AND (on deviceId, status, connectionState,
+//     tags, desired or reported properties), no projection, OR, ranges,
+//     functions, GROUP BY or devices.modules; DPS queries return
+//     everything.
+//   - The management plane: hubs, the DPS, their policies and keys are made
+//     at first start (Azure's built-in policies; no custom policies or key
+//     regeneration), no Microsoft Entra ID tokens (SAS only), no metrics or
+//     diagnostic logs.
+//   - Throttles and quotas other than D2C telemetry and DPS registrations
+//     and polls (see Throttling); message and twin size limits are applied.
 package emulator
 
 import (
