@@ -123,6 +123,20 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// BackoffBase and BackoffMax shape reconnect back-off. Defaults 1 s, 5 min.
 	BackoffBase, BackoffMax time.Duration
+	// ReconnectMax caps the back-off between connect attempts once the hub
+	// has accepted this device (a connection that worked, or KnownHub): a
+	// failure then means an outage, and its end should be noticed within
+	// ReconnectMax rather than BackoffMax. The first retry after losing a
+	// stable connection comes within BackoffBase; full jitter spreads a
+	// fleet that lost the hub together over the whole window, about
+	// N/ReconnectMax connects a second for N devices. Default 30 s, at most
+	// BackoffMax.
+	ReconnectMax time.Duration
+	// KnownHub: the hub has accepted this device before (the caller's
+	// cached assignment from an earlier run), so even the first Connect
+	// retries on the ReconnectMax schedule: a tracker restarted during an
+	// outage comes back as promptly as one that stayed up.
+	KnownHub bool
 	// StableAfter: a connection that lasted this long resets the back-off
 	// and does not count towards takeover. Default 2 min.
 	StableAfter time.Duration
@@ -191,6 +205,8 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.ConnectTimeout, 30*time.Second)
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
+	def(&c.ReconnectMax, 30*time.Second)
+	c.ReconnectMax = min(c.ReconnectMax, c.BackoffMax)
 	def(&c.StableAfter, 2*time.Minute)
 	def(&c.GapWait, time.Second)
 	if c.NotAuthorizedLimit <= 0 {
@@ -327,7 +343,11 @@ func (c *Client) Connect(ctx context.Context) error {
 	stop := context.AfterFunc(c.ctx, cancel)
 	defer stop()
 
-	s, _, err := c.connectLoop(ctx, 0)
+	ceil := c.cfg.BackoffMax
+	if c.cfg.KnownHub {
+		ceil = c.cfg.ReconnectMax
+	}
+	s, _, err := c.connectLoop(ctx, 0, ceil)
 	if err != nil {
 		err = fmt.Errorf("iothub connect %s: %w", c.cfg.DeviceID, err)
 		c.finish(err)
@@ -425,9 +445,10 @@ func (s *session) wait(ctx context.Context, tok mqtt.Token, timeout time.Duratio
 }
 
 // connectLoop dials until it succeeds, ctx ends, or the hub refused us
-// NotAuthorizedLimit times in a row. refused reports whether any attempt
-// was refused (it resets the takeover streak).
-func (c *Client) connectLoop(ctx context.Context, attempt int) (s *session, refused bool, err error) {
+// NotAuthorizedLimit times in a row, backing off from attempt up to ceil.
+// refused reports whether any attempt was refused (it resets the takeover
+// streak).
+func (c *Client) connectLoop(ctx context.Context, attempt int, ceil time.Duration) (s *session, refused bool, err error) {
 	notAuth := 0
 	for {
 		c.setState(StateConnecting, nil)
@@ -457,7 +478,7 @@ func (c *Client) connectLoop(ctx context.Context, attempt int) (s *session, refu
 			notAuth = 0
 		}
 		c.setState(StateDisconnected, err)
-		d := retry.Backoff(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
+		d := retry.Backoff(attempt, c.cfg.BackoffBase, ceil, 0, c.cfg.Rand())
 		attempt++
 		c.log.Warn("iothub connect failed", "err", err, "retry_in", d)
 		if err := c.cfg.Sleep(ctx, d); err != nil {
@@ -532,9 +553,16 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 }
 
 // supervise waits for the loss of s and reconnects, until the client ends.
+//
+// Two counts shape the waits. Connections that end before StableAfter
+// (the hub or a duplicate instance dropping us) grow the wait before the
+// next attempt towards BackoffMax, so a duel or a flapping link slows
+// down. Connect failures after a connection that worked are an outage:
+// they back off only up to ReconnectMax, so the tracker notices the hub's
+// return promptly however long it was away.
 func (c *Client) supervise(s *session) {
 	defer c.wg.Done()
-	attempt := 0
+	flaps := 0 // connections in a row that ended before StableAfter
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -564,15 +592,16 @@ func (c *Client) supervise(s *session) {
 		c.setState(StateDisconnected, ev)
 
 		if stable {
-			attempt = 0
+			flaps = 0
 		} else {
-			attempt++ // a flapping connection backs off like a failing one
+			flaps++ // a flapping connection backs off like a failing one
 		}
-		d := retry.Backoff(attempt, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
+		lost := c.cfg.Now()
+		d := retry.Backoff(flaps, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
 		if err := c.cfg.Sleep(c.ctx, d); err != nil {
 			return
 		}
-		ns, refused, err := c.connectLoop(c.ctx, attempt+1)
+		ns, refused, err := c.connectLoop(c.ctx, flaps+1, c.cfg.ReconnectMax)
 		if refused {
 			c.streak = 0
 		}
@@ -582,6 +611,7 @@ func (c *Client) supervise(s *session) {
 			}
 			return
 		}
+		c.log.Info("iothub reconnected", "offline_for", c.cfg.Now().Sub(lost).Round(time.Millisecond))
 		s = ns
 	}
 }
