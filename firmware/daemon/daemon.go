@@ -367,6 +367,10 @@ func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Se
 	cfg.Logger = d.log
 	cfg.OnDesired = d.onDesired
 	cfg.OnState = func(sc iothub.StateChange) { d.onState(c, sc) }
+	// A cached assignment is a hub that took this device before: retry it
+	// as promptly as after a lost connection (a tracker restarted at sea
+	// comes back as soon as the network does).
+	cfg.KnownHub = d.p.prov.Status().FromCache
 	c, err := iothub.New(cfg)
 	if err != nil {
 		return nil, err

@@ -302,6 +302,22 @@ func countLines(logs string, parts ...string) int {
 	return n
 }
 
+// retryWaits is the retry_in of every log line containing msg.
+func retryWaits(logs, msg string) []time.Duration {
+	var out []time.Duration
+	for _, l := range strings.Split(logs, "\n") {
+		_, v, ok := strings.Cut(l, " retry_in=")
+		if !ok || !strings.Contains(l, msg) {
+			continue
+		}
+		v, _, _ = strings.Cut(v, " ")
+		if d, err := time.ParseDuration(v); err == nil {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // notes records what the daemon tells systemd.
 type notes struct {
 	mu    sync.Mutex

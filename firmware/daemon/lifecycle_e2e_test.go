@@ -5,8 +5,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/daemon"
 	"github.com/reefer/tracker/firmware/lifecycle"
 )
 
@@ -65,8 +68,13 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 
-	// Restart mid-outage: the queue and the sequence survive.
-	tr = startTracker(t, cfg, id)
+	// Restart mid-outage: the queue and the sequence survive. The cached
+	// hub took this device before, so it is retried on the prompt
+	// reconnect schedule (ReconnectMax), not the long one (BackoffMax).
+	tr = startTracker(t, cfg, id, func(_ *config.Config, dc *daemon.Config) {
+		dc.Hub.BackoffMax = time.Hour
+		dc.Hub.ReconnectMax = 100 * time.Millisecond
+	})
 	seq := tr.sendNow()
 	st := tr.status()
 	if st.QueueDepth < 3 || st.Connected {
@@ -77,6 +85,15 @@ func TestOutageAndRestartLoseNothing(t *testing.T) {
 	eventually(t, "a STATUS saying it connects to the cached hub", func() bool {
 		return tr.notes.has("STATUS=connecting to hub " + hub)
 	})
+
+	eventually(t, "8 attempts on the cached hub", func() bool {
+		return countLines(tr.logs.String(), "iothub connect failed") >= 8
+	})
+	for _, d := range retryWaits(tr.logs.String(), "iothub connect failed") {
+		if d > 100*time.Millisecond {
+			t.Errorf("cached hub retried after %v; want at most ReconnectMax 100ms", d)
+		}
+	}
 
 	e.start() // the hub is back, same ports and state
 	eventually(t, "queue drained", func() bool {
