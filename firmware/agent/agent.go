@@ -14,18 +14,9 @@ import (
 	"github.com/reefer/tracker/firmware/telemetry"
 )
 
-// Defaults and bounds. The bounds apply to config and to desired twin
-// properties alike.
+// Defaults. Those of the telemetry delay and the alert threshold, and
+// their bounds, are firmware/telemetry's.
 const (
-	DefaultTelemetryDelay = 10 * time.Second
-	MinTelemetryDelay     = time.Second
-	MaxTelemetryDelay     = time.Hour
-
-	// DefaultAlertThreshold is the reference flow's 30 °C (docs/reference-flow.md).
-	DefaultAlertThreshold = 30.0
-	MinAlertThreshold     = -50.0
-	MaxAlertThreshold     = 100.0
-
 	DefaultFlushTimeout   = 5 * time.Second
 	DefaultBackoffMin     = time.Second
 	DefaultBackoffMax     = 2 * time.Minute
@@ -74,7 +65,7 @@ type Config struct {
 	// TelemetryDelay is the configured sampling interval; desired
 	// telemetryDelay overrides it and a null desired value restores it.
 	TelemetryDelay time.Duration
-	// AlertThreshold in °C; nil means DefaultAlertThreshold (0 °C is a
+	// AlertThreshold in °C; nil means telemetry.DefaultAlertThreshold (0 °C is a
 	// valid threshold, hence the pointer).
 	AlertThreshold *float64
 	// EnvSource is the env sensor's mode as main chose it, reported before
@@ -185,16 +176,16 @@ func New(cfg Config) (*Agent, error) {
 		return nil, errors.New("agent: no Publisher")
 	}
 	if cfg.TelemetryDelay == 0 {
-		cfg.TelemetryDelay = DefaultTelemetryDelay
+		cfg.TelemetryDelay = telemetry.DefaultDelay
 	}
-	if cfg.TelemetryDelay < MinTelemetryDelay || cfg.TelemetryDelay > MaxTelemetryDelay {
-		return nil, fmt.Errorf("agent: telemetry delay %v outside %v..%v", cfg.TelemetryDelay, MinTelemetryDelay, MaxTelemetryDelay)
+	if cfg.TelemetryDelay < telemetry.MinDelay || cfg.TelemetryDelay > telemetry.MaxDelay {
+		return nil, fmt.Errorf("agent: telemetry delay %v outside %v..%v", cfg.TelemetryDelay, telemetry.MinDelay, telemetry.MaxDelay)
 	}
-	threshold := DefaultAlertThreshold
+	threshold := telemetry.DefaultAlertThreshold
 	if cfg.AlertThreshold != nil {
 		threshold = *cfg.AlertThreshold
-		if !(threshold >= MinAlertThreshold && threshold <= MaxAlertThreshold) {
-			return nil, fmt.Errorf("agent: alert threshold %v outside %v..%v", threshold, MinAlertThreshold, MaxAlertThreshold)
+		if !(threshold >= telemetry.MinAlertThreshold && threshold <= telemetry.MaxAlertThreshold) {
+			return nil, fmt.Errorf("agent: alert threshold %v outside %v..%v", threshold, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold)
 		}
 	}
 	cfg.AlertThreshold = &threshold

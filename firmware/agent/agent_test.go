@@ -191,9 +191,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Fatalf("New(minimal) = %v", err)
 	}
 	st := a.Status()
-	if st.TelemetryDelay != agent.DefaultTelemetryDelay.Seconds() || st.AlertThreshold != agent.DefaultAlertThreshold {
+	if st.TelemetryDelay != telemetry.DefaultDelay.Seconds() || st.AlertThreshold != telemetry.DefaultAlertThreshold {
 		t.Errorf("defaults: delay %v threshold %v; want %v, %v", st.TelemetryDelay, st.AlertThreshold,
-			agent.DefaultTelemetryDelay.Seconds(), agent.DefaultAlertThreshold)
+			telemetry.DefaultDelay.Seconds(), telemetry.DefaultAlertThreshold)
 	}
 }
 

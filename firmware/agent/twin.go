@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/firmware/telemetry"
 )
 
 // Twin property names. Desired: telemetryDelay, temperatureAlertThreshold.
 // The agent reports those two with the applied values plus the rest.
 const (
 	PropTelemetryDelay   = "telemetryDelay"            // seconds, 1..3600
-	PropAlertThreshold   = "temperatureAlertThreshold" // °C, -50..100
+	PropAlertThreshold   = "temperatureAlertThreshold" // °C, -40..85
 	PropLastDesiredError = "lastDesiredError"          // string, null when the last apply was clean
 	PropDesiredVersion   = "desiredVersion"            // $version of the desired twin last applied
 	PropFirmwareVersion  = "firmwareVersion"
@@ -34,7 +36,7 @@ const (
 //     notifications older than the GET's version; an equal one is applied
 //     again, which is harmless (a GET after a reconnect).
 //   - telemetryDelay: seconds, a number or a numeric string ("1" in the
-//     reference flow), 1..3600; temperatureAlertThreshold: °C, -50..100.
+//     reference flow), 1..3600; temperatureAlertThreshold: °C, -40..85.
 //     Both take effect at once. A null value (a deleted property) restores
 //     the configured value. Unknown properties are ignored.
 //   - A bad value is rejected and the previous value kept; the reported
@@ -128,7 +130,7 @@ func parseDelay(v any, def time.Duration) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s %s", ErrBadDesired, PropTelemetryDelay, err)
 	}
-	lo, hi := MinTelemetryDelay.Seconds(), MaxTelemetryDelay.Seconds()
+	lo, hi := telemetry.MinDelay.Seconds(), telemetry.MaxDelay.Seconds()
 	if f < lo || f > hi {
 		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropTelemetryDelay, f, lo, hi)
 	}
@@ -144,8 +146,8 @@ func parseThreshold(v any, def float64) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s %s", ErrBadDesired, PropAlertThreshold, err)
 	}
-	if f < MinAlertThreshold || f > MaxAlertThreshold {
-		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertThreshold, f, MinAlertThreshold, MaxAlertThreshold)
+	if f < telemetry.MinAlertThreshold || f > telemetry.MaxAlertThreshold {
+		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertThreshold, f, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold)
 	}
 	return f, nil
 }

@@ -88,6 +88,9 @@ func TestBadDesiredRejected(t *testing.T) {
 		{"empty string", map[string]any{"telemetryDelay": ""}, "not a number"},
 		{"threshold too hot", map[string]any{"temperatureAlertThreshold": 150.0}, "temperatureAlertThreshold"},
 		{"threshold word", map[string]any{"temperatureAlertThreshold": "warm"}, "temperatureAlertThreshold"},
+		// The BME280 reads -40..85 °C; the config refuses the same range.
+		{"threshold above the sensor's range", map[string]any{"temperatureAlertThreshold": 86.0}, "outside -40..85"},
+		{"threshold below the sensor's range", map[string]any{"temperatureAlertThreshold": -41.0}, "outside -40..85"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,8 +101,8 @@ func TestBadDesiredRejected(t *testing.T) {
 				t.Fatalf("ApplyDesired(%v) = %v; want ErrBadDesired mentioning %q", tt.desired, err, tt.keyword)
 			}
 			st := r.a.Status()
-			if st.TelemetryDelay != 10 || st.AlertThreshold != agent.DefaultAlertThreshold {
-				t.Errorf("after a bad value: delay %v threshold %v; want 10, %v kept", st.TelemetryDelay, st.AlertThreshold, agent.DefaultAlertThreshold)
+			if st.TelemetryDelay != 10 || st.AlertThreshold != telemetry.DefaultAlertThreshold {
+				t.Errorf("after a bad value: delay %v threshold %v; want 10, %v kept", st.TelemetryDelay, st.AlertThreshold, telemetry.DefaultAlertThreshold)
 			}
 			if !strings.Contains(st.LastDesiredError, tt.keyword) {
 				t.Errorf("LastDesiredError = %q; want it to mention %q", st.LastDesiredError, tt.keyword)
@@ -154,8 +157,8 @@ func TestDesiredNullRestoresConfigAndStaleIgnored(t *testing.T) {
 	if err := r.a.ApplyDesired(6, map[string]any{"telemetryDelay": nil, "temperatureAlertThreshold": nil}); err != nil {
 		t.Fatal(err)
 	}
-	if st := r.a.Status(); st.TelemetryDelay != 10 || st.AlertThreshold != agent.DefaultAlertThreshold {
-		t.Errorf("after null: delay %v threshold %v; want config's 10, %v", st.TelemetryDelay, st.AlertThreshold, agent.DefaultAlertThreshold)
+	if st := r.a.Status(); st.TelemetryDelay != 10 || st.AlertThreshold != telemetry.DefaultAlertThreshold {
+		t.Errorf("after null: delay %v threshold %v; want config's 10, %v", st.TelemetryDelay, st.AlertThreshold, telemetry.DefaultAlertThreshold)
 	}
 }
 
@@ -302,9 +305,9 @@ func TestApplyTwinIsAuthoritative(t *testing.T) {
 		t.Fatalf("ApplyTwin = %v; want nil", err)
 	}
 	st := r.a.Status()
-	if st.TelemetryDelay != 1 || st.AlertThreshold != agent.DefaultAlertThreshold || st.DesiredVersion != 2 {
+	if st.TelemetryDelay != 1 || st.AlertThreshold != telemetry.DefaultAlertThreshold || st.DesiredVersion != 2 {
 		t.Errorf("after ApplyTwin(2): delay %v, threshold %v, version %d; want 1, %v, 2",
-			st.TelemetryDelay, st.AlertThreshold, st.DesiredVersion, agent.DefaultAlertThreshold)
+			st.TelemetryDelay, st.AlertThreshold, st.DesiredVersion, telemetry.DefaultAlertThreshold)
 	}
 	// Patches after it are ordered against the twin's version again.
 	if err := r.a.ApplyDesired(1, map[string]any{"telemetryDelay": 9.0}); err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/firmware/telemetry"
 )
 
 // DefaultPath is where the tracker looks for its config file.
@@ -120,8 +121,8 @@ func Default() *Config {
 			Env: EnvSensor{Mode: drivers.Auto, Address: 0},
 			GPS: GPSSensor{Mode: drivers.Auto, Port: "/dev/serial0", Baud: 9600},
 		},
-		TelemetryDelay:            10,
-		TemperatureAlertThreshold: 30,
+		TelemetryDelay:            int(telemetry.DefaultDelay / time.Second),
+		TemperatureAlertThreshold: telemetry.DefaultAlertThreshold,
 		Queue:                     Queue{MaxMessages: 100_000, MaxBytes: 64 << 20},
 		ReprovisionRetry:          Retry{Min: 5, Max: 60},
 		LogLevel:                  "info",
@@ -165,7 +166,9 @@ func Load(path string, getenv func(string) string, o Overrides) (*Config, error)
 			return nil, err
 		}
 	}
-	c.Apply(o)
+	if err := c.Apply(o); err != nil {
+		return nil, err
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -372,11 +375,12 @@ func (c *Config) Validate() error {
 		bad("sensors.gps.baud", "must be one of %s, got %d", joinInts(baudRates), b)
 	}
 
-	if d := c.TelemetryDelay; d < 1 || d > 3600 {
-		bad("telemetryDelay", "must be between 1 and 3600 seconds, got %d", d)
+	// In whole seconds: a huge value must not wrap around as a Duration.
+	if d, lo, hi := c.TelemetryDelay, int(telemetry.MinDelay/time.Second), int(telemetry.MaxDelay/time.Second); d < lo || d > hi {
+		bad("telemetryDelay", "must be between %d and %d seconds, got %d", lo, hi, d)
 	}
-	if v := c.TemperatureAlertThreshold; math.IsNaN(v) || v < -40 || v > 85 {
-		bad("temperatureAlertThreshold", "must be between -40 and 85 °C (the BME280's range), got %v", v)
+	if v, lo, hi := c.TemperatureAlertThreshold, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold; math.IsNaN(v) || v < lo || v > hi {
+		bad("temperatureAlertThreshold", "must be between %v and %v °C (the BME280's range), got %v", lo, hi, v)
 	}
 	if n := c.Queue.MaxMessages; n < 1 || n > 10_000_000 {
 		bad("queue.maxMessages", "must be between 1 and 10000000, got %d", n)

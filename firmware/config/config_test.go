@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -412,12 +413,12 @@ func TestFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Overrides{
-		IDScope: "0ne22222C2C", DPSEndpoint: "localhost:8883", CertFile: "/c", KeyFile: "/k", CAFile: "/ca",
-		StateDir: "/s", EnvMode: drivers.HardwareOnly, EnvBus: "I2C1", EnvAddress: 0x77, GPSMode: drivers.SimulatedOnly,
-		GPSPort: "/dev/ttyACM0", GPSBaud: 4800, TelemetryDelay: 60, QueueMaxMessages: 7, QueueMaxBytes: 70000,
-		LogLevel: "warn",
+		"idScope": "0ne22222C2C", "dpsEndpoint": "localhost:8883", "certFile": "/c", "keyFile": "/k", "caFile": "/ca",
+		"stateDir": "/s", "sensors.env.mode": string(drivers.HardwareOnly), "sensors.env.bus": "I2C1", "sensors.env.address": "0x77", "sensors.gps.mode": string(drivers.SimulatedOnly),
+		"sensors.gps.port": "/dev/ttyACM0", "sensors.gps.baud": "4800", "telemetryDelay": "60", "queue.maxMessages": "7", "queue.maxBytes": "70000",
+		"logLevel": "warn",
 	}
-	if o != want {
+	if !maps.Equal(o, want) {
 		t.Errorf("flags parsed to %+v;\nwant %+v", o, want)
 	}
 	c := valid(t)
@@ -449,7 +450,7 @@ func TestLoadPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	getenv := env(map[string]string{"TRACKER_TELEMETRY_DELAY": "30", "TRACKER_STATE_DIR": "/env", "TRACKER_ID_SCOPE": "0neENV"})
-	c, err := Load(file, getenv, Overrides{IDScope: "0neFLAG"})
+	c, err := Load(file, getenv, Overrides{"idScope": "0neFLAG"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,9 +460,38 @@ func TestLoadPrecedence(t *testing.T) {
 		t.Errorf("Load(file, env, flags) = %v; want %v", got, want)
 	}
 
-	_, err = Load(file, nil, Overrides{TelemetryDelay: 5000})
+	_, err = Load(file, nil, Overrides{"telemetryDelay": "5000"})
 	wantErr := `config ` + file + `: key "telemetryDelay" (set by flag --telemetry-delay): must be between 1 and 3600 seconds, got 5000`
 	if err == nil || err.Error() != wantErr {
 		t.Errorf("Load with --telemetry-delay 5000 = %v; want %s", err, wantErr)
+	}
+}
+
+// The package doc's table of overrides is the override table, row for row.
+func TestOverridesDoc(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "//\tkey                    environment                  flag\n")
+	if !ok {
+		t.Fatal("doc.go has no overrides table")
+	}
+	var rows [][]string
+	for _, line := range strings.Split(after, "\n") {
+		row, ok := strings.CutPrefix(line, "//\t")
+		if !ok {
+			break
+		}
+		rows = append(rows, strings.Fields(row))
+	}
+	if len(rows) != len(overrides) {
+		t.Errorf("doc.go lists %d overrides; the table has %d", len(rows), len(overrides))
+	}
+	for i, ov := range overrides {
+		if i >= len(rows) || len(rows[i]) < 3 || rows[i][0] != ov.key || rows[i][1] != ov.env || rows[i][2] != "--"+ov.flag {
+			t.Errorf("doc.go overrides row %d = %q; want %s %s --%s", i+1, rows[min(i, len(rows)-1)], ov.key, ov.env, ov.flag)
+		}
 	}
 }

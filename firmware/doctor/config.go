@@ -33,8 +33,7 @@ func CheckConfig(path string, getenv func(string) string, o config.Overrides) (*
 	if getenv != nil {
 		errs = append(errs, c.ApplyEnv(getenv))
 	}
-	c.Apply(o)
-	errs = append(errs, c.Validate())
+	errs = append(errs, c.Apply(o), c.Validate())
 	if err := errors.Join(errs...); err != nil {
 		ck.Status = Fail
 		ck.Detail, ck.Fix = configProblems(path, err)

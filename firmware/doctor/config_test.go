@@ -29,7 +29,7 @@ func TestCheckConfig(t *testing.T) {
 		{name: "several bad values", file: `{"version": 1, "certFile": "c.pem", "keyFile": "/k", "sensors": {"gps": {"baud": 1234}}}`,
 			st: Fail, detail: "3 problems", wantCfg: true,
 			fix: []string{`"idScope": required`, `"certFile": must be an absolute path`, `"sensors.gps.baud": must be one of`}},
-		{name: "bad flag override", file: good, ov: config.Overrides{TelemetryDelay: 99999}, st: Fail, detail: "1 problem", wantCfg: true,
+		{name: "bad flag override", file: good, ov: config.Overrides{"telemetryDelay": "99999"}, st: Fail, detail: "1 problem", wantCfg: true,
 			fix: []string{`"telemetryDelay" (set by flag --telemetry-delay): must be between 1 and 3600`}},
 		{name: "bad env", file: good, env: map[string]string{"TRACKER_GPS_BAUD": "fast"}, st: Fail, detail: "1 problem", wantCfg: true,
 			fix: []string{`"sensors.gps.baud" (set by env TRACKER_GPS_BAUD): must be a whole number`}},
