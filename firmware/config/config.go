@@ -78,20 +78,70 @@ type Queue struct {
 	MaxBytes    int64 `json:"maxBytes"`
 }
 
-// Retry bounds, in minutes, the backoff before asking DPS again after it
-// answered "disabled" or refused the certificate: an operator has to act,
-// so hammering DPS is pointless (spec A, 401 row), but re-enrollment must
+// Retry bounds the backoff before asking DPS again after it answered
+// "disabled" or refused the certificate: an operator has to act, so
+// hammering DPS is pointless (spec A, 401 row), but re-enrollment must
 // still be picked up without a technician.
 type Retry struct {
-	Min int `json:"min"`
-	Max int `json:"max"`
+	Min Minutes `json:"min"`
+	Max Minutes `json:"max"`
 }
 
 // MinDuration is Min as a duration.
-func (r Retry) MinDuration() time.Duration { return time.Duration(r.Min) * time.Minute }
+func (r Retry) MinDuration() time.Duration { return time.Duration(r.Min) }
 
 // MaxDuration is Max as a duration.
-func (r Retry) MaxDuration() time.Duration { return time.Duration(r.Max) * time.Minute }
+func (r Retry) MaxDuration() time.Duration { return time.Duration(r.Max) }
+
+// Minutes is a duration written in the file as whole minutes (a JSON
+// number, the format the tracker has always read) or as a Go duration
+// string such as "20s" or "1m30s", for waits shorter than a minute (a demo,
+// a test bench).
+type Minutes time.Duration
+
+// Mins is n whole minutes.
+func Mins(n int) Minutes { return Minutes(time.Duration(n) * time.Minute) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (m *Minutes) UnmarshalJSON(b []byte) error {
+	bad := func(what string) error {
+		return &json.UnmarshalTypeError{Value: what, Type: reflect.TypeFor[Minutes]()}
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return bad("string " + string(b))
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return bad("string " + string(b))
+		}
+		*m = Minutes(d)
+		return nil
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || n > math.MaxInt64/int64(time.Minute) || n < math.MinInt64/int64(time.Minute) {
+		return bad("number " + string(b))
+	}
+	*m = Minutes(time.Duration(n) * time.Minute)
+	return nil
+}
+
+// MarshalJSON writes whole minutes as a number, anything else as a
+// duration string.
+func (m Minutes) MarshalJSON() ([]byte, error) {
+	d := time.Duration(m)
+	if d%time.Minute == 0 {
+		return []byte(strconv.FormatInt(int64(d/time.Minute), 10)), nil
+	}
+	return json.Marshal(d.String())
+}
+
+// String is the value as it would be written: "5" (minutes) or "20s".
+func (m Minutes) String() string {
+	b, _ := m.MarshalJSON()
+	return strings.Trim(string(b), `"`)
+}
 
 // TelemetryInterval is TelemetryDelay as a duration.
 func (c *Config) TelemetryInterval() time.Duration {
@@ -124,7 +174,7 @@ func Default() *Config {
 		TelemetryDelay:            int(telemetry.DefaultDelay / time.Second),
 		TemperatureAlertThreshold: telemetry.DefaultAlertThreshold,
 		Queue:                     Queue{MaxMessages: 100_000, MaxBytes: 64 << 20},
-		ReprovisionRetry:          Retry{Min: 5, Max: 60},
+		ReprovisionRetry:          Retry{Min: Mins(5), Max: Mins(60)},
 		LogLevel:                  "info",
 	}
 }
@@ -313,6 +363,9 @@ func jsonText(v any) string {
 }
 
 func typeName(t reflect.Type) string {
+	if t == reflect.TypeFor[Minutes]() {
+		return `whole minutes (a number) or a duration like "30s"`
+	}
 	switch t.Kind() {
 	case reflect.Int, reflect.Int64:
 		return "a whole number"
@@ -388,12 +441,14 @@ func (c *Config) Validate() error {
 	if n := c.Queue.MaxBytes; n < 64<<10 || n > 1<<30 {
 		bad("queue.maxBytes", "must be between 65536 (64 KiB) and 1073741824 (1 GiB), got %d", n)
 	}
+	// A whole number is minutes; a string like "20s" allows less than a
+	// minute (never below a second: DPS must not be hammered).
 	r := c.ReprovisionRetry
-	if r.Min < 1 || r.Min > 1440 {
-		bad("reprovisionRetry.min", "must be between 1 and 1440 minutes (a day), got %d", r.Min)
+	if r.Min < Minutes(time.Second) || r.Min > Mins(1440) {
+		bad("reprovisionRetry.min", `must be between 1 second ("1s") and 1440 minutes (a day), got %s`, r.Min)
 	}
-	if r.Max < max(r.Min, 1) || r.Max > 10080 {
-		bad("reprovisionRetry.max", "must be between reprovisionRetry.min (%d) and 10080 minutes (a week), got %d", r.Min, r.Max)
+	if r.Max < max(r.Min, Minutes(time.Second)) || r.Max > Mins(10080) {
+		bad("reprovisionRetry.max", "must be between reprovisionRetry.min (%s) and 10080 minutes (a week), got %s", r.Min, r.Max)
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("logLevel", `must be "debug", "info", "warn" or "error", got %q`, c.LogLevel)

@@ -196,6 +196,10 @@ func TestParseErrors(t *testing.T) {
 			`config /etc/tracker/tracker.json: key "idScope": must be a string, got number`},
 		{"scalar for object", `{"version":1,"queue":5}`,
 			`config /etc/tracker/tracker.json: key "queue": must be an object, got number`},
+		{"retry not a duration", `{"version":1,"reprovisionRetry":{"min":"soon"}}`,
+			`config /etc/tracker/tracker.json: key "reprovisionRetry.min": must be whole minutes (a number) or a duration like "30s", got string "soon"`},
+		{"retry fraction of minutes", `{"version":1,"reprovisionRetry":{"max":1.5}}`,
+			`config /etc/tracker/tracker.json: key "reprovisionRetry.max": must be whole minutes (a number) or a duration like "30s", got number 1.5`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +211,29 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse(%q) error =\n  %s\nwant\n  %s", tt.in, err, tt.want)
 			}
 		})
+	}
+}
+
+// reprovisionRetry takes whole minutes as it always did, or a duration
+// string for less than a minute; both round-trip in the form written.
+func TestReprovisionRetryMinutesOrDuration(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string][2]time.Duration{
+		`{"version":1,"reprovisionRetry":{"min":2,"max":30}}`:          {2 * time.Minute, 30 * time.Minute},
+		`{"version":1,"reprovisionRetry":{"min":"20s","max":"1m30s"}}`: {20 * time.Second, 90 * time.Second},
+		`{"version":1,"reprovisionRetry":{"min":"3s"}}`:                {3 * time.Second, 60 * time.Minute},
+	} {
+		c, err := Parse(path, []byte(in))
+		if err != nil {
+			t.Fatalf("Parse(%s) = %v", in, err)
+		}
+		if got := [2]time.Duration{c.ReprovisionRetry.MinDuration(), c.ReprovisionRetry.MaxDuration()}; got != want {
+			t.Errorf("Parse(%s): retry %v; want %v", in, got, want)
+		}
+	}
+	b, err := json.Marshal(Retry{Min: Minutes(20 * time.Second), Max: Mins(60)})
+	if err != nil || string(b) != `{"min":"20s","max":60}` {
+		t.Errorf("Marshal = %s, %v", b, err)
 	}
 }
 
@@ -268,10 +295,12 @@ func TestValidateErrors(t *testing.T) {
 		{"queue bytes", func(c *Config) { c.Queue.MaxBytes = 1000 },
 			p + `key "queue.maxBytes": must be between 65536 (64 KiB) and 1073741824 (1 GiB), got 1000`},
 		{"retry min", func(c *Config) { c.ReprovisionRetry.Min = 0 },
-			p + `key "reprovisionRetry.min": must be between 1 and 1440 minutes (a day), got 0`},
-		{"retry max below min", func(c *Config) { c.ReprovisionRetry.Max = 2 },
+			p + `key "reprovisionRetry.min": must be between 1 second ("1s") and 1440 minutes (a day), got 0`},
+		{"retry min below a second", func(c *Config) { c.ReprovisionRetry.Min = Minutes(500 * time.Millisecond) },
+			p + `key "reprovisionRetry.min": must be between 1 second ("1s") and 1440 minutes (a day), got 500ms`},
+		{"retry max below min", func(c *Config) { c.ReprovisionRetry.Max = Mins(2) },
 			p + `key "reprovisionRetry.max": must be between reprovisionRetry.min (5) and 10080 minutes (a week), got 2`},
-		{"retry max above a week", func(c *Config) { c.ReprovisionRetry.Max = 10081 },
+		{"retry max above a week", func(c *Config) { c.ReprovisionRetry.Max = Mins(10081) },
 			p + `key "reprovisionRetry.max": must be between reprovisionRetry.min (5) and 10080 minutes (a week), got 10081`},
 		{"logLevel", func(c *Config) { c.LogLevel = "verbose" }, p + `key "logLevel": must be "debug", "info", "warn" or "error", got "verbose"`},
 	}

@@ -34,8 +34,8 @@
 //	"temperatureAlertThreshold"  30                                           °C above which temperatureAlert is "true"; the twin overrides it
 //	"queue.maxMessages"          100000                                       most readings kept while offline (oldest dropped first)
 //	"queue.maxBytes"             67108864 (64 MiB)                            most bytes kept while offline
-//	"reprovisionRetry.min"       5                                            minutes before retrying DPS after "disabled" or unauthorized
-//	"reprovisionRetry.max"       60                                           cap in minutes of that retry's exponential backoff
+//	"reprovisionRetry.min"       5                                            minutes before retrying DPS after "disabled" or unauthorized (or a duration string, "20s"; at least 1 s)
+//	"reprovisionRetry.max"       60                                           cap in minutes of that retry's exponential backoff (or a duration string)
 //	"logLevel"                   "info"                                       "debug", "info", "warn" or "error"
 //
 // # Overrides
