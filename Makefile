@@ -79,7 +79,7 @@ test-arm: ## run the device-side unit tests as arm64 and armv7 binaries under qe
 check: fmt-check lint-sh vet test smoke test-arm ## everything CI checks
 
 .PHONY: demo
-demo: ## the reference flow end to end on the local emulator (about 30 s)
+demo: ## the reference flow end to end on the local emulator (about 65 s)
 	@$(MAKE) --no-print-directory build GOOS=$(shell $(GO) env GOOS) GOARCH=$(shell $(GO) env GOARCH) >/dev/null
 	@$(MAKE) --no-print-directory emulator >/dev/null
 	$(GO) run ./deploy/demo --tracker bin/tracker-$(shell $(GO) env GOOS)-$(shell $(GO) env GOARCH) --azemu bin/azemu

@@ -1,45 +1,56 @@
-// Command demo runs the reference flow (docs/reference-flow.md) on this machine, with
-// the local emulator standing in for Azure: `make demo` builds the binaries
-// and runs it.
+// Command demo runs the reference flow (docs/reference-flow.md) on this
+// machine, with the local emulator standing in for Azure: `make demo`
+// builds the binaries and runs it.
 //
-// It starts azemu on loopback, does the operator's steps over the emulator's
-// HTTPS service API (upload the test CA and prove possession, create the
-// group enrollment with initial twin telemetryDelay 1), makes device
-// certificates with deploy/certs, runs two trackers with simulated sensors,
-// watches their telemetry arrive, sets desired telemetryDelay 3 on
-// sensor-thl-001, shows the interval change and the reported value,
-// disenrolls sensor-thl-002 (disabled individual enrollment + deleted hub
-// identity) and shows it refused while 001 carries on, and stops everything
-// with SIGTERM. It exits non-zero when any of that did not
-// happen, so it doubles as an end-to-end check.
+// It starts azemu on loopback and does the operator's side with fleetctl's
+// code (deploy/fleetctl/fleet over the services' REST APIs): upload the
+// test CA and prove possession, create the group enrollment with initial
+// twin telemetryDelay 1. It makes device certificates with deploy/certs,
+// runs two trackers with simulated sensors, watches their telemetry, sets
+// desired telemetryDelay 3 on sensor-thl-001 and shows the interval change
+// and the reported value, disenrolls sensor-thl-002 and shows it refused
+// while 001 carries on, re-enrolls it and shows it provision and send again
+// without a restart, then deprovisions the group step by step (disable,
+// identities, group, registration records, CA) showing each step from the
+// emulator's side and in the trackers' logs. It exits non-zero when any of
+// that did not happen, so it doubles as an end-to-end check.
+//
+// The trackers run with reprovisionRetry 2s..5s so re-enrollment is
+// picked up within seconds; the default is 5 to 60 minutes.
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/reefer/tracker/deploy/emulator/service"
+	"github.com/reefer/tracker/deploy/fleetctl/azrest"
+	"github.com/reefer/tracker/deploy/fleetctl/fleet"
 )
 
 var devices = []string{"sensor-thl-001", "sensor-thl-002"}
+
+// The names of the reference flow.
+const (
+	groupID = "enrollgroup-sensors"
+	caName  = "groupCA-sensors"
+)
+
+// The demo's reprovisionRetry (config: a duration string below a minute).
+const (
+	retryMin = 2 * time.Second
+	retryMax = 5 * time.Second
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -53,10 +64,12 @@ func main() {
 type demo struct {
 	mu      sync.Mutex
 	waiters map[string][]logWaiter
+	procs   map[string]*exec.Cmd
+	exited  map[string]bool
 
 	work, tracker, azemu, certs string
 	info                        emulatorInfo
-	http                        *http.Client
+	fleet                       *fleet.Fleet
 	start                       time.Time
 	out                         *lockedWriter
 }
@@ -64,10 +77,10 @@ type demo struct {
 // emulatorInfo is the part of azemu's emulator.json the demo reads.
 type emulatorInfo struct {
 	DPS struct {
-		IDScope, DeviceEndpoint, ServiceHostName, SharedAccessKeyName, SharedAccessKey string
+		IDScope, DeviceEndpoint string
 	} `json:"dps"`
 	Hubs []struct {
-		HostName, SharedAccessKeyName, SharedAccessKey string
+		HostName string
 	} `json:"hubs"`
 	ServiceURL string `json:"serviceUrl"`
 	CACertPath string `json:"caCertPath"`
@@ -75,7 +88,8 @@ type emulatorInfo struct {
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	d := &demo{start: time.Now(), out: &lockedWriter{w: os.Stdout}, waiters: map[string][]logWaiter{}}
+	d := &demo{start: time.Now(), out: &lockedWriter{w: os.Stdout}, waiters: map[string][]logWaiter{},
+		procs: map[string]*exec.Cmd{}, exited: map[string]bool{}}
 	fs.StringVar(&d.work, "work", ".demo", "working directory (emulator state, certificates, tracker state)")
 	fs.StringVar(&d.tracker, "tracker", "", "tracker binary")
 	fs.StringVar(&d.azemu, "azemu", "", "azemu binary")
@@ -92,6 +106,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	one, two := devices[0], devices[1]
 
 	d.step("1. Start the local DPS + IoT Hub emulator (azemu) on loopback")
 	stopEmu, err := d.startEmulator(ctx)
@@ -100,6 +115,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer stopEmu()
 	d.say("ID scope %s, DPS %s, hub %s, service API %s", d.info.DPS.IDScope, d.info.DPS.DeviceEndpoint, d.hub(), d.info.ServiceURL)
+	d.say("the operator's steps below are fleetctl's (fleetctl --emulator %s ...)", filepath.Join(d.work, "azemu", "emulator.json"))
 
 	d.step("2. Test CA with OpenSSL, uploaded to DPS with proof of possession")
 	if err := d.sh("deploy/certs/ca.sh", "--dir", d.certs); err != nil {
@@ -109,10 +125,13 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	d.step("3. Group enrollment enrollgroup-sensors (static to %s, initial twin telemetryDelay 1)", d.hub())
-	if err := d.enrollGroup(ctx); err != nil {
+	d.step("3. Group enrollment %s (static to %s, initial twin telemetryDelay 1)", groupID, d.hub())
+	g, err := d.fleet.CreateGroup(ctx, fleet.GroupSpec{ID: groupID, CAName: caName, Hubs: []string{d.hub()},
+		InitialDesired: map[string]any{"telemetryDelay": 1}})
+	if err != nil {
 		return err
 	}
+	d.say("fleetctl group create %s --ca-name %s --iot-hub %s --initial-twin '{\"telemetryDelay\":1}': %s, etag %s", groupID, caName, d.hub(), g.ProvisioningStatus, g.ETag)
 
 	d.step("4. Device certificates (CN = device id, signed by the intermediate)")
 	for _, id := range devices {
@@ -122,6 +141,7 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	d.step("5. Run two trackers with simulated sensors; watch telemetry arrive")
+	d.say("reprovisionRetry is %s..%s here, for the demo (default 5..60 min), so a re-enrollment is picked up in seconds", retryMin, retryMax)
 	events, stopMon, err := d.monitor(ctx)
 	if err != nil {
 		return err
@@ -134,50 +154,28 @@ func run(ctx context.Context, args []string) error {
 	defer stopTrackers()
 	seen := newArrivals()
 	if err := d.watch(ctx, events, seen, 25*time.Second, func() bool {
-		return seen.count(devices[0]) >= 4 && seen.count(devices[1]) >= 4
+		return seen.count(one) >= 4 && seen.count(two) >= 4
 	}); err != nil {
 		return fmt.Errorf("waiting for telemetry from both trackers: %w", err)
 	}
-	before := seen.interval(devices[0])
-	d.say("sensor-thl-001 sends every %.1f s (the enrollment's initial twin)", before.Seconds())
+	before := seen.interval(one)
+	d.say("%s sends every %.1f s (the enrollment's initial twin)", one, before.Seconds())
 
-	d.step("6. Twin update: desired telemetryDelay 3 on sensor-thl-001")
-	if err := d.patchDesired(ctx, devices[0], map[string]any{"telemetryDelay": 3}); err != nil {
+	d.step("6. Twin update: desired telemetryDelay 3 on %s", one)
+	if err := d.patchDesired(ctx, one, map[string]any{"telemetryDelay": 3}); err != nil {
 		return err
 	}
-	mark := seen.count(devices[0])
-	if err := d.watch(ctx, events, seen, 20*time.Second, func() bool { return seen.count(devices[0]) >= mark+4 }); err != nil {
+	mark := seen.count(one)
+	if err := d.watch(ctx, events, seen, 20*time.Second, func() bool { return seen.count(one) >= mark+4 }); err != nil {
 		return fmt.Errorf("waiting for telemetry at the new interval: %w", err)
 	}
-	after := seen.intervalSince(devices[0], mark+1)
-	reported, err := d.reportedDelay(ctx, devices[0])
+	after := seen.intervalSince(one, mark+1)
+	reported, err := d.reportedDelay(ctx, one, "3")
 	if err != nil {
 		return err
 	}
-	d.say("sensor-thl-001 now sends every %.1f s; its twin reports telemetryDelay = %v", after.Seconds(), reported)
-	d.say("sensor-thl-002 is unaffected: every %.1f s", seen.interval(devices[1]).Seconds())
-
-	d.step("7. Disenroll sensor-thl-002: disabled individual enrollment, hub identity deleted")
-	if err := d.disenroll(ctx, devices[1]); err != nil {
-		return err
-	}
-	refused := d.waitLog(devices[1], "DPS refused the device", 30*time.Second)
-	mark1, mark2 := seen.count(devices[0]), seen.count(devices[1])
-	if err := d.watch(ctx, events, seen, 15*time.Second, func() bool { return seen.count(devices[0]) >= mark1+2 }); err != nil {
-		return fmt.Errorf("sensor-thl-001 after disenrolling 002: %w", err)
-	}
-	if !<-refused {
-		return errors.New("sensor-thl-002 was not refused by DPS after disenrollment")
-	}
-	d.say("sensor-thl-002 is refused (status disabled) and retries on its long schedule; it sent %d message(s) since; sensor-thl-001 sent %d",
-		seen.count(devices[1])-mark2, seen.count(devices[0])-mark1)
-	d.say("re-enrolling (deleting the disabled individual enrollment) lets it provision again at its next retry, without a restart")
-
-	d.step("8. Stop the trackers (SIGTERM: flush, close the queue) and the emulator")
-	stopTrackers()
-	stopMon()
-	stopEmu()
-
+	d.say("%s now sends every %.1f s; its twin reports telemetryDelay = %v", one, after.Seconds(), reported)
+	d.say("%s is unaffected: every %.1f s", two, seen.interval(two).Seconds())
 	switch {
 	case before < 500*time.Millisecond || before > 2*time.Second:
 		return fmt.Errorf("interval before the twin change = %s; want about 1 s", before)
@@ -186,7 +184,225 @@ func run(ctx context.Context, args []string) error {
 	case fmt.Sprint(reported) != "3":
 		return fmt.Errorf("reported telemetryDelay = %v; want 3", reported)
 	}
-	fmt.Fprintf(d.out, "\nDemo finished in %.0f s: both trackers provisioned through DPS and sent telemetry, sensor-thl-001 followed its twin, and disenrolled sensor-thl-002 was refused while 001 carried on.\n", time.Since(d.start).Seconds())
+
+	d.step("7. Disenroll %s: disabled individual enrollment, hub identity deleted", two)
+	refused := d.waitLog(two, 30*time.Second, "DPS refused the device", "disabled")
+	leaf, err := os.ReadFile(filepath.Join(d.certs, "devices", two, two+".pem"))
+	if err != nil {
+		return err
+	}
+	res, err := d.fleet.Disenroll(ctx, two, string(leaf))
+	if err != nil {
+		return err
+	}
+	d.say("fleetctl enrollment disenroll %s --cert %s.pem: %s %s individual enrollment, hub identity deleted: %v", two, two, res.Enrollment, res.Attestation, res.IdentityDeleted)
+	if !<-refused {
+		return fmt.Errorf("%s was not refused by DPS after disenrollment", two)
+	}
+	mark1, mark2 := seen.count(one), seen.count(two)
+	if err := d.watch(ctx, events, seen, 15*time.Second, func() bool { return seen.count(one) >= mark1+2 }); err != nil {
+		return fmt.Errorf("%s after disenrolling %s: %w", one, two, err)
+	}
+	if err := d.showDPSSide(ctx, two, "disabled", false); err != nil {
+		return err
+	}
+	d.say("%s is refused (status disabled) and waits on its retry schedule; it sent %d message(s) since; %s sent %d",
+		two, seen.count(two)-mark2, one, seen.count(one)-mark1)
+
+	d.step("9. Re-enroll %s for its next trip: delete its individual enrollment (no restart, no technician)", two)
+	pid := d.procs[two].Process.Pid
+	back := d.waitLog(two, 30*time.Second, "msg=provisioned")
+	if _, err := d.fleet.Reenroll(ctx, two); err != nil {
+		return err
+	}
+	d.say("fleetctl enrollment reenroll %s: the group admits it again at its next retry", two)
+	if !<-back {
+		return fmt.Errorf("%s did not provision again after re-enrollment", two)
+	}
+	mark2 = seen.count(two)
+	if err := d.watch(ctx, events, seen, 20*time.Second, func() bool { return seen.count(two) >= mark2+2 }); err != nil {
+		return fmt.Errorf("telemetry from %s after re-enrollment: %w", two, err)
+	}
+	if d.restarted(two, pid) {
+		return fmt.Errorf("%s was restarted (pid %d gone); re-enrollment must be picked up by the running tracker", two, pid)
+	}
+	if err := d.showDPSSide(ctx, two, "assigned", true); err != nil {
+		return err
+	}
+	d.say("%s (still pid %d, never restarted) provisioned again and sends telemetry", two, pid)
+
+	if err := d.deprovision(ctx, events, seen); err != nil {
+		return err
+	}
+
+	d.step("Stop the trackers (SIGTERM: flush, close the queue) and the emulator")
+	stopTrackers()
+	stopMon()
+	stopEmu()
+	fmt.Fprintf(d.out, "\nDemo finished in %.0f s: both trackers provisioned through DPS and sent telemetry, %s followed its twin, "+
+		"%s was disenrolled, refused and re-enrolled without a restart, and the group was deprovisioned down to its CA.\n",
+		time.Since(d.start).Seconds(), one, two)
+	return nil
+}
+
+// deprovision is reference flow step 8 taken to the end of the group's
+// life, one fleetctl step at a time, each shown from the emulator's side
+// and in the trackers' logs.
+func (d *demo) deprovision(ctx context.Context, events <-chan azrest.Event, seen *arrivals) error {
+	d.step("8. Deprovision the group")
+	g, err := d.fleet.SetGroupStatus(ctx, groupID, azrest.StatusDisabled)
+	if err != nil {
+		return err
+	}
+	d.say("fleetctl group disable %s: provisioningStatus %s (connected trackers keep their hub session until the hub refuses them)", groupID, g.ProvisioningStatus)
+
+	var refused []<-chan bool
+	for _, id := range devices {
+		refused = append(refused, d.waitLog(id, 30*time.Second, "DPS refused the device", "disabled"))
+	}
+	recs, ids, err := d.fleet.GroupDevices(ctx, groupID)
+	if err != nil {
+		return err
+	}
+	if len(recs) != len(devices) {
+		return fmt.Errorf("the group has %d registration records; want %d", len(recs), len(devices))
+	}
+	s, err := d.fleet.DeleteIdentities(ctx, ids)
+	if err == nil {
+		err = s.Err()
+	}
+	if err != nil {
+		return err
+	}
+	d.say("fleetctl device delete --group %s: %d hub identities deleted", groupID, s.Done)
+	for i, ch := range refused {
+		if !<-ch {
+			return fmt.Errorf("%s was not refused (disabled) after the group was disabled and its identity deleted", devices[i])
+		}
+	}
+	twins, err := d.fleet.Hub.Query(ctx, "")
+	if err != nil {
+		return err
+	}
+	if len(twins) != 0 {
+		return fmt.Errorf("%d hub identities left after deleting them", len(twins))
+	}
+	d.say("emulator: fleetctl device list shows no devices; both trackers logged 'DPS refused the device' (disabled)")
+
+	// Deleting the group before its records: a tracker still retrying
+	// against a disabled group writes a fresh "disabled" record, one
+	// without an enrollment does not (DPS answers 401).
+	for i, id := range devices {
+		refused[i] = d.waitLog(id, 30*time.Second, "DPS refused the device", "401")
+	}
+	if err := d.fleet.DPS.DeleteGroup(ctx, groupID, ""); err != nil {
+		return err
+	}
+	d.say("fleetctl group delete %s", groupID)
+	if _, err := d.fleet.DPS.GetGroup(ctx, groupID); !errors.Is(err, azrest.ErrNotFound) {
+		return fmt.Errorf("group still there after delete: %v", err)
+	}
+	for i, ch := range refused {
+		if !<-ch {
+			return fmt.Errorf("%s was not refused with 401 once the group was deleted", devices[i])
+		}
+	}
+	d.say("emulator: fleetctl group show %s answers 404; both trackers logged 'DPS refused the device' (401: no enrollment)", groupID)
+
+	s, err = d.fleet.DeleteRegistrations(ctx, ids)
+	if err == nil {
+		err = s.Err()
+	}
+	if err != nil {
+		return err
+	}
+	d.say("fleetctl registration delete --group %s: %d registration records deleted (deleting a group keeps them; they count against the DPS quota)", groupID, s.Done)
+	// One more retry of each tracker, then the records must still be gone.
+	for i, id := range devices {
+		refused[i] = d.waitLog(id, 30*time.Second, "DPS refused the device", "401")
+	}
+	for i, ch := range refused {
+		if !<-ch {
+			return fmt.Errorf("%s did not retry after its record was deleted", devices[i])
+		}
+	}
+	if recs, _, err := d.fleet.GroupDevices(ctx, groupID); err != nil || len(recs) != 0 {
+		return fmt.Errorf("registration records after deleting them: %d, %v", len(recs), err)
+	}
+	d.say("emulator: fleetctl registration list --group %s is empty, and stays so while the trackers keep asking", groupID)
+
+	if err := d.fleet.DPS.DeleteCA(ctx, caName); err != nil {
+		return err
+	}
+	if _, err := d.fleet.DPS.GetCA(ctx, caName); !errors.Is(err, azrest.ErrNotFound) {
+		return fmt.Errorf("CA %s still there after delete: %v", caName, err)
+	}
+	d.say("fleetctl ca delete %s: the CA is gone (on Azure: fleet.sh teardown, az iot dps certificate delete)", caName)
+	return nil
+}
+
+// showDPSSide prints (and checks) a device's registration record and
+// hub identity as the emulator has them.
+func (d *demo) showDPSSide(ctx context.Context, id, status string, identity bool) error {
+	rec, err := d.fleet.DPS.GetRegistration(ctx, id)
+	if err != nil {
+		return err
+	}
+	if rec.Status != status {
+		return fmt.Errorf("%s's registration record says %q; want %q", id, rec.Status, status)
+	}
+	_, derr := d.fleet.Hub.GetDevice(ctx, id)
+	switch {
+	case identity && derr != nil:
+		return fmt.Errorf("%s has no hub identity: %v", id, derr)
+	case !identity && !errors.Is(derr, azrest.ErrNotFound):
+		return fmt.Errorf("%s's hub identity: %v; want not found", id, derr)
+	}
+	idText := "none"
+	if identity {
+		idText = "present"
+	}
+	d.say("emulator: fleetctl registration show %s: status %s %s; hub identity %s", id, rec.Status, rec.Substatus, idText)
+	return nil
+}
+
+// restarted reports whether tracker id is no longer the process pid.
+func (d *demo) restarted(id string, pid int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.exited[id] || d.procs[id].Process.Pid != pid
+}
+
+// uploadCA is step 2 with fleetctl's ca commands (on Azure these are ARM
+// calls: fleet.sh setup).
+func (d *demo) uploadCA(ctx context.Context) error {
+	root, err := os.ReadFile(filepath.Join(d.certs, "root.pem"))
+	if err != nil {
+		return err
+	}
+	if _, err := d.fleet.DPS.UploadCA(ctx, caName, string(root), false); err != nil {
+		return err
+	}
+	c, err := d.fleet.DPS.VerificationCode(ctx, caName)
+	if err != nil {
+		return err
+	}
+	d.say("fleetctl ca upload %s --cert root.pem; fleetctl ca code %s: %s", caName, caName, c.Properties.VerificationCode)
+	if err := d.sh("deploy/certs/verification.sh", "--dir", d.certs, c.Properties.VerificationCode); err != nil {
+		return err
+	}
+	proof, err := os.ReadFile(filepath.Join(d.certs, "verification.pem"))
+	if err != nil {
+		return err
+	}
+	v, err := d.fleet.DPS.VerifyCA(ctx, caName, string(proof))
+	if err != nil {
+		return err
+	}
+	if !v.Properties.IsVerified {
+		return fmt.Errorf("%s is not verified after proof of possession", caName)
+	}
+	d.say("fleetctl ca verify %s --cert verification.pem: verified", caName)
 	return nil
 }
 
@@ -212,522 +428,6 @@ func (d *demo) sh(name string, args ...string) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
-}
-
-func (d *demo) startEmulator(ctx context.Context) (stop func(), err error) {
-	data := filepath.Join(d.work, "azemu")
-	cmd := exec.Command(d.azemu, "--data", data, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--log-level", "info")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start azemu: %w", err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.Contains(line, "msg=ready") {
-				once.Do(func() { close(ready) })
-				continue
-			}
-			if strings.Contains(line, "level=INFO") || strings.Contains(line, "level=DEBUG") {
-				continue
-			}
-			fmt.Fprintf(d.out, "   \033[2m[azemu] %s\033[0m\n", trimLog(line))
-		}
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		})
-	}
-	select {
-	case <-ready:
-	case <-time.After(15 * time.Second):
-		stop()
-		return nil, errors.New("azemu did not report ready within 15 s")
-	case <-ctx.Done():
-		stop()
-		return nil, ctx.Err()
-	}
-	b, err := os.ReadFile(filepath.Join(data, "emulator.json"))
-	if err == nil {
-		err = json.Unmarshal(b, &d.info)
-	}
-	if err != nil {
-		stop()
-		return nil, fmt.Errorf("read emulator.json: %w", err)
-	}
-	pem, err := os.ReadFile(d.info.CACertPath)
-	if err != nil {
-		stop()
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	d.http = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	return stop, nil
-}
-
-// call makes one SAS-authenticated service API request and decodes the
-// JSON answer into out (when not nil).
-func (d *demo) call(ctx context.Context, method, path string, dps bool, body, out any) error {
-	sr, policy, key := d.info.Hubs[0].HostName, d.info.Hubs[0].SharedAccessKeyName, d.info.Hubs[0].SharedAccessKey
-	apiVersion := "2021-04-12"
-	if dps {
-		sr, policy, key = d.info.DPS.ServiceHostName, d.info.DPS.SharedAccessKeyName, d.info.DPS.SharedAccessKey
-		apiVersion = "2021-10-01"
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	sep := "?"
-	if strings.Contains(path, "?") {
-		sep = "&"
-	}
-	req, err := http.NewRequestWithContext(ctx, method, d.info.ServiceURL+path+sep+"api-version="+apiVersion, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", service.SASToken(sr, policy, key, time.Now().Add(time.Hour)))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := d.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
-func (d *demo) uploadCA(ctx context.Context) error {
-	root, err := os.ReadFile(filepath.Join(d.certs, "root.pem"))
-	if err != nil {
-		return err
-	}
-	if err := d.call(ctx, "PUT", "/certificates/groupCA-sensors", true, map[string]any{"certificate": string(root)}, nil); err != nil {
-		return err
-	}
-	var vc struct {
-		Properties struct{ VerificationCode string } `json:"properties"`
-	}
-	if err := d.call(ctx, "POST", "/certificates/groupCA-sensors/generateVerificationCode", true, nil, &vc); err != nil {
-		return err
-	}
-	d.say("uploaded root.pem as groupCA-sensors; verification code %s", vc.Properties.VerificationCode)
-	if err := d.sh("deploy/certs/verification.sh", "--dir", d.certs, vc.Properties.VerificationCode); err != nil {
-		return err
-	}
-	proof, err := os.ReadFile(filepath.Join(d.certs, "verification.pem"))
-	if err != nil {
-		return err
-	}
-	var verified struct {
-		Properties struct{ IsVerified bool } `json:"properties"`
-	}
-	if err := d.call(ctx, "POST", "/certificates/groupCA-sensors/verify", true, map[string]any{"certificate": string(proof)}, &verified); err != nil {
-		return err
-	}
-	if !verified.Properties.IsVerified {
-		return errors.New("groupCA-sensors is not verified after proof of possession")
-	}
-	d.say("proof of possession accepted: groupCA-sensors is verified")
-	return nil
-}
-
-func (d *demo) enrollGroup(ctx context.Context) error {
-	group := map[string]any{
-		"enrollmentGroupId":  "enrollgroup-sensors",
-		"attestation":        map[string]any{"type": "x509", "x509": map[string]any{"caReferences": map[string]any{"primary": "groupCA-sensors"}}},
-		"provisioningStatus": "enabled",
-		"allocationPolicy":   "static",
-		"iotHubs":            []string{d.hub()},
-		"reprovisionPolicy":  map[string]any{"updateHubAssignment": true, "migrateDeviceData": true},
-		"initialTwin":        map[string]any{"properties": map[string]any{"desired": map[string]any{"telemetryDelay": 1}}},
-	}
-	var got struct {
-		ETag string `json:"etag"`
-	}
-	if err := d.call(ctx, "PUT", "/enrollmentGroups/enrollgroup-sensors", true, group, &got); err != nil {
-		return err
-	}
-	d.say("created (etag %s)", got.ETag)
-	return nil
-}
-
-// trackerConfig is a tracker.json for one simulated tracker.
-func (d *demo) trackerConfig(id, state string) ([]byte, error) {
-	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	dev := filepath.Join(d.certs, "devices", id)
-	cfg := map[string]any{
-		"version":        1,
-		"idScope":        d.info.DPS.IDScope,
-		"dpsEndpoint":    d.info.DPS.DeviceEndpoint,
-		"certFile":       abs(filepath.Join(dev, id+"-chain.pem")),
-		"keyFile":        abs(filepath.Join(dev, id+".key")),
-		"caFile":         abs(d.info.CACertPath),
-		"stateDir":       abs(state),
-		"sensors":        map[string]any{"env": map[string]any{"mode": "simulated"}, "gps": map[string]any{"mode": "simulated"}},
-		"telemetryDelay": 10,
-		"logLevel":       "info",
-	}
-	return json.MarshalIndent(cfg, "", "  ")
-}
-
-func (d *demo) startTrackers(ctx context.Context) (stop func(), err error) {
-	var cmds []*exec.Cmd
-	var wg sync.WaitGroup
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			for _, c := range cmds {
-				c.Process.Signal(syscall.SIGTERM)
-			}
-			done := make(chan struct{})
-			go func() { wg.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				for _, c := range cmds {
-					c.Process.Kill()
-				}
-				<-done
-			}
-		})
-	}
-	for i, id := range devices {
-		state := filepath.Join(d.work, "trackers", id)
-		if err := os.MkdirAll(state, 0o700); err != nil {
-			stop()
-			return nil, err
-		}
-		b, err := d.trackerConfig(id, state)
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		path := filepath.Join(d.work, "trackers", id+".json")
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			stop()
-			return nil, err
-		}
-		cmd := exec.Command(d.tracker, "run", "--config", path)
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			stop()
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			stop()
-			return nil, fmt.Errorf("start tracker %s: %w", id, err)
-		}
-		d.say("started tracker %s (pid %d, config %s)", id, cmd.Process.Pid, path)
-		cmds = append(cmds, cmd)
-		wg.Add(1)
-		go func(id string, color int) {
-			defer wg.Done()
-			sc := bufio.NewScanner(stderr)
-			for sc.Scan() {
-				line := sc.Text()
-				d.logged(id, line)
-				if interesting(line) {
-					fmt.Fprintf(d.out, "   \033[%dm[%s]\033[0m %s\n", color, id, trimLog(line))
-				}
-			}
-			cmd.Wait()
-		}(id, 36+i)
-	}
-	return stop, nil
-}
-
-// logWaiter is told when a tracker logs a line containing want.
-type logWaiter struct {
-	want string
-	ch   chan bool
-}
-
-// logged hands a tracker log line to whoever waits for it.
-func (d *demo) logged(id, line string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ws := d.waiters[id][:0]
-	for _, w := range d.waiters[id] {
-		if strings.Contains(line, w.want) {
-			w.ch <- true
-			continue
-		}
-		ws = append(ws, w)
-	}
-	d.waiters[id] = ws
-}
-
-// waitLog reports (once) whether tracker id logs want within timeout.
-func (d *demo) waitLog(id, want string, timeout time.Duration) <-chan bool {
-	w := logWaiter{want: want, ch: make(chan bool, 1)}
-	d.mu.Lock()
-	d.waiters[id] = append(d.waiters[id], w)
-	d.mu.Unlock()
-	out := make(chan bool, 1)
-	go func() {
-		select {
-		case ok := <-w.ch:
-			out <- ok
-		case <-time.After(timeout):
-			out <- false
-		}
-	}()
-	return out
-}
-
-// disenroll is reference flow step 7: an individual enrollment with the device's
-// leaf certificate and provisioningStatus disabled overrides the group
-// (kept, not deleted), and the hub identity is deleted too, because
-// disenrolling in DPS alone leaves the device connected to the hub.
-func (d *demo) disenroll(ctx context.Context, id string) error {
-	leaf, err := os.ReadFile(filepath.Join(d.certs, "devices", id, id+".pem"))
-	if err != nil {
-		return err
-	}
-	enrollment := map[string]any{
-		"registrationId":     id,
-		"attestation":        map[string]any{"type": "x509", "x509": map[string]any{"clientCertificates": map[string]any{"primary": map[string]any{"certificate": string(leaf)}}}},
-		"provisioningStatus": "disabled",
-	}
-	if err := d.call(ctx, "PUT", "/enrollments/"+id, true, enrollment, nil); err != nil {
-		return err
-	}
-	d.say("PUT /enrollments/%s: provisioningStatus disabled", id)
-	req, err := http.NewRequestWithContext(ctx, "DELETE", d.info.ServiceURL+"/devices/"+id+"?api-version=2021-04-12", nil)
-	if err != nil {
-		return err
-	}
-	h := d.info.Hubs[0]
-	req.Header.Set("Authorization", service.SASToken(h.HostName, h.SharedAccessKeyName, h.SharedAccessKey, time.Now().Add(time.Hour)))
-	req.Header.Set("If-Match", "*")
-	resp, err := d.http.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("DELETE /devices/%s: %s", id, resp.Status)
-	}
-	d.say("DELETE /devices/%s: the hub identity is gone", id)
-	return nil
-}
-
-// interesting keeps the tracker log lines a viewer wants: simulated-sensor
-// warnings, provisioning, connection, twin changes and shutdown, not one
-// line per message.
-func interesting(line string) bool {
-	if strings.Contains(line, "level=ERROR") || strings.Contains(line, "SIMULATED") {
-		return true
-	}
-	for _, msg := range []string{`msg="hub refused the device`, `msg="dps assigned"`, "msg=connected ", `msg="desired properties applied"`, "msg=ready", "msg=stopping", `msg="stopped"`, "msg=stopped"} {
-		if strings.Contains(line, msg) {
-			return true
-		}
-	}
-	return false
-}
-
-// trimLog drops slog's time= field: the demo's output is already live.
-func trimLog(line string) string {
-	if strings.HasPrefix(line, "time=") {
-		if i := strings.IndexByte(line, ' '); i > 0 {
-			return line[i+1:]
-		}
-	}
-	return line
-}
-
-// event is one telemetry message as the service API's monitor stream sends it.
-type event struct {
-	DeviceID     string            `json:"deviceId"`
-	EnqueuedTime time.Time         `json:"enqueuedTime"`
-	MessageID    string            `json:"messageId"`
-	Payload      json.RawMessage   `json:"payload"`
-	Properties   map[string]string `json:"properties"`
-	System       map[string]string `json:"systemProperties"`
-}
-
-// monitor streams telemetry like `az iot hub monitor-events`.
-func (d *demo) monitor(ctx context.Context) (<-chan event, func(), error) {
-	ctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(ctx, "GET", d.info.ServiceURL+"/messages/events/stream?api-version=2021-04-12", nil)
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	h := d.info.Hubs[0]
-	req.Header.Set("Authorization", service.SASToken(h.HostName, h.SharedAccessKeyName, h.SharedAccessKey, time.Now().Add(time.Hour)))
-	stream := &http.Client{Transport: d.http.Transport} // no timeout: a long-lived stream
-	resp, err := stream.Do(req)
-	if err != nil {
-		cancel()
-		return nil, nil, fmt.Errorf("monitor: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		return nil, nil, fmt.Errorf("monitor: %s: %s", resp.Status, b)
-	}
-	ch := make(chan event, 64)
-	go func() {
-		defer close(ch)
-		defer resp.Body.Close()
-		dec := json.NewDecoder(resp.Body)
-		for {
-			var e event
-			if err := dec.Decode(&e); err != nil {
-				return
-			}
-			select {
-			case ch <- e:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return ch, cancel, nil
-}
-
-// arrivals records when each device's messages were enqueued.
-type arrivals struct{ at map[string][]time.Time }
-
-func newArrivals() *arrivals { return &arrivals{at: map[string][]time.Time{}} }
-
-func (a *arrivals) add(e event)         { a.at[e.DeviceID] = append(a.at[e.DeviceID], e.EnqueuedTime) }
-func (a *arrivals) count(id string) int { return len(a.at[id]) }
-func (a *arrivals) interval(id string) time.Duration {
-	return a.intervalSince(id, 1)
-}
-
-// intervalSince is the median gap between messages from index from on;
-// the first message after a start or a change is skipped by the caller.
-func (a *arrivals) intervalSince(id string, from int) time.Duration {
-	t := a.at[id]
-	var gaps []time.Duration
-	for i := max(from, 1); i < len(t); i++ {
-		gaps = append(gaps, t[i].Sub(t[i-1]))
-	}
-	if len(gaps) == 0 {
-		return 0
-	}
-	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
-	return gaps[len(gaps)/2]
-}
-
-// watch prints telemetry as it arrives until done() or the timeout.
-func (d *demo) watch(ctx context.Context, events <-chan event, seen *arrivals, timeout time.Duration, done func() bool) error {
-	deadline := time.After(timeout)
-	for !done() {
-		select {
-		case e, ok := <-events:
-			if !ok {
-				return errors.New("telemetry stream ended")
-			}
-			seen.add(e)
-			d.printEvent(e, seen)
-		case <-deadline:
-			return fmt.Errorf("timed out after %s", timeout)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
-}
-
-func (d *demo) printEvent(e event, seen *arrivals) {
-	var b struct {
-		Temperature float64  `json:"temperature"`
-		Humidity    *float64 `json:"humidity"`
-		Pressure    float64  `json:"pressure"`
-		Latitude    *float64 `json:"latitude"`
-		Longitude   *float64 `json:"longitude"`
-		Seq         uint64   `json:"seq"`
-		Source      struct{ Env, GPS string }
-	}
-	_ = json.Unmarshal(e.Payload, &b)
-	gap := ""
-	if t := seen.at[e.DeviceID]; len(t) > 1 {
-		gap = fmt.Sprintf("+%.1fs", t[len(t)-1].Sub(t[len(t)-2]).Seconds())
-	}
-	pos := "no fix"
-	if b.Latitude != nil && b.Longitude != nil {
-		pos = fmt.Sprintf("%.4f,%.4f", *b.Latitude, *b.Longitude)
-	}
-	hum := "-"
-	if b.Humidity != nil {
-		hum = fmt.Sprintf("%.0f%%RH", *b.Humidity)
-	}
-	fmt.Fprintf(d.out, "   telemetry %s seq=%-3d %6s  %5.2f°C %s %7.2fhPa %s  temperatureAlert=%s  [%s/%s]\n",
-		e.DeviceID, b.Seq, gap, b.Temperature, hum, b.Pressure, pos, e.Properties["temperatureAlert"], b.Source.Env, b.Source.GPS)
-}
-
-func (d *demo) patchDesired(ctx context.Context, id string, desired map[string]any) error {
-	var twin struct {
-		Properties struct {
-			Desired map[string]any `json:"desired"`
-		} `json:"properties"`
-	}
-	if err := d.call(ctx, "PATCH", "/twins/"+id, false, map[string]any{"properties": map[string]any{"desired": desired}}, &twin); err != nil {
-		return err
-	}
-	for k := range twin.Properties.Desired {
-		if strings.HasPrefix(k, "$") {
-			delete(twin.Properties.Desired, k)
-		}
-	}
-	b, _ := json.Marshal(twin.Properties.Desired)
-	d.say("PATCH /twins/%s: desired properties now %s", id, b)
-	return nil
-}
-
-// reportedDelay polls the twin until the tracker reports telemetryDelay.
-func (d *demo) reportedDelay(ctx context.Context, id string) (any, error) {
-	var last any
-	for range 20 {
-		var twin struct {
-			Properties struct {
-				Reported map[string]any `json:"reported"`
-			} `json:"properties"`
-		}
-		if err := d.call(ctx, "GET", "/twins/"+id, false, nil, &twin); err != nil {
-			return nil, err
-		}
-		last = twin.Properties.Reported["telemetryDelay"]
-		if fmt.Sprint(last) == "3" {
-			return last, nil
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	return last, nil
 }
 
 // lockedWriter keeps lines from several goroutines whole.

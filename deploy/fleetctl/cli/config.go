@@ -146,3 +146,11 @@ func (g *globals) clients(needDPS, needHub bool, dryRun io.Writer) (*fleet.Fleet
 	}
 	return f, nil
 }
+
+// EmulatorFleet is a fleet for the local emulator whose emulator.json is
+// at path: its DPS, its first hub, its address and CA, as --emulator
+// gives the commands.
+func EmulatorFleet(path string) (*fleet.Fleet, error) {
+	g := &globals{emulator: path}
+	return g.clients(true, true, nil)
+}
