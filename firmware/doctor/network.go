@@ -12,9 +12,6 @@ import (
 	"strings"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
-
 	"github.com/reefer/tracker/provisioning/iothub"
 )
 
@@ -143,72 +140,20 @@ func tlsProblem(endpoint string, err error) (detail, fix string) {
 
 // ErrHubRefused means the hub answered CONNECT with "not authorized"
 // (CONNACK 5, or 4): the identity is deleted or disabled, or holds another
-// certificate's thumbprint (spec B.7).
-var ErrHubRefused = errors.New("hub refused the device")
+// certificate's thumbprint (spec B.7). It is iothub's refusal.
+var ErrHubRefused = iothub.ErrNotAuthorized
 
 // HubProbe makes one connection attempt to hub as deviceID and closes it;
 // it returns an error wrapping ErrHubRefused when the hub refuses the
-// device.
+// device. iothub.Probe is the real one.
 type HubProbe func(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config) error
-
-// ProbeHub is the real HubProbe: MQTT CONNECT over TLS with the user name
-// and client id the tracker uses (spec B.1), then DISCONNECT.
-//
-// It uses CleanSession=1 and subscribes to nothing, unlike iothub.Client:
-// that client subscribes to cloud-to-device messages, and a probe that
-// subscribed would receive a queued C2D command and complete it (the
-// PUBACK) before the tracker ever saw it (spec B.2, B.4). With a clean
-// session nothing arrives until the device subscribes again, which the
-// tracker does on every connect.
-func ProbeHub(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config) error {
-	host, port, err := net.SplitHostPort(hub)
-	if err != nil {
-		host, port = hub, "8883"
-	}
-	cfg := tlsCfg.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName = host // SNI and verification use the host alone
-	}
-	timeout := DefaultTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	opts := mqtt.NewClientOptions().
-		AddBroker("tls://" + net.JoinHostPort(host, port)).
-		SetTLSConfig(cfg).
-		SetClientID(deviceID).
-		SetUsername(iothub.Username(hub, deviceID, "reefer-tracker-doctor", "")).
-		SetProtocolVersion(4).
-		SetCleanSession(true).
-		SetAutoReconnect(false).
-		SetConnectRetry(false).
-		SetConnectTimeout(timeout)
-	c := mqtt.NewClient(opts)
-	tok := c.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		go func() { <-tok.Done(); c.Disconnect(0) }() // a late success must not linger
-		return fmt.Errorf("hub %s: %w", hub, ctx.Err())
-	}
-	if err := tok.Error(); err != nil {
-		var op *net.OpError
-		if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
-			errors.As(err, &op) && op.Op == "remote error" {
-			return fmt.Errorf("%w: %w", ErrHubRefused, err)
-		}
-		return fmt.Errorf("hub %s: %w", hub, err)
-	}
-	c.Disconnect(100)
-	return nil
-}
 
 // CheckHub probes the hub of the cached assignment with the device's TLS
 // config. probe nil means ProbeHub.
 func CheckHub(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config, probe HubProbe, timeout time.Duration) Check {
 	ck := Check{Name: "hub"}
 	if probe == nil {
-		probe = ProbeHub
+		probe = iothub.Probe
 	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -221,8 +166,7 @@ func CheckHub(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config, pro
 		ck.Status, ck.Detail = OK, fmt.Sprintf("%s accepts device %q", hub, deviceID)
 	case errors.Is(err, ErrHubRefused):
 		ck.Status = Fail
-		why := strings.TrimPrefix(err.Error(), ErrHubRefused.Error()+": ")
-		ck.Detail = fmt.Sprintf("hub refuses the device: deleted or disabled identity (%s answered %q to device %q)", hub, why, deviceID)
+		ck.Detail = fmt.Sprintf("hub refuses the device: deleted or disabled identity (%s answered %q to device %q)", hub, refusal(err), deviceID)
 		ck.Fix = "the tracker will re-provision by itself through DPS; if DPS refuses too, check the device's enrollment (enabled, CA verified)"
 	default:
 		ck.Status = Fail
@@ -230,4 +174,25 @@ func CheckHub(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config, pro
 		ck.Fix = firewallFix
 	}
 	return ck
+}
+
+// refusal is what the hub answered: the innermost error under the
+// refusal, e.g. paho's "not Authorized".
+func refusal(err error) error {
+	for {
+		var next error
+		switch e := err.(type) {
+		case interface{ Unwrap() error }:
+			next = e.Unwrap()
+		case interface{ Unwrap() []error }:
+			// fmt.Errorf("%w: %w", kind, cause): the cause is the last.
+			if errs := e.Unwrap(); len(errs) > 0 {
+				next = errs[len(errs)-1]
+			}
+		}
+		if next == nil {
+			return err
+		}
+		err = next
+	}
 }

@@ -41,7 +41,7 @@ type Inputs struct {
 	Synced   func() (bool, error)
 	Resolver Resolver // nil: net.DefaultResolver
 	Dialer   Dialer   // nil: a net.Dialer
-	ProbeHub HubProbe // nil: ProbeHub
+	ProbeHub HubProbe // nil: iothub.Probe
 	// QueuePath is the queue database; "" is DefaultQueueFile in stateDir.
 	QueuePath string
 	// RunningQueue, from the running tracker, replaces opening the queue
