@@ -288,7 +288,7 @@ func TestErrors(t *testing.T) {
 func TestAzTableRefusesWrongCalls(t *testing.T) {
 	t.Parallel()
 	bad := [][]string{
-		{"iot", "dps", "enrollment-group", "create", "--dps-name", "d"},                                          // not in the table: fleetctl's job
+		{"iot", "dps", "enrollment-group", "create", "--dps-name", "d"},                                           // not in the table: fleetctl's job
 		{"iot", "dps", "certificate", "verify", "--dps-name", "d", "--certificate-name", "c", "--path", "p"},      // no --etag
 		{"iot", "dps", "certificate", "create", "--dps-name", "d", "--certificate-name", "c", "--file", "p"},      // --file is not a parameter
 		{"group", "create", "--name", "rg"},                                                                       // no --location
