@@ -30,6 +30,8 @@ func TestImportDirection(t *testing.T) {
 		// run against Azure, so it cannot lean on the emulator's code.
 		{"deploy/fleetctl", []string{module + "/deploy/emulator", module + "/deploy/demo"}},
 		{"firmware/telemetry", []string{module + "/provisioning", module + "/deploy", "periph.io/x/host"}},
+		// Shared helpers sit below everything that uses them.
+		{"internal", []string{module + "/firmware", module + "/drivers", module + "/provisioning", module + "/deploy", module + "/bench"}},
 		// What a binary is: the standard library only.
 		{"firmware/buildinfo", []string{module}},
 	}

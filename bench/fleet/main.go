@@ -23,6 +23,8 @@ import (
 	"os/signal"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/internal/fdlimit"
 )
 
 func main() {
@@ -63,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *verbose {
 		o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
+	o.Progress = stderr
+	fdlimit.Raise(slog.New(slog.NewTextHandler(stderr, nil))) // two sockets per device in one process
 	if lim, need := fdLimit(), FDsNeeded(*devices, o.Telemetry); lim != 0 && lim < need {
 		return fmt.Errorf("%d devices need about %d file descriptors, limit is %d: raise ulimit -Hn, use -telemetry=false or fewer -devices", *devices, need, lim)
 	}

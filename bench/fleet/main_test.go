@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/reefer/tracker/internal/syncbuf"
+	"github.com/reefer/tracker/internal/waitfor"
 )
 
 // instant is a DPS Sleep that returns at once, so the small tests run at
@@ -223,6 +226,9 @@ func TestCommandReport(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
 	}
+	if !strings.Contains(errb.String(), "open-file limit") {
+		t.Errorf("stderr does not name the open-file limit:\n%s", errb.String())
+	}
 }
 
 // Benchmark fleet: FLEET_BENCH_DEVICES (default 1000) trackers register
@@ -334,5 +340,24 @@ func TestRunOutage(t *testing.T) {
 	}
 	if r.Max < 300*time.Millisecond {
 		t.Errorf("max time to assigned %s; want at least the 300ms outage", r.Max)
+	}
+}
+
+func TestProgressLines(t *testing.T) {
+	t.Parallel()
+	st := &runStats{start: time.Now(), responses: map[int]int{}, connects: make([]time.Duration, 7)}
+	st.assigned.Store(5)
+	st.connected.Store(3)
+	st.failed.Store(1)
+	var buf syncbuf.Buffer
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { st.progress(&buf, 10*time.Millisecond, stop); close(done) }()
+	waitfor.Until(t, "a progress line", 5*time.Second, 10*time.Millisecond, func() bool { return strings.Contains(buf.String(), "\n") })
+	close(stop)
+	<-done
+	for _, want := range []string{"DPS connects 7", "assigned 5 (", "hub-connected 3 (", "failed 1"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("progress %q lacks %q", buf.String(), want)
+		}
 	}
 }

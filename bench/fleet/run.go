@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +55,10 @@ type Options struct {
 	// one that returns at once.
 	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger // emulator log (default: discard)
+	// Progress, when set, gets one line about every second while the
+	// devices run: DPS connects, assigned, hub-connected and failed so
+	// far, with the rates over the last second.
+	Progress io.Writer
 }
 
 // Report is what one run measured.
@@ -119,6 +125,32 @@ type runStats struct {
 	mu        sync.Mutex
 	connects  []time.Duration // when each DPS attempt started
 	responses map[int]int
+
+	// Running totals for the progress line.
+	assigned, connected, failed atomic.Int64
+}
+
+// progress writes a line to w every interval until stop is closed.
+func (s *runStats) progress(w io.Writer, every time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastAssigned, lastConnected int64
+	last := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			connects := len(s.connects)
+			s.mu.Unlock()
+			a, c, f := s.assigned.Load(), s.connected.Load(), s.failed.Load()
+			dt := now.Sub(last).Seconds()
+			fmt.Fprintf(w, "  %3.0fs  DPS connects %d  assigned %d (%.0f/s)  hub-connected %d (%.0f/s)  failed %d\n",
+				now.Sub(s.start).Seconds(), connects, a, float64(a-lastAssigned)/dt, c, float64(c-lastConnected)/dt, f)
+			lastAssigned, lastConnected, last = a, c, now
+		}
+	}
 }
 
 func (s *runStats) connect() {
@@ -267,11 +299,13 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 			oc.attempts = attempts
 			if err != nil {
 				oc.err = err
+				st.failed.Add(1)
 				return
 			}
+			st.assigned.Add(1)
 			oc.assigned, oc.hub = true, res.AssignedHub
 			if o.Telemetry {
-				oc.client, oc.telErr = sendOne(ctx, res, tlsCfgs[i])
+				oc.client, oc.telErr = sendOne(ctx, res, tlsCfgs[i], func() { st.connected.Add(1) })
 				oc.finished = time.Since(st.start)
 			}
 		}(i)
@@ -279,6 +313,10 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	ready.Wait()
 	smp := startSampler(ports, 100*time.Millisecond)
 	st.start = time.Now()
+	stopProgress := make(chan struct{})
+	if o.Progress != nil {
+		go st.progress(o.Progress, time.Second, stopProgress)
+	}
 	close(begin)
 	if o.Outage > 0 {
 		select {
@@ -289,6 +327,7 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 		e2, err := startEmulator(ctx, ecfg)
 		if err != nil {
 			wg.Wait()
+			close(stopProgress)
 			smp.Stop()
 			closeAll(out)
 			return nil, fmt.Errorf("restart emulator after the outage: %w", err)
@@ -297,6 +336,7 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	}
 	wg.Wait()
 	wall := time.Since(st.start)
+	close(stopProgress)
 	pk := smp.Stop()
 
 	r := &Report{Devices: n, RatePerMinute: rate, Jitter: !o.NoJitter, Outage: o.Outage, Wall: wall, Failures: map[string]int{},
@@ -336,9 +376,10 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	return r, nil
 }
 
-// sendOne connects device res to its hub, sends one telemetry message
-// (QoS 1, returns after PUBACK, spec B.3) and leaves the client connected.
-func sendOne(ctx context.Context, res *dps.Result, tlsCfg *tls.Config) (*iothub.Client, error) {
+// sendOne connects device res to its hub, calls connected, sends one
+// telemetry message (QoS 1, returns after PUBACK, spec B.3) and leaves the
+// client connected.
+func sendOne(ctx context.Context, res *dps.Result, tlsCfg *tls.Config, connected func()) (*iothub.Client, error) {
 	c, err := iothub.New(iothub.Config{Hub: res.AssignedHub, DeviceID: res.DeviceID, TLS: tlsCfg})
 	if err != nil {
 		return nil, err
@@ -347,6 +388,7 @@ func sendOne(ctx context.Context, res *dps.Result, tlsCfg *tls.Config) (*iothub.
 		c.Close()
 		return nil, err
 	}
+	connected()
 	body := fmt.Appendf(nil, `{"deviceId":%q,"temperature":-18.2,"humidity":81,"lat":53.54,"lon":9.98}`, res.DeviceID)
 	if err := c.Send(ctx, iothub.Message{Body: body, ContentType: "application/json", ContentEncoding: "utf-8"}); err != nil {
 		return c, err

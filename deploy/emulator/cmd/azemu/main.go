@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/internal/fdlimit"
 )
 
 func main() {
@@ -82,6 +83,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ra = -1 // Config treats 0 as "default"; the flag's 0 means 0.
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	fdlimit.Raise(log) // one socket per device
 	e, err := emulator.New(emulator.Config{
 		DataDir:                *data,
 		MQTTAddr:               *mqttAddr,
