@@ -313,10 +313,14 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	ready.Wait()
 	smp := startSampler(ports, 100*time.Millisecond)
 	st.start = time.Now()
-	stopProgress := make(chan struct{})
-	if o.Progress != nil {
-		go st.progress(o.Progress, time.Second, stopProgress)
-	}
+	stopCh, progressDone := make(chan struct{}), make(chan struct{})
+	stopProgress := func() { close(stopCh); <-progressDone } // no write after Run returns
+	go func() {
+		defer close(progressDone)
+		if o.Progress != nil {
+			st.progress(o.Progress, time.Second, stopCh)
+		}
+	}()
 	close(begin)
 	if o.Outage > 0 {
 		select {
@@ -327,7 +331,7 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 		e2, err := startEmulator(ctx, ecfg)
 		if err != nil {
 			wg.Wait()
-			close(stopProgress)
+			stopProgress()
 			smp.Stop()
 			closeAll(out)
 			return nil, fmt.Errorf("restart emulator after the outage: %w", err)
@@ -336,7 +340,7 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	}
 	wg.Wait()
 	wall := time.Since(st.start)
-	close(stopProgress)
+	stopProgress()
 	pk := smp.Stop()
 
 	r := &Report{Devices: n, RatePerMinute: rate, Jitter: !o.NoJitter, Outage: o.Outage, Wall: wall, Failures: map[string]int{},
