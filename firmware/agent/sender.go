@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"time"
+
+	"github.com/reefer/tracker/internal/backoff"
 )
 
 // sender forwards the queue to the hub, oldest first, while connected. A
@@ -131,12 +133,8 @@ func (a *Agent) backoff(ctx context.Context, flushing <-chan struct{}, n int) {
 // half of it ("equal jitter"), so a fleet that lost the hub together does
 // not come back in lock step.
 func (a *Agent) backoffDelay(n int) time.Duration {
-	d := a.cfg.BackoffMin
-	for i := 1; i < n && d < a.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, a.cfg.BackoffMax)
-	return d/2 + time.Duration(a.cfg.Rand()*float64(d/2))
+	ceil := backoff.Ceiling(max(n-1, 0), a.cfg.BackoffMin, a.cfg.BackoffMax)
+	return backoff.Jitter(ceil, 0.5, a.cfg.Rand())
 }
 
 func (a *Agent) sendFailed(m Queued, err error) {

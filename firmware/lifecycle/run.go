@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/reefer/tracker/internal/backoff"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/dps"
 	"github.com/reefer/tracker/provisioning/iothub"
@@ -239,12 +240,7 @@ func (p *Provisioner) invalidate() {
 // so a fleet recovering from an outage spreads out; floor (a retry-after)
 // wins when larger, capped at BackoffMax.
 func (p *Provisioner) backoff(n int, floor time.Duration) time.Duration {
-	ceil := p.cfg.BackoffBase
-	for i := 0; i < n && ceil < p.cfg.BackoffMax; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, p.cfg.BackoffMax)
-	d := time.Duration(p.cfg.Rand() * float64(ceil))
+	d := backoff.Jitter(backoff.Ceiling(n, p.cfg.BackoffBase, p.cfg.BackoffMax), 0, p.cfg.Rand())
 	return max(d, min(floor, p.cfg.BackoffMax))
 }
 
@@ -254,11 +250,6 @@ func (p *Provisioner) backoff(n int, floor time.Duration) time.Duration {
 // 2·RetryMin, later ones settle between RetryMax/2 and RetryMax, and a fleet
 // disenrolled at once does not come back in lockstep.
 func (p *Provisioner) long(n int) time.Duration {
-	ceil := 2 * p.cfg.RetryMin
-	for i := 0; i < n && ceil < p.cfg.RetryMax; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, p.cfg.RetryMax)
-	d := time.Duration((0.5 + 0.5*p.cfg.Rand()) * float64(ceil))
+	d := backoff.Jitter(backoff.Ceiling(n, 2*p.cfg.RetryMin, p.cfg.RetryMax), 0.5, p.cfg.Rand())
 	return min(max(d, p.cfg.RetryMin), p.cfg.RetryMax)
 }

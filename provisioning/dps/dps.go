@@ -24,8 +24,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/reefer/tracker/internal/backoff"
 	"github.com/reefer/tracker/internal/ctxtime"
-	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
 // DefaultEndpoint is the global device endpoint (spec A.1).
@@ -228,7 +228,7 @@ func register(parent context.Context, cfg Config) (*Result, error) {
 		if errors.As(err, &de) {
 			floor = min(de.RetryAfter, maxRetryAfter)
 		}
-		d := retry.Backoff(attempt, cfg.BackoffBase, cfg.BackoffMax, floor, cfg.Rand())
+		d := backoff.Delay(attempt, cfg.BackoffBase, cfg.BackoffMax, floor, cfg.Rand())
 		log.Warn("dps attempt failed; retrying", "attempt", attempt+1, "delay", d, "err", err)
 		if serr := cfg.Sleep(ctx, d); serr != nil {
 			if parent.Err() != nil {

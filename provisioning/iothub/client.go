@@ -41,8 +41,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/reefer/tracker/internal/backoff"
 	"github.com/reefer/tracker/internal/ctxtime"
-	"github.com/reefer/tracker/provisioning/internal/retry"
 )
 
 // State is the connection state reported to Config.OnState.
@@ -478,7 +478,7 @@ func (c *Client) connectLoop(ctx context.Context, attempt int, ceil time.Duratio
 			notAuth = 0
 		}
 		c.setState(StateDisconnected, err)
-		d := retry.Backoff(attempt, c.cfg.BackoffBase, ceil, 0, c.cfg.Rand())
+		d := backoff.Delay(attempt, c.cfg.BackoffBase, ceil, 0, c.cfg.Rand())
 		attempt++
 		c.log.Warn("iothub connect failed", "err", err, "retry_in", d)
 		if err := c.cfg.Sleep(ctx, d); err != nil {
@@ -597,7 +597,7 @@ func (c *Client) supervise(s *session) {
 			flaps++ // a flapping connection backs off like a failing one
 		}
 		lost := c.cfg.Now()
-		d := retry.Backoff(flaps, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
+		d := backoff.Delay(flaps, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
 		if err := c.cfg.Sleep(c.ctx, d); err != nil {
 			return
 		}

@@ -1,45 +1,15 @@
 // Package retry holds what the DPS and IoT Hub clients share about failing
-// and trying again: capped exponential back-off with full jitter, and the
-// classification of an MQTT CONNECT error into "the server refused our
-// identity" versus "try again later".
+// and trying again: the classification of an MQTT CONNECT error into "the
+// server refused our identity" versus "try again later". The waits between
+// tries are internal/backoff's.
 package retry
 
 import (
 	"errors"
 	"net"
-	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
 )
-
-// Backoff is the delay before retry number attempt (0 for the first retry):
-// "full jitter", a uniform pick in [0, min(max, base·2^attempt)), so that a
-// fleet coming back after an outage spreads out instead of stampeding.
-//
-// floor is the server's retry-after when it sent one (spec A.4: honour
-// retry-after on 429); pass 0 for none. The jitter then goes on top of it,
-// over a window at least as long as the floor: a throttled fleet is told the
-// same retry-after, and waiting exactly that long would bring every device
-// back in the same second, to be throttled again (bench/fleet measured
-// exactly that). rnd is a sample from [0, 1).
-func Backoff(attempt int, base, max, floor time.Duration, rnd float64) time.Duration {
-	ceil := base
-	// Doubling stops at max, so a huge attempt cannot overflow.
-	for i := 0; i < attempt && ceil < max; i++ {
-		ceil *= 2
-	}
-	if ceil > max {
-		ceil = max
-	}
-	if floor <= 0 {
-		return time.Duration(rnd * float64(ceil))
-	}
-	window := ceil
-	if window < floor {
-		window = floor
-	}
-	return floor + time.Duration(rnd*float64(window))
-}
 
 // ConnectOutcome is what a failed MQTT CONNECT says about retrying.
 type ConnectOutcome int
