@@ -12,6 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/reefer/tracker/internal/atomicfile"
 )
 
 // ErrCorrupt is returned by Open, without Options.Recover, when the file
@@ -124,7 +126,7 @@ func moveAside(path string, now time.Time) (string, error) {
 	if err := os.Rename(path, aside); err != nil {
 		return "", err
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 		return aside, err
 	}
 	old, _ := CorruptFiles(path)

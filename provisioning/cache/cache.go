@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/internal/atomicfile"
 )
 
 // FileName is the cache file inside the state directory.
@@ -102,7 +104,7 @@ func Save(dir string, a *Assignment) error {
 	if err != nil {
 		return fmt.Errorf("cache save %s: %w", p, err)
 	}
-	if err := writeAtomic(dir, FileName, append(b, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, FileName), append(b, '\n'), 0o600, true); err != nil {
 		return fmt.Errorf("cache save %s: %w", p, err)
 	}
 	return nil
@@ -130,42 +132,6 @@ func Valid(a *Assignment, fingerprintSHA256 string) bool {
 // normFP compares fingerprints regardless of case and ":" separators.
 func normFP(s string) string {
 	return strings.ToLower(strings.ReplaceAll(s, ":", ""))
-}
-
-func writeAtomic(dir, name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	// CreateTemp already uses 0600; Chmod makes it independent of that detail.
-	if err = tmp.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	// Make the rename itself durable.
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // validHub accepts what DPS puts in assignedHub: a host name, with a port

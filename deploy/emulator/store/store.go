@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/reefer/tracker/internal/atomicfile"
 )
 
 // Hub names one emulated IoT hub.
@@ -423,48 +425,13 @@ func (s *Store) writeJSON(path string, v any) error {
 }
 
 // WriteFileAtomic writes data to path through a temp file and a rename, so
-// readers see the old or the new content, never a mix. With sync it fsyncs
-// the file and its directory.
+// readers see the old or the new content, never a mix (internal/atomicfile).
+// With sync it fsyncs the file and its directory.
 func WriteFileAtomic(path string, data []byte, sync bool) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	if sync {
-		if d, err := os.Open(dir); err == nil {
-			_ = d.Sync()
-			d.Close()
-		}
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, 0o600, sync)
 }
 
 func (s *Store) remove(path string) error {

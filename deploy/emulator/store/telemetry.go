@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/reefer/tracker/internal/atomicfile"
 )
 
 // Telemetry history (spec B.3, F). IoT Hub retains device-to-cloud messages
@@ -418,54 +420,25 @@ func (s *Store) writeBatch(b *telBatch) error {
 // writeRecordsAtomic streams msgs into a temp file next to path and renames
 // it over path (see WriteFileAtomic), returning the size written.
 func writeRecordsAtomic(path string, msgs [][]Message, sync bool) (int64, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return 0, err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	var size int64
+	err := atomicfile.Write(path, 0o600, sync, func(w io.Writer) error {
+		var rec []byte
+		for _, ms := range msgs {
+			for i := range ms {
+				rec = appendRecord(rec[:0], &ms[i])
+				if _, err := w.Write(rec); err != nil {
+					return err
+				}
+				size += int64(len(rec))
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	w := bufio.NewWriterSize(f, 256<<10)
-	var size int64
-	var rec []byte
-	for _, ms := range msgs {
-		for i := range ms {
-			rec = appendRecord(rec[:0], &ms[i])
-			if _, err := w.Write(rec); err != nil {
-				return 0, err
-			}
-			size += int64(len(rec))
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return 0, err
-	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			return 0, err
-		}
-	}
-	if err := f.Close(); err != nil {
-		return 0, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return 0, err
-	}
-	ok = true
-	if sync {
-		if d, err := os.Open(dir); err == nil {
-			_ = d.Sync()
-			d.Close()
-		}
 	}
 	return size, nil
 }
