@@ -36,6 +36,24 @@ fleetctl: ## build the operator tool (bin/fleetctl), static, for this machine
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/fleetctl ./deploy/fleetctl
 	@echo "built bin/fleetctl"
 
+# The host's own binary, for what must run here (the man page is made from
+# the tracker's -h text, whatever GOARCH the package is for).
+HOSTARCH := $(shell $(GO) env GOHOSTARCH)
+DEB_VERSION ?=
+
+.PHONY: deb
+deb: build ## Debian package dist/tracker_<version>_<arch>.deb for GOARCH (host, arm64, arm GOARM=7 = armhf)
+	@$(MAKE) --no-print-directory build GOARCH=$(HOSTARCH) >/dev/null
+	GOOS= GOARCH= GOARM= $(GO) -C deploy/deb run . --root '$(CURDIR)' --binary '$(CURDIR)/$(BIN)' \
+		--help-from '$(CURDIR)/bin/tracker-linux-$(HOSTARCH)' --goarch $(GOARCH) --goarm $(GOARM) \
+		--describe '$(VERSION)' $(if $(DEB_VERSION),--version '$(DEB_VERSION)') --out '$(CURDIR)/dist'
+
+.PHONY: lint-deb
+lint-deb: ## test the package builder, build the package for GOARCH, run lintian on it (apt-get install lintian)
+	GOOS= GOARCH= GOARM= $(GO) -C deploy/deb vet ./...
+	GOOS= GOARCH= GOARM= $(GO) -C deploy/deb test -count=1 ./...
+	lintian --fail-on error,warning --info "$$($(MAKE) -s --no-print-directory deb | tail -n 1)"
+
 .PHONY: cross
 cross: ## build the arm64 and armv7 binaries
 	$(MAKE) build GOARCH=arm64
@@ -91,7 +109,7 @@ bench: ## load figures: 1,000 trackers provisioning at once; 10,000 devices on t
 
 .PHONY: clean
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist
 
 .PHONY: help
 help: ## list the targets

@@ -14,7 +14,7 @@ import (
 
 const (
 	unitFile    = "tracker.service"
-	shippedExec = "/usr/local/bin/tracker"
+	shippedExec = "/usr/bin/tracker"
 	maxExposure = 2.5
 )
 
@@ -76,6 +76,8 @@ func TestUnitDirectives(t *testing.T) {
 		{"Service", "EnvironmentFile", "-/etc/default/tracker"},
 		{"Service", "StateDirectory", "tracker"},
 		{"Service", "ConfigurationDirectory", "tracker"},
+		{"Service", "ConfigurationDirectoryMode", "0750"},
+		{"Unit", "ConditionPathExists", "/etc/tracker/tracker.json"},
 		{"Service", "User", "tracker"},
 		{"Service", "NoNewPrivileges", "yes"},
 		{"Service", "ProtectSystem", "strict"},
