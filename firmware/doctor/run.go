@@ -91,7 +91,8 @@ func Run(ctx context.Context, in Inputs) Report {
 	}
 	if c == nil {
 		// The clock needs no config, and is a common cause of trouble.
-		r.add(CheckClock(now(), in.BuildTime, "this firmware was built", in.Synced))
+		floor, why := lifecycle.Floor(in.BuildTime, time.Time{})
+		r.add(CheckClock(now(), floor, why, in.Synced))
 		for _, n := range []string{"certificate", "sensors", "dps endpoint", "hub", "queue"} {
 			r.skip(n, "the config file must load first")
 		}
@@ -107,13 +108,11 @@ func Run(ctx context.Context, in Inputs) Report {
 	// 3. Clock.
 	// The same floor the daemon waits for (lifecycle.ClockFloor), so the
 	// doctor never calls a clock OK that the tracker still waits on.
-	floor, floorWhat := in.BuildTime, "this firmware was built"
-	if lifecycle.MinClock.After(floor) {
-		floor, floorWhat = lifecycle.MinClock, "the earliest date this firmware accepts"
+	var notBefore time.Time
+	if cr.Leaf != nil {
+		notBefore = cr.Leaf.NotBefore
 	}
-	if cr.Leaf != nil && cr.Leaf.NotBefore.After(floor) {
-		floor, floorWhat = cr.Leaf.NotBefore, "the device certificate's start"
-	}
+	floor, floorWhat := lifecycle.Floor(in.BuildTime, notBefore)
 	r.add(CheckClock(now(), floor, floorWhat, in.Synced))
 
 	// 4, 5. Sensors.

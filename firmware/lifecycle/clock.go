@@ -2,13 +2,12 @@ package lifecycle
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"os"
-	"runtime/debug"
 	"time"
+
+	"github.com/reefer/tracker/firmware/buildinfo"
+	"github.com/reefer/tracker/provisioning/certs"
 )
 
 // MinClock is the earliest time this firmware believes. It predates every
@@ -36,50 +35,34 @@ const clockLogEvery = 30 * time.Second
 // taken below it are held and dated from the monotonic clock once the clock
 // is set, so no message carries a timestamp from before it.
 func ClockFloor(certFile string) time.Time {
-	floor := buildFloor()
-	if nb, err := leafNotBefore(certFile); err == nil && nb.After(floor) {
-		floor = nb
+	var notBefore time.Time
+	if chain, err := certs.LoadChain(certFile); err == nil {
+		notBefore = chain[0].NotBefore
 	}
+	floor, _ := Floor(buildinfo.Read("").Time, notBefore)
 	return floor
 }
 
-// buildFloor is the later of MinClock and the VCS commit time of the binary.
+// buildFloor is the floor before any certificate: MinClock or the build.
 func buildFloor() time.Time {
-	floor := MinClock
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key != "vcs.time" {
-				continue
-			}
-			if t, err := time.Parse(time.RFC3339, s.Value); err == nil && t.After(floor) {
-				floor = t
-			}
-		}
-	}
+	floor, _ := Floor(buildinfo.Read("").Time, time.Time{})
 	return floor
 }
 
-// leafNotBefore reads the first certificate of a PEM file.
-func leafNotBefore(certFile string) (time.Time, error) {
-	data, err := os.ReadFile(certFile)
-	if err != nil {
-		return time.Time{}, err
+// Floor is ClockFloor from its parts: the latest of MinClock, built (the
+// binary's commit time; zero when unknown) and notBefore (the device
+// certificate's; zero when unknown). why names which one it is, for a
+// technician: "the earliest date this firmware accepts", "this firmware was
+// built" or "the device certificate's start".
+func Floor(built, notBefore time.Time) (floor time.Time, why string) {
+	floor, why = MinClock, "the earliest date this firmware accepts"
+	if built.After(floor) {
+		floor, why = built, "this firmware was built"
 	}
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return time.Time{}, fmt.Errorf("%s: no certificate", certFile)
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return time.Time{}, err
-		}
-		return c.NotBefore, nil
+	if notBefore.After(floor) {
+		floor, why = notBefore, "the device certificate's start"
 	}
+	return floor, why
 }
 
 // WaitForClock returns once now() is at or after minTime, polling every poll

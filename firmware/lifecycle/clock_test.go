@@ -95,3 +95,26 @@ func TestClockFloor(t *testing.T) {
 		t.Errorf("buildFloor() = %v; before MinClock %v", buildFloor(), MinClock)
 	}
 }
+
+// Floor says which bound sets the floor, for doctor's clock check.
+func TestFloorNamesItsBound(t *testing.T) {
+	t.Parallel()
+	built := MinClock.Add(24 * time.Hour)
+	leaf := built.Add(24 * time.Hour)
+	tests := []struct {
+		built, notBefore time.Time
+		want             time.Time
+		why              string
+	}{
+		{time.Time{}, time.Time{}, MinClock, "the earliest date this firmware accepts"},
+		{built, time.Time{}, built, "this firmware was built"},
+		{built, leaf, leaf, "the device certificate's start"},
+		{leaf, built, leaf, "this firmware was built"},
+	}
+	for _, tt := range tests {
+		got, why := Floor(tt.built, tt.notBefore)
+		if !got.Equal(tt.want) || why != tt.why {
+			t.Errorf("Floor(%v, %v) = %v, %q; want %v, %q", tt.built, tt.notBefore, got, why, tt.want, tt.why)
+		}
+	}
+}

@@ -119,7 +119,7 @@ func LoadIdentity(certFile, keyFile string, now time.Time) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain, err := loadCerts(certFile)
+	chain, err := LoadChain(certFile)
 	if err != nil {
 		return nil, err
 	}
@@ -224,8 +224,9 @@ func parseKey(data []byte) (crypto.Signer, error) {
 	}
 }
 
-// loadCerts parses every CERTIFICATE block of certFile, in order.
-func loadCerts(certFile string) ([]*x509.Certificate, error) {
+// LoadChain parses every CERTIFICATE block of certFile, in order, without
+// judging them (LoadIdentity does that): the device's leaf comes first.
+func LoadChain(certFile string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("read device certificate: %w", err)
