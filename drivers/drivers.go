@@ -18,6 +18,10 @@ const (
 	Hardware Source = "hardware"
 	// Simulated readings come from a model in drivers/simulated.
 	Simulated Source = "simulated"
+	// Missing: the hardware the config insists on is absent or not
+	// answering, so this reading has no values from it. The tracker goes on
+	// with the other sensor and keeps trying to reopen the missing one.
+	Missing Source = "missing"
 )
 
 // Env is one environmental reading.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,7 +87,7 @@ func openHardware(cfg EnvConfig, log *slog.Logger) (drivers.EnvSensor, error) {
 	}
 	bus, err := open(cfg.Bus)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrNoI2CBus, busLabel(cfg.Bus), err)
+		return nil, busError(cfg.Bus, err)
 	}
 	dev, err := bme280.Open(bus, cfg.Addr, log)
 	if err != nil {
@@ -96,6 +97,23 @@ func openHardware(cfg EnvConfig, log *slog.Logger) (drivers.EnvSensor, error) {
 		return nil, err
 	}
 	return &busSensor{Dev: dev, bus: bus}, nil
+}
+
+// busError says why bus name did not open. periph's registry answers "no
+// bus found; did you forget to call Init()?" on a board without any I2C
+// bus and "can't open unknown bus" for a bus it does not have: advice for
+// its programmer, while a technician needs to hear that I2C is not enabled
+// (or the bus name is wrong) and how to fix it.
+func busError(name string, err error) error {
+	if !strings.HasPrefix(err.Error(), "i2creg:") {
+		return fmt.Errorf("%w %s: %w", ErrNoI2CBus, busLabel(name), err)
+	}
+	dev := "/dev/i2c-*"
+	if n := strings.TrimPrefix(strings.TrimPrefix(name, "/dev/i2c-"), "I2C"); n != "" {
+		dev = "/dev/i2c-" + n
+	}
+	return fmt.Errorf("%w %s: %s does not exist: enable I2C (raspi-config nonint do_i2c 0) and reboot, or set sensors.env.bus",
+		ErrNoI2CBus, busLabel(name), dev)
 }
 
 func busLabel(name string) string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -139,7 +140,7 @@ func TestEnvHardwareMissing(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
-		{name: "no bus", busName: "7", wantErr: ErrNoI2CBus, wantMsg: `env sensor: no I2C bus "7": i2creg: can't open unknown bus: "7"`},
+		{name: "no bus", busName: "7", wantErr: ErrNoI2CBus, wantMsg: `env sensor: no I2C bus "7": /dev/i2c-7 does not exist: enable I2C (raspi-config nonint do_i2c 0)`},
 		{name: "no default bus", wantErr: ErrNoI2CBus, wantMsg: "no I2C bus (first available)"},
 		{name: "no chip", bus: &fakeBus{Playback: i2ctest.Playback{DontPanic: true}},
 			wantErr: bme280.ErrNotFound, wantMsg: "bme280 on I2C1 at 0x76 or 0x77: no device answered"},
@@ -162,6 +163,25 @@ func TestEnvHardwareMissing(t *testing.T) {
 				t.Errorf("bus closed %d times after failed probe; want 1", tt.bus.closes())
 			}
 		})
+	}
+}
+
+// periph's advice to its programmer never reaches a technician: a board
+// without any I2C bus gets the fix instead.
+func TestEnvNoBusAtAllSaysHowToEnableI2C(t *testing.T) {
+	t.Parallel()
+	open := func(string) (i2c.BusCloser, error) {
+		return nil, errors.New("i2creg: no bus found; did you forget to call Init()?")
+	}
+	_, err := Env(context.Background(), EnvConfig{Mode: drivers.HardwareOnly, Open: open}, nil)
+	if !errors.Is(err, ErrNoI2CBus) || strings.Contains(err.Error(), "Init()") ||
+		!strings.Contains(err.Error(), "/dev/i2c-* does not exist: enable I2C (raspi-config nonint do_i2c 0) and reboot") {
+		t.Errorf("Env with no bus at all = %v; want ErrNoI2CBus saying how to enable I2C, without periph's Init() hint", err)
+	}
+	// Other bus errors (permissions) pass through with their cause.
+	open = func(string) (i2c.BusCloser, error) { return nil, os.ErrPermission }
+	if _, err := Env(context.Background(), EnvConfig{Mode: drivers.HardwareOnly, Bus: "1", Open: open}, nil); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("Env with a permission error = %v; want it wrapped", err)
 	}
 }
 

@@ -93,10 +93,34 @@ func hardwareGPS(ctx context.Context, cfg GPSConfig, log *slog.Logger) (*gps.Rec
 		return nil, fmt.Errorf("gps hardware on %s: %w", cfg.Port, err)
 	}
 	log.Info("gps hardware found", "port", cfg.Port, "baud", cfg.Baud, "first", line)
-	var (
-		mu    sync.Mutex
-		first = rc
-	)
+	return hardwareReceiver(cfg, rc, log), nil
+}
+
+// HardwareGPS is a receiver for the port in cfg that opens it itself and
+// reopens it with back-off whenever it is missing or fails, without the
+// probe: for a tracker that must start and run without its GPS, and pick
+// it up when it appears (its Stats say whether the port is open and what
+// went wrong).
+func HardwareGPS(cfg GPSConfig, log *slog.Logger) *gps.Receiver {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Port == "" {
+		cfg.Port = DefaultGPSPort
+	}
+	if cfg.Baud <= 0 {
+		cfg.Baud = gps.DefaultBaud
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return hardwareReceiver(cfg, nil, log)
+}
+
+// hardwareReceiver reads the port, starting with first when it is already
+// open (probed).
+func hardwareReceiver(cfg GPSConfig, first io.ReadCloser, log *slog.Logger) *gps.Receiver {
+	var mu sync.Mutex
 	open := func(context.Context) (io.ReadCloser, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -112,7 +136,7 @@ func hardwareGPS(ctx context.Context, cfg GPSConfig, log *slog.Logger) (*gps.Rec
 		MaxAge: cfg.MaxAge,
 		Now:    cfg.Now,
 		Source: drivers.Hardware,
-	}, log), nil
+	}, log)
 }
 
 // simulatedGPS sails from Rotterdam starting now, one burst a second.

@@ -110,18 +110,28 @@ func (r *Receiver) Run(ctx context.Context) error {
 		return ErrNoOpen
 	}
 	wait := r.opts.BackoffMin
+	failed := 0 // open failures in a row
 	for ctx.Err() == nil {
 		rc, err := r.opts.Open(ctx)
 		if err != nil {
 			r.mu.Lock()
 			r.dec.stats.OpenFailures++
+			same := r.dec.stats.LastError == err.Error()
 			r.dec.stats.LastError = err.Error()
 			r.mu.Unlock()
-			r.log.Warn("gps open failed", "err", err, "retry_in", wait)
+			failed++
+			// A port missing for months must not flood the journal.
+			level := slog.LevelWarn
+			if same && failed > 1 {
+				level = slog.LevelDebug
+			}
+			r.log.Log(ctx, level, "gps open failed", "err", err, "retry_in", wait, "attempts", failed)
 		} else {
+			failed = 0
 			r.mu.Lock()
 			r.dec.stats.Opens++
 			r.dec.stats.Connected = true
+			r.dec.stats.OpenedAt = r.opts.Now()
 			r.mu.Unlock()
 			r.log.Info("gps stream open")
 			good, err := r.read(ctx, rc)

@@ -21,6 +21,8 @@ type Stats struct {
 	OpenFailures uint64 `json:"open_failures"`
 	// Connected says whether the port is open now.
 	Connected bool `json:"connected"`
+	// OpenedAt is the local time the port was last opened.
+	OpenedAt time.Time `json:"opened_at,omitzero"`
 	// LastError is the last open or read error, empty if none yet.
 	LastError string `json:"last_error,omitempty"`
 }

@@ -130,8 +130,10 @@ type state struct {
 	desiredVersion int64
 	desiredErr     string
 	connected      bool
-	envSource      drivers.Source
-	provisioned    time.Time
+	// envSources is what the last sample said about the env sensor (Env,
+	// EnvError); the GPS part is read live from the receiver.
+	envSources  telemetry.Sources
+	provisioned time.Time
 
 	samples, sensorErrs, sent, sendErrs, queueErrs uint64
 	consecutiveSensorErrs                          uint64
@@ -224,7 +226,7 @@ func New(cfg Config) (*Agent, error) {
 		st: state{
 			interval:  cfg.TelemetryDelay,
 			threshold: threshold,
-			envSource: cfg.EnvSource,
+			envSources: telemetry.Sources{Env: cfg.EnvSource},
 		},
 	}, nil
 }
@@ -400,21 +402,24 @@ func (a *Agent) beat() {
 }
 
 // sampleOnce reads the sensors and queues one message, or holds it while
-// the wall clock is not set. A failed reading is logged and counted and
-// produces no message: never a made-up value.
+// the wall clock is not set. The message carries what could be read: a
+// failed env reading is logged and counted, and the message goes without
+// temperature, humidity and pressure, its source saying why (never a
+// made-up value); a missing GPS likewise.
 func (a *Agent) sampleOnce(ctx context.Context) (Queued, error) {
 	now, mono := a.clock.Now(), a.clock.Monotonic()
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.SenseTimeout)
 	env, err := a.cfg.Env.Sense(sctx)
 	cancel()
+	s := telemetry.Sample{Time: now, Env: env}
 	if err != nil {
 		a.sensorFailed(err)
-		return Queued{}, fmt.Errorf("agent: read env sensor: %w", err)
+		s.Env, s.EnvError = drivers.Env{}, err.Error()
 	}
-	s := telemetry.Sample{Time: now, Env: env}
 	if a.cfg.GPS != nil {
 		s.GPSSource = a.cfg.GPS.Source()
-		if p, ok := a.cfg.GPS.Latest(); ok {
+		s.GPSError = a.cfg.GPS.Problem()
+		if p, ok := a.cfg.GPS.Latest(); ok && s.GPSError == "" {
 			s.Position = &p
 		}
 	}
@@ -461,18 +466,30 @@ func (a *Agent) enqueue(s telemetry.Sample, threshold float64) (Queued, error) {
 	s.Seq = q.Seq
 	a.mu.Lock()
 	a.st.samples++
-	a.st.consecutiveSensorErrs = 0
 	a.st.lastSample, a.st.lastSeq = s.Time, s.Seq
-	envChanged := a.st.envSource != s.Env.Source
-	a.st.envSource = s.Env.Source
 	a.mu.Unlock()
-	if envChanged {
-		signal(a.wakeReporter)
-	}
+	a.noteEnv(s)
 	a.log.Debug("telemetry queued", "id", q.ID, "seq", q.Seq, "temperature", s.Env.TemperatureC,
-		"alert", msg.Alert, "fix", s.Position != nil)
+		"env_error", s.EnvError, "alert", msg.Alert, "fix", s.Position != nil, "gps_error", s.GPSError)
 	signal(a.wakeSender)
 	return q, nil
+}
+
+// noteEnv records what sample s says about the env sensor, and reports a
+// change (a sensor lost or back) at once.
+func (a *Agent) noteEnv(s telemetry.Sample) {
+	src := telemetry.SourcesOf(s)
+	src.GPS, src.GPSError = "", ""
+	a.mu.Lock()
+	if s.EnvError == "" {
+		a.st.consecutiveSensorErrs = 0
+	}
+	changed := a.st.envSources != src
+	a.st.envSources = src
+	a.mu.Unlock()
+	if changed {
+		signal(a.wakeReporter)
+	}
 }
 
 // sensorFailed counts a failed reading. At one reading a second a dead
@@ -489,7 +506,7 @@ func (a *Agent) sensorFailed(err error) {
 	if n == 1 || n%60 == 0 {
 		level = slog.LevelWarn
 	}
-	a.log.Log(context.Background(), level, "sensor reading failed, no message this interval",
+	a.log.Log(context.Background(), level, "env sensor reading failed; the message goes without temperature, humidity and pressure",
 		"err", err, "consecutive", n, "total", total)
 }
 

@@ -27,13 +27,8 @@ func (a *Agent) hold(h heldSample) {
 		a.st.heldDropped++
 	}
 	n, nDropped := len(a.st.held), a.st.heldDropped
-	envChanged := a.st.envSource != h.s.Env.Source
-	a.st.envSource = h.s.Env.Source
-	a.st.consecutiveSensorErrs = 0
 	a.mu.Unlock()
-	if envChanged {
-		signal(a.wakeReporter)
-	}
+	a.noteEnv(h.s)
 	if first {
 		a.log.Warn("wall clock not set yet; holding samples in memory until it is, to queue them with their true time",
 			"clock", h.s.Time.UTC().Format(time.RFC3339), "need_at_least", a.cfg.ClockFloor.UTC().Format(time.RFC3339),

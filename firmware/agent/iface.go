@@ -21,6 +21,11 @@ type Positioner interface {
 	Latest() (telemetry.Position, bool)
 	// Source says whether the receiver is real or simulated, fix or not.
 	Source() drivers.Source
+	// Problem says why a receiver gives nothing at all (its port is
+	// missing, or it has sent no NMEA for a while); empty while it works,
+	// with or without a fix. Messages then say source.gps "missing" and
+	// carry the reason.
+	Problem() string
 }
 
 // Queued is one message in the store-and-forward queue.

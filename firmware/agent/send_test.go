@@ -2,14 +2,18 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/agent/agenttest"
+	"github.com/reefer/tracker/firmware/telemetry"
 )
 
 func TestOfflineThenDrainOldestFirst(t *testing.T) {
@@ -151,12 +155,11 @@ func TestSendNow(t *testing.T) {
 		t.Errorf("sent %q; want %q", got, m.ID)
 	}
 
+	// A dead env sensor still gives a message: without env values, saying why.
 	r.env.Fail(agenttest.ErrFake)
-	if _, err := r.a.SendNow(context.Background()); !errors.Is(err, agenttest.ErrFake) {
-		t.Errorf("SendNow with a dead sensor = %v; want it to wrap %v", err, agenttest.ErrFake)
-	}
-	if n := r.q.Puts(); n != 2 {
-		t.Errorf("puts = %d after a failed reading; want 2 (no made-up message)", n)
+	m, err = r.a.SendNow(context.Background())
+	if err != nil || strings.Contains(string(m.Body), `"temperature"`) || !strings.Contains(string(m.Body), `"env":"missing"`) {
+		t.Errorf("SendNow with a dead sensor = %s, %v; want a message without temperature, env missing", m.Body, err)
 	}
 
 	r.cancel()
@@ -250,18 +253,53 @@ func TestSensorErrorsDoNotStopTheLoop(t *testing.T) {
 		r.clock.Advance(10 * time.Second)
 		eventually(t, "a failed read", func() bool { return r.env.Reads() == 1+k })
 	}
+	r.waitPuts(4)
 	st := r.a.Status()
-	if st.SensorErrors != 3 || st.LastError == "" || st.Samples != 1 {
-		t.Errorf("Status() = %+v; want 3 sensor errors, a last error, 1 sample", st)
+	if st.SensorErrors != 3 || st.LastError == "" || st.Samples != 4 {
+		t.Errorf("Status() = %+v; want 3 sensor errors, a last error, 4 samples", st)
 	}
-	if n := r.q.Puts(); n != 1 {
-		t.Errorf("puts = %d; failed readings must not produce messages", n)
+	// What could be read still goes out: no env fields, the reason in source.
+	var b struct {
+		Temperature *float64          `json:"temperature"`
+		Pressure    *float64          `json:"pressure"`
+		Source      telemetry.Sources `json:"source"`
+	}
+	if err := json.Unmarshal(r.q.Messages()[1].Body, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Temperature != nil || b.Pressure != nil || b.Source.Env != drivers.Missing || !strings.Contains(b.Source.EnvError, agenttest.ErrFake.Error()) {
+		t.Errorf("message while the sensor fails = %s; want no temperature or pressure, source.env missing with the error", r.q.Messages()[1].Body)
+	}
+	if s := r.a.Status().Sources; s.Env != drivers.Missing || s.EnvError == "" {
+		t.Errorf("Status().Sources = %+v; want env missing with the reason", s)
 	}
 	r.env.Set(env(5))
 	r.clock.Advance(10 * time.Second)
-	r.waitPuts(2)
-	if got := r.q.Messages()[1].Created; !got.Equal(t0.Add(40 * time.Second)) {
+	r.waitPuts(5)
+	if got := r.q.Messages()[4].Created; !got.Equal(t0.Add(40 * time.Second)) {
 		t.Errorf("sample after recovery at %v; want %v", got, t0.Add(40*time.Second))
+	}
+	if s := r.a.Status().Sources; s.Env != drivers.Hardware || s.EnvError != "" {
+		t.Errorf("Status().Sources after recovery = %+v; want env hardware, no error", s)
+	}
+}
+
+// A GPS whose receiver is missing: messages say so and carry no position,
+// the temperature still goes out.
+func TestMissingGPSStillSends(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	r.gps.SetFix(&telemetry.Position{Latitude: 51.9, Longitude: 4.5, Quality: 1, Satellites: 7, Source: drivers.Hardware})
+	r.gps.SetProblem("open serial port /dev/serial0 at 9600 baud: no such file or directory")
+	r.start()
+	r.waitPuts(1)
+	body := string(r.q.Messages()[0].Body)
+	if !strings.Contains(body, `"temperature":`) || strings.Contains(body, `"latitude"`) ||
+		!strings.Contains(body, `"gps":"missing"`) || !strings.Contains(body, `"gpsError":"open serial port /dev/serial0`) {
+		t.Errorf("body = %s; want temperature, no position, gps missing with the reason", body)
+	}
+	if s := r.a.Status().Sources; s.GPS != drivers.Missing || s.GPSError == "" {
+		t.Errorf("Status().Sources = %+v; want gps missing with the reason", s)
 	}
 }
 

@@ -3,7 +3,6 @@ package agent
 import (
 	"time"
 
-	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/telemetry"
 )
 
@@ -46,14 +45,25 @@ type StatusReport struct {
 	LastProvisioned  time.Time `json:"lastProvisioned,omitzero"`
 }
 
+// sources is the env sensor as the last sample found it and the GPS as
+// the receiver is now.
+func (a *Agent) sources() telemetry.Sources {
+	var gps telemetry.Sources
+	if a.cfg.GPS != nil {
+		gps = telemetry.SourcesOf(telemetry.Sample{GPSSource: a.cfg.GPS.Source(), GPSError: a.cfg.GPS.Problem()})
+	}
+	a.mu.Lock()
+	s := a.st.envSources
+	a.mu.Unlock()
+	s.GPS, s.GPSError = gps.GPS, gps.GPSError
+	return s
+}
+
 // Status returns the agent's current state.
 func (a *Agent) Status() StatusReport {
 	depth, bytes := a.cfg.Queue.Len()
 	dropped := a.cfg.Queue.Dropped()
-	var gps drivers.Source
-	if a.cfg.GPS != nil {
-		gps = a.cfg.GPS.Source()
-	}
+	sources := a.sources()
 	waiting := !a.clockSet(a.clock.Now())
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -66,7 +76,7 @@ func (a *Agent) Status() StatusReport {
 		TelemetryDelay:   st.interval.Seconds(),
 		AlertThreshold:   st.threshold,
 		DesiredVersion:   st.desiredVersion,
-		Sources:          telemetry.Sources{Env: st.envSource, GPS: gps},
+		Sources:          sources,
 		QueueDepth:       depth,
 		QueueBytes:       bytes,
 		Dropped:          dropped + st.heldDropped,

@@ -193,9 +193,14 @@ func number(v any) (float64, error) {
 func (a *Agent) reported() map[string]any {
 	depth, bytes := a.cfg.Queue.Len()
 	dropped := a.cfg.Queue.Dropped()
-	gps := ""
-	if a.cfg.GPS != nil {
-		gps = string(a.cfg.GPS.Source())
+	src := a.sources()
+	// null deletes a reason once the sensor is back (spec B.5).
+	sensors := map[string]any{"env": string(src.Env), "gps": string(src.GPS), "envError": nil, "gpsError": nil}
+	if src.EnvError != "" {
+		sensors["envError"] = src.EnvError
+	}
+	if src.GPSError != "" {
+		sensors["gpsError"] = src.GPSError
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -212,7 +217,7 @@ func (a *Agent) reported() map[string]any {
 		PropAlertThreshold:   a.st.threshold,
 		PropDesiredVersion:   a.st.desiredVersion,
 		PropLastDesiredError: desiredErr,
-		PropSensors:          map[string]any{"env": string(a.st.envSource), "gps": gps},
+		PropSensors:          sensors,
 		PropQueueDepth:       depth,
 		PropQueueBytes:       bytes,
 		PropDroppedMessages:  dropped + a.st.heldDropped,

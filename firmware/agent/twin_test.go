@@ -212,7 +212,7 @@ func TestReportedProperties(t *testing.T) {
 		"firmwareVersion":           "1.2.3",
 		"telemetryDelay":            10.0,
 		"temperatureAlertThreshold": 30.0,
-		"sensors":                   map[string]any{"env": "hardware", "gps": "simulated"},
+		"sensors":                   map[string]any{"env": "hardware", "gps": "simulated", "envError": nil, "gpsError": nil},
 		"lastProvisioned":           nil,
 	}
 	for k, v := range want {

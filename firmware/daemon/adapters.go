@@ -141,9 +141,11 @@ func (d *Daemon) methodGetStatus(ctx context.Context, _ json.RawMessage) (int, a
 		RunningQueue: &doctor.QueueFigures{Count: n, Bytes: b, Dropped: q.Dropped(), Recovered: q.Recovered()},
 		Config:       d.cfg.Tracker,
 		Offline:      true,
-		SkipSensors:  true,
-		Now:          d.now,
-		Logger:       d.log,
+		// The sensors the tracker holds, as they are now: a missing one
+		// is a FAIL with its fix, as on site.
+		Sensors: d.sensorReport,
+		Now:     d.now,
+		Logger:  d.log,
 	})
 	return 200, statusAnswer{Status: st, Doctor: rep}
 }

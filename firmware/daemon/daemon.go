@@ -18,6 +18,7 @@ import (
 	"github.com/reefer/tracker/firmware/health"
 	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/firmware/queue"
+	"github.com/reefer/tracker/firmware/sensors"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/iothub"
 )
@@ -105,6 +106,8 @@ type Config struct {
 	Lifecycle lifecycle.Config // DPS tuning in Lifecycle.DPS
 	Hub       iothub.Config
 	Watchdog  health.WatchdogOptions
+	// Sensors shapes how a missing or dead sensor is reopened.
+	Sensors sensors.ReopenOptions
 }
 
 // Daemon is one run of the tracker. Create it with New and call Run once.

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/firmware/config"
+	"github.com/reefer/tracker/firmware/sensorcheck"
 	"github.com/reefer/tracker/firmware/sensors"
 	"github.com/reefer/tracker/firmware/telemetry"
 )
@@ -30,7 +33,10 @@ func (s *openedSensors) close() {
 // reading carries its source in the telemetry.
 func (d *Daemon) openSensors(ctx context.Context, seed int64) (*openedSensors, error) {
 	sc := d.tc.Sensors
-	o := sensors.Options{OpenI2C: d.cfg.OpenI2C, Seed: seed}
+	// KeepTrying: a missing or dead sensor must not end the tracker (and
+	// with it the other sensor's readings); it is reopened with back-off
+	// and every message says why it gives nothing.
+	o := sensors.Options{OpenI2C: d.cfg.OpenI2C, Seed: seed, KeepTrying: true, Reopen: d.cfg.Sensors}
 	env, envSource, err := sensors.OpenEnv(ctx, sc.Env, o, d.log)
 	if err != nil {
 		return nil, fmt.Errorf("open env sensor (sensors.env.mode %q): %w", sc.Env.Mode, err)
@@ -64,3 +70,16 @@ func (p *positioner) Latest() (telemetry.Position, bool) {
 }
 
 func (p *positioner) Source() drivers.Source { return p.g.Source() }
+func (p *positioner) Problem() string        { return p.g.Problem() }
+
+// sensorReport is the running sensors as doctor judges them (getStatus):
+// one reading of the env sensor (a missing one answers at once with why)
+// and the GPS as it is now, without waiting for a fix.
+func (d *Daemon) sensorReport(ctx context.Context, _ *config.Config) sensorcheck.Report {
+	g := d.p.sens.gps.g
+	r := sensorcheck.Read(ctx, d.p.sens.env, nil, g, nil, sensorcheck.Options{FixWait: time.Millisecond, Port: d.tc.Sensors.GPS.Port})
+	if p := g.Problem(); p != "" {
+		r.GPSError = p
+	}
+	return r
+}

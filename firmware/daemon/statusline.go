@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -50,8 +51,15 @@ func StatusLine(note string, ls lifecycle.Status, st agent.StatusReport, now tim
 	if st.Dropped > 0 {
 		fmt.Fprintf(&b, ", %d dropped", st.Dropped)
 	}
-	if st.Sources.Env == "simulated" {
+	if st.Sources.Env == drivers.Simulated {
 		b.WriteString("; SIMULATED sensors")
+	}
+	// The reason is in getStatus, the reported properties and the log.
+	if st.Sources.Env == drivers.Missing {
+		b.WriteString("; env sensor MISSING")
+	}
+	if st.Sources.GPS == drivers.Missing {
+		b.WriteString("; GPS MISSING")
 	}
 	return b.String()
 }

@@ -6,6 +6,7 @@ package sensors
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -31,6 +32,13 @@ type Options struct {
 	// GPSProbeTimeout: how long "auto" and "hardware" wait for NMEA on
 	// the port; 0: choose.DefaultGPSProbeTimeout.
 	GPSProbeTimeout time.Duration
+	// KeepTrying is for the daemon, which must never stop reporting for
+	// want of a sensor: in "hardware" mode a sensor missing at start is
+	// not an error but a sensor that is opened again with back-off (and
+	// says why it gives nothing), and a hardware sensor that stops
+	// answering later is reopened the same way. Reopen shapes the retries.
+	KeepTrying bool
+	Reopen     ReopenOptions
 }
 
 // Mode is the driver mode a sensor configured with m is opened with: m
@@ -55,17 +63,59 @@ func GPSConfig(c config.GPSSensor, o Options) choose.GPSConfig {
 // OpenEnv opens the env sensor c; the source says whether it is the
 // simulator (in "auto", when the hardware did not answer).
 func OpenEnv(ctx context.Context, c config.EnvSensor, o Options, log *slog.Logger) (drivers.EnvSensor, drivers.Source, error) {
-	env, err := choose.Env(ctx, EnvConfig(c, o), log)
-	if err != nil {
-		return nil, "", err
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	return env, choose.EnvSource(env), nil
+	ec := EnvConfig(c, o)
+	if !o.KeepTrying || ec.Mode == drivers.SimulatedOnly {
+		env, err := choose.Env(ctx, ec, log)
+		if err != nil {
+			return nil, "", err
+		}
+		return env, choose.EnvSource(env), nil
+	}
+	if ec.Mode != drivers.HardwareOnly {
+		// auto: the simulator stands in when there is no hardware now; a
+		// chip that answers is kept, and reopened if it goes.
+		env, err := choose.Env(ctx, ec, log)
+		if err != nil || choose.EnvSource(env) == drivers.Simulated {
+			return env, drivers.Simulated, err
+		}
+		env.Close()
+	}
+	ec.Mode = drivers.HardwareOnly // never swap a real chip for the simulator mid-run
+	open := func(ctx context.Context) (drivers.EnvSensor, error) { return choose.Env(ctx, ec, log) }
+	return NewReopeningEnv(ctx, open, o.Reopen, log), drivers.Hardware, nil
 }
 
 // GPS is a receiver that runs (reads its port) until Close.
 type GPS struct {
 	*gps.Receiver
-	stop func()
+	stop    func()
+	port    string
+	silence time.Duration
+	now     func() time.Time
+}
+
+// Problem says why a hardware receiver gives nothing at all: its port does
+// not open, or has sent no NMEA for ReopenOptions.GPSSilence; empty while
+// it works (with or without a fix) and for the simulator.
+func (g *GPS) Problem() string {
+	if g.Source() != drivers.Hardware {
+		return ""
+	}
+	st := g.Stats()
+	if !st.Connected {
+		return st.LastError // empty before the first attempt
+	}
+	last := st.LastSentence
+	if st.OpenedAt.After(last) {
+		last = st.OpenedAt
+	}
+	if d := g.now().Sub(last); !last.IsZero() && d > g.silence {
+		return fmt.Sprintf("no NMEA on %s for %s: receiver unpowered, miswired or at another baud rate", g.port, d.Round(time.Second))
+	}
+	return ""
 }
 
 // OpenGPS opens the GPS c and starts reading it.
@@ -73,10 +123,16 @@ func OpenGPS(ctx context.Context, c config.GPSSensor, o Options, log *slog.Logge
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	rx, err := choose.GPS(ctx, GPSConfig(c, o), log)
+	gc := GPSConfig(c, o)
+	rx, err := choose.GPS(ctx, gc, log)
+	if err != nil && o.KeepTrying && gc.Mode == drivers.HardwareOnly && ctx.Err() == nil {
+		log.Warn("gps missing: sending without a position; its port is opened again with back-off", "port", c.Port, "err", err)
+		rx, err = choose.HardwareGPS(gc, log), nil
+	}
 	if err != nil {
 		return nil, err
 	}
+	ro := o.Reopen.withDefaults()
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -85,7 +141,7 @@ func OpenGPS(ctx context.Context, c config.GPSSensor, o Options, log *slog.Logge
 			log.Error("gps receiver stopped", "err", err)
 		}
 	}()
-	return &GPS{Receiver: rx, stop: func() { cancel(); <-done }}, nil
+	return &GPS{Receiver: rx, stop: func() { cancel(); <-done }, port: c.Port, silence: ro.GPSSilence, now: ro.Now}, nil
 }
 
 // Close stops reading the port and waits until it is closed.

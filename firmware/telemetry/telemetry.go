@@ -38,21 +38,28 @@ type Position struct {
 
 // Sample is one set of readings taken at one moment.
 type Sample struct {
-	Seq      uint64
-	Time     time.Time // when the sensors were read
-	Env      drivers.Env
+	Seq  uint64
+	Time time.Time // when the sensors were read
+	Env  drivers.Env
+	// EnvError, when set, says why there is no env reading (the sensor is
+	// missing or did not answer): Env is ignored, temperature, humidity and
+	// pressure are omitted and source.env is "missing".
+	EnvError string
 	Position *Position
 	// GPSSource says where the GPS data would have come from even when there
 	// is no fix, so a simulated receiver never passes as a real one.
 	GPSSource drivers.Source
+	// GPSError, when set, says why the GPS gives nothing (port missing,
+	// receiver silent): source.gps is "missing" and there is no position.
+	GPSError string
 }
 
 // Body is the JSON body. Optional readings are pointers so that "absent"
 // is omitted rather than sent as 0.
 type Body struct {
-	Temperature float64  `json:"temperature"`
+	Temperature *float64 `json:"temperature,omitempty"`
 	Humidity    *float64 `json:"humidity,omitempty"`
-	Pressure    float64  `json:"pressure"`
+	Pressure    *float64 `json:"pressure,omitempty"`
 	Latitude    *float64 `json:"latitude,omitempty"`
 	Longitude   *float64 `json:"longitude,omitempty"`
 	FixQuality  int      `json:"fixQuality"`
@@ -62,10 +69,26 @@ type Body struct {
 	Source      Sources  `json:"source"`
 }
 
-// Sources names the origin of each reading: "hardware" or "simulated".
+// Sources names the origin of each reading: "hardware", "simulated", or
+// "missing" with the reason beside it.
 type Sources struct {
 	Env drivers.Source `json:"env"`
 	GPS drivers.Source `json:"gps"`
+	// EnvError and GPSError say why a "missing" sensor gives nothing.
+	EnvError string `json:"envError,omitempty"`
+	GPSError string `json:"gpsError,omitempty"`
+}
+
+// SourcesOf is what a sample says about its sensors.
+func SourcesOf(s Sample) Sources {
+	src := Sources{Env: s.Env.Source, GPS: s.GPSSource}
+	if s.EnvError != "" {
+		src.Env, src.EnvError = drivers.Missing, s.EnvError
+	}
+	if s.GPSError != "" {
+		src.GPS, src.GPSError = drivers.Missing, s.GPSError
+	}
+	return src
 }
 
 // Message is a body ready to send with its properties.
@@ -83,21 +106,24 @@ type Message struct {
 // so a resend after a crash carries the same id and the cloud can drop it.
 // threshold is the temperature in °C above which temperatureAlert is "true".
 func Build(deviceID string, s Sample, threshold float64) (Message, error) {
-	if math.IsNaN(s.Env.TemperatureC) || math.IsInf(s.Env.TemperatureC, 0) {
+	env := s.EnvError == ""
+	if env && (math.IsNaN(s.Env.TemperatureC) || math.IsInf(s.Env.TemperatureC, 0)) {
 		return Message{}, fmt.Errorf("telemetry: temperature is %v", s.Env.TemperatureC)
 	}
 	b := Body{
-		Temperature: round(s.Env.TemperatureC, 2),
-		Pressure:    round(s.Env.PressureHPa, 2),
-		Timestamp:   s.Time.UTC().Format(time.RFC3339Nano),
-		Seq:         s.Seq,
-		Source:      Sources{Env: s.Env.Source, GPS: s.GPSSource},
+		Timestamp: s.Time.UTC().Format(time.RFC3339Nano),
+		Seq:       s.Seq,
+		Source:    SourcesOf(s),
 	}
-	if s.Env.HumidityRH != nil {
-		h := round(*s.Env.HumidityRH, 2)
-		b.Humidity = &h
+	if env {
+		t, p := round(s.Env.TemperatureC, 2), round(s.Env.PressureHPa, 2)
+		b.Temperature, b.Pressure = &t, &p
+		if s.Env.HumidityRH != nil {
+			h := round(*s.Env.HumidityRH, 2)
+			b.Humidity = &h
+		}
 	}
-	if p := s.Position; p != nil {
+	if p := s.Position; p != nil && s.GPSError == "" {
 		lat, lon := round(p.Latitude, 6), round(p.Longitude, 6)
 		b.Latitude, b.Longitude = &lat, &lon
 		b.FixQuality, b.Satellites = p.Quality, p.Satellites
@@ -107,7 +133,8 @@ func Build(deviceID string, s Sample, threshold float64) (Message, error) {
 	if err != nil {
 		return Message{}, fmt.Errorf("telemetry: encode: %w", err)
 	}
-	alert := s.Env.TemperatureC > threshold
+	// Without a temperature there is nothing to alert on.
+	alert := env && s.Env.TemperatureC > threshold
 	return Message{
 		ID:         deviceID + "-" + strconv.FormatUint(s.Seq, 10),
 		Seq:        s.Seq,

@@ -42,6 +42,19 @@ func TestBuildGolden(t *testing.T) {
 			alert: true,
 		},
 		{
+			name: "env_missing",
+			sample: Sample{Seq: 9, Time: sampleTime,
+				EnvError:  `env sensor: no I2C bus "1": /dev/i2c-1 does not exist`,
+				Position:  &Position{Latitude: 51.9225, Longitude: 4.47917, Quality: 1, Satellites: 9, Source: drivers.Hardware},
+				GPSSource: drivers.Hardware},
+		},
+		{
+			name: "gps_missing",
+			sample: Sample{Seq: 10, Time: sampleTime,
+				Env:       drivers.Env{TemperatureC: 4.1, PressureHPa: 1013.2, HumidityRH: ptr(91), Source: drivers.Hardware, Chip: "BME280"},
+				GPSSource: drivers.Hardware, GPSError: "open serial port /dev/serial0 at 9600 baud: no such file or directory"},
+		},
+		{
 			name: "simulated",
 			sample: Sample{Seq: 1, Time: sampleTime.In(time.FixedZone("CET", 3600)),
 				Env:       drivers.Env{TemperatureC: 3.9, PressureHPa: 1015, HumidityRH: ptr(88), Source: drivers.Simulated, Chip: "simulated-reefer"},

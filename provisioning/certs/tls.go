@@ -39,11 +39,11 @@ func ServerRoots(caFile string) (*x509.CertPool, error) {
 	}
 	data, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("server CA file: %w", err)
+		return nil, fmt.Errorf("server CA file: %w; %s", err, caFileFix)
 	}
 	certs, err := ParsePEMCerts(data)
 	if err != nil {
-		return nil, fmt.Errorf("server CA file %s: %w", caFile, err)
+		return nil, fmt.Errorf("server CA file %s is not usable: %w; %s", caFile, err, caFileFix)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range certs {
@@ -51,6 +51,11 @@ func ServerRoots(caFile string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// caFileFix is what to do about an unusable caFile.
+const caFileFix = "caFile must hold the PEM certificate(s) (-----BEGIN CERTIFICATE-----) of the CA that signs " +
+	"the DPS and IoT Hub server certificates: copy the right file there, or remove caFile from the config " +
+	"to trust the built-in Azure roots"
 
 func embeddedRoots() ([]*x509.Certificate, error) {
 	files, err := fs.Glob(rootsFS, "roots/*.pem")

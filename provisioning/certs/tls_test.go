@@ -102,8 +102,10 @@ func TestServerRootsFileReplaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{empty, filepath.Join(dir, "missing.pem")} {
-		if _, err := ServerRoots(f); err == nil || !strings.Contains(err.Error(), "server CA file") {
-			t.Errorf("ServerRoots(%s) = %v; want an error about the server CA file", f, err)
+		// The error says what to do, not only what is wrong.
+		if _, err := ServerRoots(f); err == nil || !strings.Contains(err.Error(), "server CA file") ||
+			!strings.Contains(err.Error(), "copy the right file there, or remove caFile from the config to trust the built-in Azure roots") {
+			t.Errorf("ServerRoots(%s) = %v; want an error about the server CA file saying what to do", f, err)
 		}
 	}
 }

@@ -299,9 +299,10 @@ func (s *Sensor) Reads() int {
 
 // Positioner is an agent.Positioner with a settable fix.
 type Positioner struct {
-	mu  sync.Mutex
-	pos *telemetry.Position
-	src drivers.Source
+	mu      sync.Mutex
+	pos     *telemetry.Position
+	src     drivers.Source
+	problem string
 }
 
 var _ agent.Positioner = (*Positioner)(nil)
@@ -324,6 +325,20 @@ func (p *Positioner) Source() drivers.Source {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.src
+}
+
+// Problem returns what SetProblem set.
+func (p *Positioner) Problem() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.problem
+}
+
+// SetProblem makes the receiver missing, with reason s ("" brings it back).
+func (p *Positioner) SetProblem(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.problem = s
 }
 
 // SetFix sets the fix; nil clears it.

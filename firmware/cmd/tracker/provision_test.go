@@ -171,7 +171,7 @@ func TestProvisionIdentityErrors(t *testing.T) {
 				}
 				return []string{"--ca", ca}
 			},
-			wantErr: []string{"ca.pem", "no CERTIFICATE PEM block"},
+			wantErr: []string{"ca.pem", "no CERTIFICATE PEM block", "remove caFile from the config"},
 		},
 	}
 	for _, tt := range tests {
