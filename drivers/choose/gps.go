@@ -47,21 +47,7 @@ type GPSConfig struct {
 // The probed port is handed to the receiver open, so a hardware receiver
 // holds the port until Run is called and ends.
 func GPS(ctx context.Context, cfg GPSConfig, log *slog.Logger) (*gps.Receiver, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Port == "" {
-		cfg.Port = DefaultGPSPort
-	}
-	if cfg.Baud <= 0 {
-		cfg.Baud = gps.DefaultBaud
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.ProbeTimeout <= 0 {
-		cfg.ProbeTimeout = DefaultGPSProbeTimeout
-	}
+	cfg, log = cfg.withDefaults(log)
 	switch cfg.Mode {
 	case drivers.SimulatedOnly:
 		return simulatedGPS(cfg, log), nil
@@ -102,6 +88,11 @@ func hardwareGPS(ctx context.Context, cfg GPSConfig, log *slog.Logger) (*gps.Rec
 // it up when it appears (its Stats say whether the port is open and what
 // went wrong).
 func HardwareGPS(cfg GPSConfig, log *slog.Logger) *gps.Receiver {
+	cfg, log = cfg.withDefaults(log)
+	return hardwareReceiver(cfg, nil, log)
+}
+
+func (cfg GPSConfig) withDefaults(log *slog.Logger) (GPSConfig, *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -114,7 +105,10 @@ func HardwareGPS(cfg GPSConfig, log *slog.Logger) *gps.Receiver {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return hardwareReceiver(cfg, nil, log)
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultGPSProbeTimeout
+	}
+	return cfg, log
 }
 
 // hardwareReceiver reads the port, starting with first when it is already
