@@ -224,8 +224,8 @@ func New(cfg Config) (*Agent, error) {
 		connReporter:    make(chan struct{}, 1),
 		sendNow:         make(chan sendNowReq),
 		st: state{
-			interval:  cfg.TelemetryDelay,
-			threshold: threshold,
+			interval:   cfg.TelemetryDelay,
+			threshold:  threshold,
 			envSources: telemetry.Sources{Env: cfg.EnvSource},
 		},
 	}, nil
