@@ -28,6 +28,13 @@ import (
 )
 
 func main() {
+	if os.Getenv(childEnv) == "1" {
+		if err := emulatorChild(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "fleet emulator:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
@@ -50,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.MaxWait, "max-wait", 0, "dps MaxWait (default the client's 5m)")
 	fs.DurationVar(&o.Outage, "outage", 0, "keep DPS down this long after the devices start (connections refused)")
 	fs.BoolVar(&o.Telemetry, "telemetry", true, "after assignment connect to the hub, send one message, stay connected")
+	fs.DurationVar(&o.Ramp, "ramp", 0, "start the devices evenly over this long instead of at once")
+	fs.BoolVar(&o.Separate, "separate", false, "run the emulator in its own process (its RSS and fds are then its own; about one fd per device each)")
+	fs.StringVar(&o.EmulatorCPUProfile, "emulator-cpuprofile", "", "with -separate: write the emulator's CPU profile to this file")
+	fs.StringVar(&o.EmulatorMemProfile, "emulator-memprofile", "", "with -separate: write the emulator's heap profile at the end to this file")
 	asJSON := fs.Bool("json", false, "print the report(s) as JSON")
 	verbose := fs.Bool("v", false, "emulator log on stderr")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up on the whole run after this long")
@@ -67,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	o.Progress = stderr
 	fdlimit.Raise(slog.New(slog.NewTextHandler(stderr, nil))) // two sockets per device in one process
-	if lim, need := fdLimit(), FDsNeeded(*devices, o.Telemetry); lim != 0 && lim < need {
+	if lim, need := fdLimit(), FDsNeeded(*devices, o.Telemetry, o.Separate); lim != 0 && lim < need {
 		return fmt.Errorf("%d devices need about %d file descriptors, limit is %d: raise ulimit -Hn, use -telemetry=false or fewer -devices", *devices, need, lim)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -108,6 +119,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// loadAverage is the first three fields of /proc/loadavg ("?" elsewhere):
+// how busy the machine was, which the figures depend on.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func printReport(w io.Writer, r *Report, certs time.Duration) {
 	ms := func(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
 	jit := "full jitter"
@@ -123,7 +148,11 @@ func printReport(w io.Writer, r *Report, certs time.Duration) {
 	for k, v := range r.Failures {
 		fmt.Fprintf(w, ", %s %d", k, v)
 	}
+	if r.Ramp > 0 {
+		fmt.Fprintf(w, ", starts spread over %s", r.Ramp)
+	}
 	fmt.Fprintf(w, "\n  wall %s; time to assigned p50 %s p90 %s p99 %s max %s\n", ms(r.Wall), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max))
+	fmt.Fprintf(w, "  registration latency (own start to assigned) p50 %s p99 %s\n", ms(r.LatencyP50), ms(r.LatencyP99))
 	fmt.Fprintf(w, "  DPS connections %d (max %d per device), responses 202:%d 200:%d 429:%d",
 		r.Attempts, r.MaxDeviceAttempts, r.Responses[202], r.Responses[200], r.Responses[429])
 	for st, c := range r.Responses {
@@ -133,8 +162,13 @@ func printReport(w io.Writer, r *Report, certs time.Duration) {
 	}
 	fmt.Fprintf(w, "\n  peak DPS connects in one second %d; connects per second: %s\n", r.PeakConnectsPerSec, sparse(r.ConnectsPerSec))
 	fmt.Fprintf(w, "  telemetry recorded %d, failed %d\n", r.Telemetry, r.TelemetryFailed)
-	fmt.Fprintf(w, "  peak goroutines %d, heap %.1f MiB, fds %d (limit %d), emulator connections %d\n",
-		r.Peaks.Goroutines, float64(r.Peaks.HeapBytes)/(1<<20), r.Peaks.FDs, r.FDLimit, r.Peaks.EmulatorConns)
+	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
+	fmt.Fprintf(w, "  peak goroutines %d, heap %.1f MiB, RSS %.0f MiB, fds %d (limit %d), emulator connections %d\n",
+		r.Peaks.Goroutines, mib(r.Peaks.HeapBytes), mib(r.Peaks.RSS), r.Peaks.FDs, r.FDLimit, r.Peaks.EmulatorConns)
+	if r.Peaks.EmulatorRSS > 0 {
+		fmt.Fprintf(w, "  emulator process: peak RSS %.0f MiB, fds %d, CPU %s\n", mib(r.Peaks.EmulatorRSS), r.Peaks.EmulatorFDs, ms(r.EmulatorCPU))
+	}
+	fmt.Fprintf(w, "  CPU of this process %s (load average at the end %s)\n", ms(r.CPU), loadAverage())
 	fmt.Fprintf(w, "  certificates issued in %s\n", ms(certs))
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "  first error: %s\n", r.FirstError)

@@ -361,3 +361,54 @@ func TestProgressLines(t *testing.T) {
 		}
 	}
 }
+
+// TestMain lets the test binary be the emulator process of a -separate
+// run, as the command is.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		if err := emulatorChild(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "fleet emulator:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestRunSeparateProcess(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	r, err := Run(t.Context(), testFleet(t, n), Options{RegistrationsPerMinute: 1000, Telemetry: true, Sleep: instant, Separate: true})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if r.Assigned != n || r.Telemetry != n || r.Responses[200] != n {
+		t.Fatalf("assigned %d, telemetry %d, 200s %d (%s); want %d each", r.Assigned, r.Telemetry, r.Responses[200], r.FirstError, n)
+	}
+	if _, err := os.Stat("/proc/self/status"); err == nil && (r.Peaks.EmulatorRSS == 0 || r.Peaks.EmulatorFDs < 1 || r.Peaks.EmulatorConns < 1) {
+		t.Errorf("emulator process peaks = %+v; want its RSS, fds and connections", r.Peaks)
+	}
+	if r.EmulatorCPU <= 0 || r.CPU <= 0 {
+		t.Errorf("CPU %s, emulator CPU %s; want both measured", r.CPU, r.EmulatorCPU)
+	}
+	if _, err := Run(t.Context(), testFleet(t, 1), Options{Separate: true, Outage: time.Second}); err == nil {
+		t.Error("Run with Separate and Outage succeeded; want an error")
+	}
+}
+
+// With a ramp the last device starts about Ramp after the first, and
+// latency counts from each device's own start.
+func TestRunRamp(t *testing.T) {
+	t.Parallel()
+	const n, ramp = 5, 400 * time.Millisecond
+	r, err := Run(t.Context(), testFleet(t, n), Options{RegistrationsPerMinute: 1000, Sleep: instant, Ramp: ramp})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if r.Assigned != n {
+		t.Fatalf("assigned %d (%s); want %d", r.Assigned, r.FirstError, n)
+	}
+	if last := ramp * (n - 1) / n; r.Max < last || r.LatencyP99 >= r.Max || r.LatencyP50 <= 0 {
+		t.Errorf("max %s, latency p50 %s p99 %s; want max >= %s and latency below it", r.Max, r.LatencyP50, r.LatencyP99, last)
+	}
+}

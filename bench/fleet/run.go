@@ -55,6 +55,21 @@ type Options struct {
 	// one that returns at once.
 	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger // emulator log (default: discard)
+	// Separate runs the emulator in a child process (this program
+	// re-executed), so the emulator's memory and file descriptors are its
+	// own: Report.Peaks.EmulatorRSS is its peak RSS, and each process
+	// needs about one descriptor per device instead of two. Not with
+	// Outage.
+	Separate bool
+	// EmulatorCPUProfile and EmulatorMemProfile, with Separate, are files
+	// for the emulator process's CPU profile over the run and heap
+	// profile at its end (go tool pprof).
+	EmulatorCPUProfile, EmulatorMemProfile string
+	// Ramp spreads the devices' first attempts evenly over this long
+	// instead of one instant (device i starts at i·Ramp/N): a fleet
+	// powered on over a minute, not a stampede. Latency is then counted
+	// from each device's own start.
+	Ramp time.Duration
 	// Progress, when set, gets one line about every second while the
 	// devices run: DPS connects, assigned, hub-connected and failed so
 	// far, with the rates over the last second.
@@ -67,7 +82,9 @@ type Report struct {
 	RatePerMinute int  `json:"registrationsPerMinute"`
 	Jitter        bool `json:"jitter"`
 	// Outage is Options.Outage.
-	Outage   time.Duration `json:"outageNs,omitempty"`
+	Outage time.Duration `json:"outageNs,omitempty"`
+	// Ramp is Options.Ramp.
+	Ramp     time.Duration `json:"rampNs,omitempty"`
 	Assigned int           `json:"assigned"`
 	Failed   int           `json:"failed"`
 	// Failures counts failed devices by the dps sentinel they wrapped.
@@ -78,6 +95,13 @@ type Report struct {
 	Wall time.Duration `json:"wallNs"`
 	// Time to assigned over assigned devices, from the common start.
 	P50, P90, P99, Max time.Duration
+	// Registration latency: from a device's own start (see Ramp) to
+	// assigned, over assigned devices.
+	LatencyP50, LatencyP99 time.Duration
+	// CPU is the user+system CPU this process used during the run, and
+	// EmulatorCPU that of the emulator process (with Separate; 0 in
+	// process, where CPU covers both).
+	CPU, EmulatorCPU time.Duration
 	// Attempts is the number of MQTT connections to DPS, one per try.
 	Attempts          int `json:"attempts"`
 	MaxDeviceAttempts int `json:"maxDeviceAttempts"`
@@ -97,16 +121,20 @@ type Report struct {
 }
 
 // FDsNeeded estimates the file descriptors a run of n devices needs in
-// this one process, where every connection costs two (client and server
-// end): the opening burst holds all n DPS connections at once, and with
-// telemetry the hub connections that stay open overlap the last DPS ones
-// (measured peak about 2n; 3n leaves room).
-func FDsNeeded(n int, telemetry bool) uint64 {
-	per := uint64(2)
+// this process. In one process every connection costs two (client and
+// server end): the opening burst holds all n DPS connections at once, and
+// with telemetry the hub connections that stay open overlap the last DPS
+// ones (measured peak about 2n; 3n leaves room). With the emulator in its
+// own process each side holds one end: n, half again with telemetry.
+func FDsNeeded(n int, telemetry, separate bool) uint64 {
+	per := uint64(4) // halves
 	if telemetry {
-		per = 3
+		per = 6
 	}
-	return per*uint64(n) + 256
+	if separate {
+		per /= 2
+	}
+	return per*uint64(n)/2 + 256
 }
 
 // fdLimit is RLIMIT_NOFILE's soft limit; Go raises it to the hard limit
@@ -185,6 +213,7 @@ func responseStatus(topic string) int {
 type outcome struct {
 	assigned bool
 	done     time.Duration // assigned (or failed) since start
+	latency  time.Duration // assigned (or failed) since the device's own start
 	finished time.Duration // telemetry acked, or = done
 	attempts int
 	err      error
@@ -206,8 +235,11 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	if rate <= 0 {
 		rate = max(1, n/2)
 	}
+	if o.Separate && o.Outage > 0 {
+		return nil, errors.New("an outage needs the emulator in process (no -separate)")
+	}
 	lim := fdLimit()
-	if need := FDsNeeded(n, o.Telemetry); lim != 0 && lim < need {
+	if need := FDsNeeded(n, o.Telemetry, o.Separate); lim != 0 && lim < need {
 		return nil, fmt.Errorf("%d devices need about %d file descriptors in one process, limit is %d: "+
 			"raise the hard limit (ulimit -Hn / LimitNOFILE), run without telemetry, or use fewer devices", n, need, lim)
 	}
@@ -228,22 +260,38 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 		DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPSAddr: "-", NoSync: true, Logger: logger,
 		RegistrationsPerMinute: rate, RetryAfter: pollRA,
 	}
-	e, err := startEmulator(ctx, ecfg)
+	var (
+		e         *emulator.Emulator // in process
+		proc      *emulatorProcess   // or separate
+		info      emulator.Info
+		clientTLS func(tls.Certificate) *tls.Config
+	)
+	if o.Separate {
+		proc, err = startEmulatorProcess(ctx, dir, rate, pollRA, f.Root.Cert, o)
+		if err != nil {
+			return nil, err
+		}
+		defer proc.close()
+		info, clientTLS = proc.info, proc.clientTLS
+	} else {
+		e, err = startEmulator(ctx, ecfg)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { e.Close() }()
+		if _, err := e.EnrollGroup(groupID, f.Root.Cert, nil); err != nil {
+			return nil, fmt.Errorf("enroll group: %w", err)
+		}
+		info, clientTLS = e.Info(), e.ClientTLSConfig
+	}
+	ports, err := emulatorPorts(info)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { e.Close() }()
-	if _, err := e.EnrollGroup("fleet-bench", f.Root.Cert, nil); err != nil {
-		return nil, fmt.Errorf("enroll group: %w", err)
-	}
-	ports, err := emulatorPorts(e.Info())
-	if err != nil {
-		return nil, err
-	}
-	endpoint, scope := e.DPSEndpoint(), e.IDScope()
+	endpoint, scope := info.DPS.DeviceEndpoint, info.DPS.IDScope
 	tlsCfgs := make([]*tls.Config, n)
 	for i := range n {
-		tlsCfgs[i] = e.ClientTLSConfig(f.Certs[i])
+		tlsCfgs[i] = clientTLS(f.Certs[i])
 	}
 	if o.Outage > 0 {
 		// Same DataDir, so the restart keeps ports, CA, ID scope and
@@ -292,9 +340,19 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 			}
 			ready.Done()
 			<-begin
+			if o.Ramp > 0 {
+				t := time.NewTimer(o.Ramp * time.Duration(i) / time.Duration(n))
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
+			own := time.Since(st.start)
 			res, err := dps.Register(ctx, cfg)
 			oc := &out[i]
 			oc.done = time.Since(st.start)
+			oc.latency = oc.done - own
 			oc.finished = oc.done
 			oc.attempts = attempts
 			if err != nil {
@@ -311,7 +369,12 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 		}(i)
 	}
 	ready.Wait()
-	smp := startSampler(ports, 100*time.Millisecond)
+	emuPID := 0
+	if proc != nil {
+		emuPID = proc.pid()
+	}
+	smp := startSampler(ports, emuPID, 100*time.Millisecond)
+	cpu0 := processCPU()
 	st.start = time.Now()
 	stopCh, progressDone := make(chan struct{}), make(chan struct{})
 	stopProgress := func() { close(stopCh); <-progressDone } // no write after Run returns
@@ -340,12 +403,13 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	}
 	wg.Wait()
 	wall := time.Since(st.start)
+	cpu := processCPU() - cpu0
 	stopProgress()
 	pk := smp.Stop()
 
-	r := &Report{Devices: n, RatePerMinute: rate, Jitter: !o.NoJitter, Outage: o.Outage, Wall: wall, Failures: map[string]int{},
-		Responses: st.responses, Throttled: st.responses[429], Attempts: len(st.connects), Peaks: pk, FDLimit: lim}
-	var times []time.Duration
+	r := &Report{Devices: n, RatePerMinute: rate, Jitter: !o.NoJitter, Outage: o.Outage, Ramp: o.Ramp, Wall: wall, Failures: map[string]int{},
+		Responses: st.responses, Throttled: st.responses[429], Attempts: len(st.connects), Peaks: pk, FDLimit: lim, CPU: cpu}
+	var times, lat []time.Duration
 	for i := range out {
 		oc := &out[i]
 		r.MaxDeviceAttempts = max(r.MaxDeviceAttempts, oc.attempts)
@@ -359,6 +423,7 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 		}
 		r.Assigned++
 		times = append(times, oc.done)
+		lat = append(lat, oc.latency)
 		if o.Telemetry {
 			if oc.telErr != nil {
 				r.TelemetryFailed++
@@ -366,18 +431,38 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 					r.FirstError = oc.telErr.Error()
 				}
 			}
-			r.Telemetry += len(e.Telemetry(oc.hub, f.IDs[i]))
+			switch {
+			case e != nil:
+				r.Telemetry += len(e.Telemetry(oc.hub, f.IDs[i]))
+			case oc.telErr == nil && oc.client != nil:
+				r.Telemetry++ // acknowledged, so recorded (PUBACK follows the record)
+			}
 		}
 	}
 	slices.Sort(times)
+	slices.Sort(lat)
 	r.P50, r.P90, r.P99 = percentile(times, 50), percentile(times, 90), percentile(times, 99)
+	r.LatencyP50, r.LatencyP99 = percentile(lat, 50), percentile(lat, 99)
 	if len(times) > 0 {
 		r.Max = times[len(times)-1]
 	}
 	r.ConnectsPerSec = perSecond(st.connects)
 	r.PeakConnectsPerSec = slices.Max(append([]int{0}, r.ConnectsPerSec...))
 	closeAll(out)
+	if proc != nil {
+		_ = proc.close() // its CPU is known once it has exited
+		r.EmulatorCPU = proc.cpu()
+	}
 	return r, nil
+}
+
+// processCPU is the user+system CPU this process has used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // sendOne connects device res to its hub, calls connected, sends one

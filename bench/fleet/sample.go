@@ -19,20 +19,27 @@ type peaks struct {
 	// MQTT listeners held at once (DPS and hubs), counted on the server
 	// side in /proc/net/tcp; -1 if unknown (not Linux).
 	EmulatorConns int
+	// RSS is this process's peak resident set (VmHWM).
+	RSS uint64
+	// EmulatorRSS and EmulatorFDs are the emulator process's peak
+	// resident set (VmHWM) and open descriptors, with Options.Separate.
+	EmulatorRSS uint64
+	EmulatorFDs int
 }
 
 // sampler polls process and socket figures every interval until stopped.
 // runtime/metrics is read instead of ReadMemStats, which stops the world.
 type sampler struct {
 	ports map[uint16]bool
+	pid   int // the emulator process, or 0 when in process
 	stop  chan struct{}
 	done  chan struct{}
 	mu    sync.Mutex
 	p     peaks
 }
 
-func startSampler(ports []uint16, every time.Duration) *sampler {
-	s := &sampler{ports: map[uint16]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+func startSampler(ports []uint16, pid int, every time.Duration) *sampler {
+	s := &sampler{ports: map[uint16]bool{}, pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
 	for _, p := range ports {
 		s.ports[p] = true
 	}
@@ -71,8 +78,14 @@ func (s *sampler) sample() {
 		ms[i].Name = n
 	}
 	metrics.Read(ms)
-	fds := countFDs()
+	fds := countFDs("self")
 	conns := s.countConns()
+	rss := procStatus(os.Getpid(), "VmHWM")
+	var emuRSS uint64
+	emuFDs := 0
+	if s.pid > 0 {
+		emuRSS, emuFDs = procStatus(s.pid, "VmHWM"), countFDs(strconv.Itoa(s.pid))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ms[0].Value.Kind() == metrics.KindUint64 {
@@ -82,11 +95,15 @@ func (s *sampler) sample() {
 		s.p.HeapBytes = max(s.p.HeapBytes, ms[1].Value.Uint64())
 	}
 	s.p.FDs = max(s.p.FDs, fds)
+	s.p.RSS = max(s.p.RSS, rss)
+	s.p.EmulatorRSS = max(s.p.EmulatorRSS, emuRSS)
+	s.p.EmulatorFDs = max(s.p.EmulatorFDs, emuFDs)
 	s.p.EmulatorConns = max(s.p.EmulatorConns, conns)
 }
 
-func countFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
+// countFDs counts the open descriptors of process pid ("self" or a number).
+func countFDs(pid string) int {
+	ents, err := os.ReadDir("/proc/" + pid + "/fd")
 	if err != nil {
 		return -1
 	}
