@@ -44,8 +44,9 @@ func Example() {
 		time.Sleep(time.Millisecond)
 	}
 
-	// The enrollment's initial twin, as the hub returns it on a GET.
-	if err := a.ApplyDesired(2, map[string]any{"telemetryDelay": "1", "$version": 2}); err != nil {
+	// The enrollment's initial twin (version 2), as the hub client hands
+	// it over: the properties without the protocol's $version.
+	if err := a.ApplyDesired(2, json.RawMessage(`{"telemetryDelay":"1"}`)); err != nil {
 		fmt.Println(err)
 	}
 	a.SetConnected(true)

@@ -29,8 +29,30 @@ const (
 	PropLastProvisioned  = "lastProvisioned" // RFC 3339 UTC, null before the first
 )
 
-// ApplyDesired applies a desired-properties patch or the desired section of
-// a full twin GET (spec B.5), with the $version it carried.
+// desired is the desired properties the agent obeys (spec B.5), decoded
+// from a patch or from the twin's desired section. Other properties are
+// ignored.
+type desired struct {
+	TelemetryDelay setting `json:"telemetryDelay"`
+	AlertThreshold setting `json:"temperatureAlertThreshold"`
+}
+
+// setting is one desired property: absent from a patch (unchanged), null
+// (deleted: the configured value returns) or a value, kept as JSON decoded
+// it and judged when applied.
+type setting struct {
+	Present bool
+	Value   any // nil for null
+}
+
+// UnmarshalJSON records that the property is present, and its value.
+func (s *setting) UnmarshalJSON(b []byte) error {
+	s.Present = true
+	return json.Unmarshal(b, &s.Value)
+}
+
+// ApplyDesired applies a desired-properties patch (spec B.5): the JSON
+// object the hub sent, without its $version, which is version.
 //
 //   - A version older than one already applied is ignored: spec B.5 drops
 //     notifications older than the GET's version; an equal one is applied
@@ -44,7 +66,44 @@ const (
 //     ErrBadDesired for each one.
 //
 // The applied values are reported back through the Reporter.
-func (a *Agent) ApplyDesired(version int64, desired map[string]any) error {
+func (a *Agent) ApplyDesired(version int64, props json.RawMessage) error {
+	d, err := decodeDesired(version, props)
+	if err != nil {
+		return err
+	}
+	return a.apply(version, d)
+}
+
+// ApplyTwin applies the desired section of a full twin read (the GET after
+// every connect, spec B.5). Unlike a patch it is authoritative whatever its
+// $version: a device identity that DPS re-created after a deletion starts
+// its versions again, and its initial twin must not be ignored as stale.
+// A property the section lacks is treated as deleted (null): the configured
+// value returns. Call it from the goroutine that delivers desired updates,
+// so that no patch of the same connection overtakes it.
+func (a *Agent) ApplyTwin(version int64, props json.RawMessage) error {
+	d, err := decodeDesired(version, props)
+	if err != nil {
+		return err
+	}
+	d.TelemetryDelay.Present, d.AlertThreshold.Present = true, true
+	a.mu.Lock()
+	a.st.desiredVersion = 0
+	a.mu.Unlock()
+	return a.apply(version, d)
+}
+
+// decodeDesired decodes props; one that is not a JSON object is rejected
+// whole, and nothing changes.
+func decodeDesired(version int64, props json.RawMessage) (desired, error) {
+	var d desired
+	if err := json.Unmarshal(props, &d); err != nil {
+		return desired{}, fmt.Errorf("%w: version %d: %w", ErrBadDesired, version, err)
+	}
+	return d, nil
+}
+
+func (a *Agent) apply(version int64, d desired) error {
 	a.mu.Lock()
 	if version > 0 && version < a.st.desiredVersion {
 		cur := a.st.desiredVersion
@@ -54,26 +113,18 @@ func (a *Agent) ApplyDesired(version int64, desired map[string]any) error {
 	}
 	var errs []error
 	oldInterval := a.st.interval
-	for _, key := range []string{PropTelemetryDelay, PropAlertThreshold} {
-		v, ok := desired[key]
-		if !ok {
-			continue
+	if d.TelemetryDelay.Present {
+		if v, err := parseDelay(d.TelemetryDelay.Value, a.cfg.TelemetryDelay); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.st.interval = v
 		}
-		switch key {
-		case PropTelemetryDelay:
-			d, err := parseDelay(v, a.cfg.TelemetryDelay)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			a.st.interval = d
-		case PropAlertThreshold:
-			t, err := parseThreshold(v, *a.cfg.AlertThreshold)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			a.st.threshold = t
+	}
+	if d.AlertThreshold.Present {
+		if v, err := parseThreshold(d.AlertThreshold.Value, *a.cfg.AlertThreshold); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.st.threshold = v
 		}
 	}
 	if version > a.st.desiredVersion {
@@ -97,29 +148,6 @@ func (a *Agent) ApplyDesired(version int64, desired map[string]any) error {
 		a.log.Warn("desired properties rejected", "version", version, "err", err)
 	}
 	return err
-}
-
-// ApplyTwin applies the desired section of a full twin read (the GET after
-// every connect, spec B.5). Unlike a patch it is authoritative whatever its
-// $version: a device identity that DPS re-created after a deletion starts
-// its versions again, and its initial twin must not be ignored as stale.
-// A property the section lacks is treated as deleted (null): the configured
-// value returns. Call it from the goroutine that delivers desired updates,
-// so that no patch of the same connection overtakes it.
-func (a *Agent) ApplyTwin(version int64, desired map[string]any) error {
-	full := make(map[string]any, len(desired)+2)
-	for k, v := range desired {
-		full[k] = v
-	}
-	for _, key := range []string{PropTelemetryDelay, PropAlertThreshold} {
-		if _, ok := full[key]; !ok {
-			full[key] = nil
-		}
-	}
-	a.mu.Lock()
-	a.st.desiredVersion = 0
-	a.mu.Unlock()
-	return a.ApplyDesired(version, full)
 }
 
 func parseDelay(v any, def time.Duration) (time.Duration, error) {
@@ -152,25 +180,13 @@ func parseThreshold(v any, def float64) (float64, error) {
 	return f, nil
 }
 
-// number accepts what a JSON decoder may produce for a number, and a
-// numeric string: operators type '{"telemetryDelay":"1"}' too.
+// number accepts a JSON number, and a numeric string: operators type
+// '{"telemetryDelay":"1"}' too.
 func number(v any) (float64, error) {
 	var f float64
 	switch x := v.(type) {
 	case float64:
 		f = x
-	case float32:
-		f = float64(x)
-	case int:
-		f = float64(x)
-	case int64:
-		f = float64(x)
-	case int32:
-		f = float64(x)
-	case uint64:
-		f = float64(x)
-	case json.Number:
-		return number(string(x))
 	case string:
 		var err error
 		f, err = strconv.ParseFloat(strings.TrimSpace(x), 64)

@@ -45,7 +45,7 @@ func TestDesiredDelayTakesEffectAtOnce(t *testing.T) {
 			r.a.SetConnected(true)
 			r.start()
 			r.clock.Advance(time.Minute) // mid-interval
-			if err := r.a.ApplyDesired(4, map[string]any{"telemetryDelay": tt.value, "$version": 4}); err != nil {
+			if err := r.a.ApplyDesired(4, props(t, map[string]any{"telemetryDelay": tt.value, "$version": 4})); err != nil {
 				t.Fatalf("ApplyDesired(%v) = %v; want nil", tt.value, err)
 			}
 			// The ticker is re-armed from now, not at the end of the old
@@ -96,7 +96,7 @@ func TestBadDesiredRejected(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t, nil)
-			err := r.a.ApplyDesired(2, tt.desired)
+			err := r.a.ApplyDesired(2, props(t, tt.desired))
 			if !errors.Is(err, agent.ErrBadDesired) || !strings.Contains(err.Error(), tt.keyword) {
 				t.Fatalf("ApplyDesired(%v) = %v; want ErrBadDesired mentioning %q", tt.desired, err, tt.keyword)
 			}
@@ -117,7 +117,7 @@ func TestBadDesiredReportedAndCleared(t *testing.T) {
 	r.a.SetConnected(true)
 	r.start()
 	// One good and one bad value: the good one applies.
-	err := r.a.ApplyDesired(3, map[string]any{"telemetryDelay": "abc", "temperatureAlertThreshold": 8})
+	err := r.a.ApplyDesired(3, props(t, map[string]any{"telemetryDelay": "abc", "temperatureAlertThreshold": 8}))
 	if !errors.Is(err, agent.ErrBadDesired) {
 		t.Fatalf("ApplyDesired = %v; want ErrBadDesired", err)
 	}
@@ -132,7 +132,7 @@ func TestBadDesiredReportedAndCleared(t *testing.T) {
 	r.clock.Advance(10 * time.Second)
 	r.waitPuts(2)
 
-	if err := r.a.ApplyDesired(4, map[string]any{"telemetryDelay": 2}); err != nil {
+	if err := r.a.ApplyDesired(4, props(t, map[string]any{"telemetryDelay": 2})); err != nil {
 		t.Fatalf("ApplyDesired(good) = %v", err)
 	}
 	rep = r.waitReported("a clean apply", func(p map[string]any) bool { return p["telemetryDelay"] == 2.0 })
@@ -144,17 +144,17 @@ func TestBadDesiredReportedAndCleared(t *testing.T) {
 func TestDesiredNullRestoresConfigAndStaleIgnored(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, nil)
-	if err := r.a.ApplyDesired(5, map[string]any{"telemetryDelay": 60, "temperatureAlertThreshold": 5}); err != nil {
+	if err := r.a.ApplyDesired(5, props(t, map[string]any{"telemetryDelay": 60, "temperatureAlertThreshold": 5})); err != nil {
 		t.Fatal(err)
 	}
 	// Spec B.5: an older version (a GET answered after a newer patch) is dropped.
-	if err := r.a.ApplyDesired(4, map[string]any{"telemetryDelay": 1}); err != nil {
+	if err := r.a.ApplyDesired(4, props(t, map[string]any{"telemetryDelay": 1})); err != nil {
 		t.Fatal(err)
 	}
 	if st := r.a.Status(); st.TelemetryDelay != 60 || st.DesiredVersion != 5 {
 		t.Errorf("after stale version 4: delay %v version %d; want 60, 5", st.TelemetryDelay, st.DesiredVersion)
 	}
-	if err := r.a.ApplyDesired(6, map[string]any{"telemetryDelay": nil, "temperatureAlertThreshold": nil}); err != nil {
+	if err := r.a.ApplyDesired(6, props(t, map[string]any{"telemetryDelay": nil, "temperatureAlertThreshold": nil})); err != nil {
 		t.Fatal(err)
 	}
 	if st := r.a.Status(); st.TelemetryDelay != 10 || st.AlertThreshold != telemetry.DefaultAlertThreshold {
@@ -189,7 +189,7 @@ func TestAlertPropertyFollowsThreshold(t *testing.T) {
 	}
 	for i, tt := range tests {
 		if tt.desired != nil {
-			if err := r.a.ApplyDesired(int64(i+1), map[string]any{"temperatureAlertThreshold": tt.desired}); err != nil {
+			if err := r.a.ApplyDesired(int64(i+1), props(t, map[string]any{"temperatureAlertThreshold": tt.desired})); err != nil {
 				t.Fatalf("ApplyDesired(%v) = %v", tt.desired, err)
 			}
 		}
@@ -296,12 +296,12 @@ func mustJSON(t *testing.T, v any) string {
 func TestApplyTwinIsAuthoritative(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, func(c *agent.Config) { c.TelemetryDelay = 20 * time.Second })
-	if err := r.a.ApplyDesired(7, map[string]any{"telemetryDelay": 5.0, "temperatureAlertThreshold": 8.0}); err != nil {
+	if err := r.a.ApplyDesired(7, props(t, map[string]any{"telemetryDelay": 5.0, "temperatureAlertThreshold": 8.0})); err != nil {
 		t.Fatal(err)
 	}
 	// A re-created identity restarts at a lower version; its full twin
 	// still applies, and what it lacks returns to the configured value.
-	if err := r.a.ApplyTwin(2, map[string]any{"telemetryDelay": "1", "$version": 2}); err != nil {
+	if err := r.a.ApplyTwin(2, props(t, map[string]any{"telemetryDelay": "1", "$version": 2})); err != nil {
 		t.Fatalf("ApplyTwin = %v; want nil", err)
 	}
 	st := r.a.Status()
@@ -310,16 +310,44 @@ func TestApplyTwinIsAuthoritative(t *testing.T) {
 			st.TelemetryDelay, st.AlertThreshold, st.DesiredVersion, telemetry.DefaultAlertThreshold)
 	}
 	// Patches after it are ordered against the twin's version again.
-	if err := r.a.ApplyDesired(1, map[string]any{"telemetryDelay": 9.0}); err != nil {
+	if err := r.a.ApplyDesired(1, props(t, map[string]any{"telemetryDelay": 9.0})); err != nil {
 		t.Fatal(err)
 	}
 	if st := r.a.Status(); st.TelemetryDelay != 1 {
 		t.Errorf("stale patch after ApplyTwin applied: delay %v; want 1", st.TelemetryDelay)
 	}
-	if err := r.a.ApplyTwin(3, map[string]any{}); err != nil {
+	if err := r.a.ApplyTwin(3, props(t, map[string]any{})); err != nil {
 		t.Fatal(err)
 	}
 	if st := r.a.Status(); st.TelemetryDelay != 20 {
 		t.Errorf("twin without telemetryDelay: delay %v; want the configured 20", st.TelemetryDelay)
+	}
+}
+
+// props is desired properties as the hub client hands them over: a JSON
+// object.
+func props(t *testing.T, m map[string]any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Desired properties that are not a JSON object are refused whole.
+func TestDesiredNotAnObject(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	for _, body := range []string{`[1]`, `"x"`, `{`} {
+		if err := r.a.ApplyDesired(2, json.RawMessage(body)); !errors.Is(err, agent.ErrBadDesired) {
+			t.Errorf("ApplyDesired(%s) = %v; want ErrBadDesired", body, err)
+		}
+	}
+	if st := r.a.Status(); st.TelemetryDelay != 10 || st.DesiredVersion != 0 {
+		t.Errorf("after refused bodies: delay %v, version %d; want 10, 0", st.TelemetryDelay, st.DesiredVersion)
+	}
+	if err := r.a.ApplyDesired(3, json.RawMessage(`null`)); err != nil {
+		t.Errorf("ApplyDesired(null) = %v; want nil (nothing to change)", err)
 	}
 }

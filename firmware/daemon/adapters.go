@@ -83,38 +83,18 @@ func (l hubLink) UpdateReported(ctx context.Context, patch map[string]any) error
 	return err
 }
 
-// desiredMap decodes a desired section or patch for the agent, without the
-// metadata members (spec B.5).
-func desiredMap(props json.RawMessage) (map[string]any, error) {
-	var m map[string]any
-	if err := json.Unmarshal(props, &m); err != nil {
-		return nil, fmt.Errorf("desired properties: %w", err)
-	}
-	if m == nil {
-		m = map[string]any{}
-	}
-	delete(m, "$version")
-	delete(m, "$metadata")
-	return m, nil
-}
-
 // onDesired hands the twin GET (authoritative, ApplyTwin) and desired
 // patches (ApplyDesired) to the agent. The hub client calls it from one
 // goroutine, in version order. Rejected values are logged and reported
 // by the agent; nothing here can crash the daemon.
 func (d *Daemon) onDesired(u iothub.Desired) {
-	m, err := desiredMap(u.Props)
-	if err != nil {
-		d.log.Warn("desired properties ignored", "version", u.Version, "err", err)
-		return
-	}
 	if u.Full {
 		d.log.Info("twin read", "desired_version", u.Version, "desired", string(u.Props))
-		_ = d.p.agent.ApplyTwin(u.Version, m)
+		_ = d.p.agent.ApplyTwin(u.Version, u.Props)
 		return
 	}
 	d.log.Info("desired properties changed", "version", u.Version, "patch", string(u.Props))
-	_ = d.p.agent.ApplyDesired(u.Version, m)
+	_ = d.p.agent.ApplyDesired(u.Version, u.Props)
 }
 
 // statusAnswer is what getStatus answers: the daemon's state plus the

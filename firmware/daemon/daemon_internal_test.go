@@ -75,26 +75,6 @@ func TestHubMessage(t *testing.T) {
 	}
 }
 
-func TestDesiredMap(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in      string
-		keys    int
-		wantErr bool
-	}{
-		{`{"telemetryDelay":3,"$version":4,"$metadata":{"x":1}}`, 1, false},
-		{`{"$version":1}`, 0, false},
-		{`null`, 0, false},
-		{`[1]`, 0, true},
-	}
-	for _, tt := range tests {
-		m, err := desiredMap([]byte(tt.in))
-		if (err != nil) != tt.wantErr || (err == nil && len(m) != tt.keys) {
-			t.Errorf("desiredMap(%s) = %v, %v; want %d keys, error %v", tt.in, m, err, tt.keys, tt.wantErr)
-		}
-	}
-}
-
 func TestSendNowAnswer(t *testing.T) {
 	t.Parallel()
 	m := agent.Queued{ID: "sensor-thl-001-7", Seq: 7}

@@ -836,6 +836,7 @@ func (c *Client) deliverDesired() {
 		case d := <-c.desiredCh:
 			c.log.Info("iothub desired properties", "version", d.Version, "full", d.Full)
 			if c.cfg.OnDesired != nil {
+				d.Props = properties(d.Props)
 				c.cfg.OnDesired(d)
 			}
 		case <-c.ctx.Done():

@@ -84,6 +84,9 @@ func TestConnectOptionsSubscriptionsAndTwin(t *testing.T) {
 	if !d.Full || d.Version != 12 || !strings.Contains(string(d.Props), `"telemetryDelay":1`) {
 		t.Errorf("first desired = %+v; want the full section at version 12", d)
 	}
+	if strings.Contains(string(d.Props), "$version") {
+		t.Errorf("desired properties %s carry the protocol's $version", d.Props)
+	}
 	if err := h.c.Connect(context.Background()); err == nil {
 		t.Error("second Connect = nil error")
 	}

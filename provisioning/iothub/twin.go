@@ -14,8 +14,8 @@ type Desired struct {
 	// every connect, or a resync); false for a patch, where null means the key
 	// was deleted (spec B.5).
 	Full bool
-	// Props is the JSON object as received; it includes "$version" (and may
-	// include "$metadata"), which callers should ignore.
+	// Props is the desired properties, a JSON object, without the
+	// protocol's "$version" (that is Version) and "$metadata" members.
 	Props json.RawMessage
 }
 
@@ -63,6 +63,23 @@ func sectionVersion(section []byte) (int64, error) {
 		return 0, errors.New("no $version")
 	}
 	return *v.Version, nil
+}
+
+// properties drops the protocol's members ("$version", "$metadata") from a
+// desired section or patch, leaving the properties alone (spec B.5). What
+// is not a JSON object is passed on as it is.
+func properties(section json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(section, &m); err != nil || m == nil {
+		return section
+	}
+	delete(m, "$version")
+	delete(m, "$metadata")
+	b, err := json.Marshal(m)
+	if err != nil {
+		return section
+	}
+	return b
 }
 
 // desiredSeq orders desired-property updates (spec B.5). paho delivers each

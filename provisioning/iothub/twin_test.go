@@ -85,6 +85,22 @@ func TestDesiredSeq(t *testing.T) {
 	}
 }
 
+func TestProperties(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{`{"telemetryDelay":3,"$version":4,"$metadata":{"x":1}}`, `{"telemetryDelay":3}`},
+		{`{"$version":1}`, `{}`},
+		{`{"a":null,"$version":2}`, `{"a":null}`},
+		{`null`, `null`},
+		{`[1]`, `[1]`},
+	}
+	for _, tt := range tests {
+		if got := string(properties(json.RawMessage(tt.in))); got != tt.want {
+			t.Errorf("properties(%s) = %s; want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestParseTwin(t *testing.T) {
 	t.Parallel()
 	body := `{"desired":{"telemetrySendFrequency":"5m","$version":12},"reported":{"batteryLevel":55,"$version":123}}`
