@@ -66,7 +66,36 @@ func writeSeqFloor(path string, n uint64) error {
 	num := strconv.FormatUint(n, 10)
 	data := fmt.Sprintf("%s %s %08x\n", seqFileMagic, num, crc32.ChecksumIEEE([]byte(num)))
 	if err := atomicfile.WriteFile(path, []byte(data), 0o600, true); err != nil {
+		if isNoSpace(err) && overwriteSeqFloor(path, data) == nil {
+			return nil
+		}
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// overwriteSeqFloor rewrites the existing file in place, within the block
+// it already has, for a full filesystem where the temp file cannot be
+// created. A torn write fails the CRC and Open falls back to the
+// database's own counter, which is exact as long as the database lives.
+func overwriteSeqFloor(path, data string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err == nil && int64(len(data)) < fi.Size() {
+		// Pad over the old content; the parser skips white space.
+		data = strings.TrimSuffix(data, "\n") + strings.Repeat(" ", int(fi.Size())-len(data)) + "\n"
+	}
+	if err == nil {
+		_, err = f.WriteAt([]byte(data), 0)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

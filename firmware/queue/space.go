@@ -17,8 +17,8 @@ import (
 // would resend the same batch for ever. The queue instead:
 //
 //   - keeps a reserve: a file of ReserveBytes next to the database,
-//     allocated at Open. The first write that fails for want of space gives
-//     it up, so the deletions below have room to commit.
+//     allocated at Open. The first deletion that fails for want of space
+//     gives it up, so the deletions have room to commit.
 //   - on a failed Append, deletes the acknowledged records and drops the
 //     oldest readings in a transaction of its own (pages a commit frees are
 //     reused by the next one, not by itself), then appends again, dropping
@@ -127,7 +127,6 @@ func (s *space) probe() {
 // appendNoSpace is Append after its transaction failed for want of space
 // (see the comment at the top of this file).
 func (q *Queue) appendNoSpace(build func(seq uint64) (Message, error), cause error) (Message, error) {
-	q.space.release()
 	need := q.lastSize
 	if need <= 0 {
 		need = 512
@@ -136,6 +135,9 @@ func (q *Queue) appendNoSpace(build func(seq uint64) (Message, error), cause err
 		live := q.bytes - q.ackedBytes
 		target := max(live-drop, 0)
 		n, err := q.trimLocked(target)
+		if isNoSpace(err) && q.space.release() {
+			n, err = q.trimLocked(target)
+		}
 		if err != nil && !isNoSpace(err) {
 			return Message{}, err
 		}
@@ -151,6 +153,10 @@ func (q *Queue) appendNoSpace(build func(seq uint64) (Message, error), cause err
 		if !isNoSpace(err) || live == 0 {
 			return Message{}, err
 		}
+		// Dropping frees pages inside the database, not on the
+		// filesystem: a write outside it (the sequence floor) needs the
+		// reserve.
+		q.space.release()
 	}
 }
 
