@@ -31,8 +31,10 @@ const (
 	DefaultClockPoll = time.Second
 )
 
-// sendBatch is how many messages the sender peeks at a time.
-const sendBatch = 16
+// sendBatch is how many messages the sender peeks at a time, all in
+// flight at once with a Pipeliner: enough to hide the round trip while a
+// backlog drains, few enough that a lost link leaves little in doubt.
+const sendBatch = 64
 
 // Errors callers act on.
 var (

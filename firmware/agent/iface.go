@@ -81,6 +81,17 @@ type Publisher interface {
 	Send(ctx context.Context, m Queued) error
 }
 
+// Pipeliner is a Publisher that can keep several messages in flight. The
+// sender uses it when the Publisher has it: a backlog then drains at the
+// link's throughput instead of one round trip per message.
+type Pipeliner interface {
+	// Publish hands m to the link without waiting for the hub; wait then
+	// returns nil only once the hub acknowledged m. Messages go out in the
+	// order of the Publish calls. An error from either means "not
+	// acknowledged, keep it".
+	Publish(ctx context.Context, m Queued) (wait func(context.Context) error, err error)
+}
+
 // Reporter patches the twin's reported properties (spec B.5).
 type Reporter interface {
 	UpdateReported(ctx context.Context, patch map[string]any) error

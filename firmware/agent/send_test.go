@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/agent/agenttest"
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/internal/syncbuf"
 )
 
 func TestOfflineThenDrainOldestFirst(t *testing.T) {
@@ -392,5 +395,95 @@ func TestAckFailureBacksOff(t *testing.T) {
 	eventually(t, "a resend", func() bool { return r.pub.Calls() >= 2 })
 	if sent := r.pub.Sent(); sent[0].ID != sent[1].ID {
 		t.Errorf("resent %q; want the same id %q", sent[1].ID, sent[0].ID)
+	}
+}
+
+// pipe is an agent.Pipeliner whose acknowledgements the test gives: it
+// shows how many messages the sender keeps in flight.
+type pipe struct {
+	*agenttest.Publisher // Send: unused while Publish exists
+	mu                   sync.Mutex
+	published            []uint64
+	acks                 map[uint64]chan error
+}
+
+func newPipe() *pipe {
+	return &pipe{Publisher: agenttest.NewPublisher(), acks: map[uint64]chan error{}}
+}
+
+func (p *pipe) Publish(_ context.Context, m agent.Queued) (func(context.Context) error, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ch := make(chan error, 1)
+	p.published = append(p.published, m.Seq)
+	p.acks[m.Seq] = ch
+	return func(ctx context.Context) error {
+		select {
+		case err := <-ch:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, nil
+}
+
+func (p *pipe) Published() []uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.published)
+}
+
+func (p *pipe) ack(seq uint64, err error) {
+	p.mu.Lock()
+	ch := p.acks[seq]
+	p.mu.Unlock()
+	ch <- err
+}
+
+// After an outage the backlog goes out as one batch with every message in
+// flight before the first acknowledgement; what the hub accepted leaves
+// the queue in one Ack, a failed one stays; one log line for the batch.
+func TestDrainPipelinesTheBatch(t *testing.T) {
+	t.Parallel()
+	p := newPipe()
+	var logs syncbuf.Buffer
+	r := newRig(t, func(c *agent.Config) {
+		c.Publisher = p
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.BackoffMin, c.BackoffMax = time.Hour, time.Hour
+	})
+	r.start()
+	for k := 2; k <= 6; k++ {
+		r.clock.Advance(10 * time.Second)
+		r.waitPuts(k)
+	}
+	r.a.SetConnected(true)
+	eventually(t, "all six in flight", func() bool { return len(p.Published()) == 6 })
+	if got := p.Published(); !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6}) {
+		t.Fatalf("published %v; want 1..6 in order", got)
+	}
+	for seq := uint64(1); seq <= 6; seq++ {
+		var err error
+		if seq == 4 {
+			err = agenttest.ErrFake
+		}
+		p.ack(seq, err)
+	}
+	eventually(t, "the batch acknowledged", func() bool { n, _ := r.q.Len(); return n == 1 })
+	if got := seqs(r.q.Messages()); !slices.Equal(got, []uint64{4}) {
+		t.Errorf("left queued %v; want [4], the one the hub did not acknowledge", got)
+	}
+	if n := r.q.Acks(); n != 1 {
+		t.Errorf("Ack calls = %d; want 1 for the batch", n)
+	}
+	if st := r.a.Status(); st.Sent != 5 || st.SendErrors != 1 {
+		t.Errorf("Status() sent %d, send errors %d; want 5, 1", st.Sent, st.SendErrors)
+	}
+	log := logs.String()
+	if n := strings.Count(log, "telemetry batch sent"); n != 1 || !strings.Contains(log, "sent=5 of=6 first_seq=1 last_seq=6") {
+		t.Errorf("log has %d batch lines; want one saying 5 of 6, seqs 1..6:\n%s", n, log)
+	}
+	if strings.Contains(log, "msg=\"telemetry sent\"") {
+		t.Errorf("a line per message while draining:\n%s", log)
 	}
 }

@@ -77,22 +77,56 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 	}
 }
 
-// sendBatch sends messages in order until one fails, the link drops or ctx
-// ends, and returns the seqs the hub accepted.
+// sendBatch publishes the batch in order with every message in flight at
+// once (when the Publisher is a Pipeliner), stopping at the first failure,
+// a dropped link or the end of ctx, then waits for the acknowledgements.
+// It returns the seqs the hub accepted and the first error. The log gets
+// one line per batch, not one per message: a drain of thousands would
+// otherwise fill the journal.
 func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]uint64, error) {
-	var sent []uint64
+	waits := make([]func(context.Context) error, 0, len(batch))
+	var firstErr error
 	for _, m := range batch {
-		if err := a.cfg.Publisher.Send(ctx, m); err != nil {
+		wait, err := a.publish(ctx, m)
+		if err != nil {
 			a.sendFailed(m, err)
-			return sent, err
+			firstErr = err
+			break
 		}
-		a.sentOK(m)
-		sent = append(sent, m.Seq)
+		waits = append(waits, wait)
 		if ctx.Err() != nil || !a.connected() {
 			break
 		}
 	}
-	return sent, nil
+	var sent []uint64
+	for i, wait := range waits {
+		if err := wait(ctx); err != nil {
+			if firstErr == nil {
+				firstErr = err
+				a.sendFailed(batch[i], err)
+			} else {
+				// Same cause, most likely (a lost link): counted, not
+				// logged once each.
+				a.countSendErr()
+			}
+			continue
+		}
+		sent = append(sent, batch[i].Seq)
+	}
+	a.sentOK(batch, sent)
+	return sent, firstErr
+}
+
+// publish starts sending m: pipelined when the Publisher can, else a
+// whole Send, whose result the returned wait gives.
+func (a *Agent) publish(ctx context.Context, m Queued) (func(context.Context) error, error) {
+	if p, ok := a.cfg.Publisher.(Pipeliner); ok {
+		return p.Publish(ctx, m)
+	}
+	if err := a.cfg.Publisher.Send(ctx, m); err != nil {
+		return nil, err
+	}
+	return func(context.Context) error { return nil }, nil
 }
 
 // ack removes sent messages, one call per batch. The queue writes
@@ -137,6 +171,12 @@ func (a *Agent) backoffDelay(n int) time.Duration {
 	return backoff.Jitter(ceil, 0.5, a.cfg.Rand())
 }
 
+func (a *Agent) countSendErr() {
+	a.mu.Lock()
+	a.st.sendErrs++
+	a.mu.Unlock()
+}
+
 func (a *Agent) sendFailed(m Queued, err error) {
 	a.mu.Lock()
 	a.st.sendErrs++
@@ -146,11 +186,23 @@ func (a *Agent) sendFailed(m Queued, err error) {
 	a.log.Warn("send failed, message kept", "id", m.ID, "seq", m.Seq, "err", err, "send_errors", failures)
 }
 
-func (a *Agent) sentOK(m Queued) {
+// sentOK counts what the hub accepted from batch and logs it: the message
+// itself when it is one, else a summary.
+func (a *Agent) sentOK(batch []Queued, sent []uint64) {
+	if len(sent) == 0 {
+		return
+	}
 	now := a.clock.Now()
 	a.mu.Lock()
-	a.st.sent++
+	a.st.sent += uint64(len(sent))
 	a.st.lastSend = now
 	a.mu.Unlock()
-	a.log.Info("telemetry sent", "id", m.ID, "seq", m.Seq, "created", m.Created)
+	if len(batch) == 1 {
+		m := batch[0]
+		a.log.Info("telemetry sent", "id", m.ID, "seq", m.Seq, "created", m.Created)
+		return
+	}
+	queued, _ := a.cfg.Queue.Len()
+	a.log.Info("telemetry batch sent", "sent", len(sent), "of", len(batch), "first_seq", sent[0], "last_seq", sent[len(sent)-1],
+		"oldest_created", batch[0].Created, "still_queued", queued-len(sent))
 }

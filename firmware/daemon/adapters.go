@@ -55,7 +55,7 @@ func hubMessage(m agent.Queued) iothub.Message {
 	}
 }
 
-// hubLink is the agent's Publisher and Reporter: whatever hub session is
+// hubLink is the agent's Publisher (a Pipeliner) and Reporter: whatever hub session is
 // current. Without one nothing is sent and the agent keeps the message.
 type hubLink struct{ d *Daemon }
 
@@ -65,6 +65,16 @@ func (l hubLink) Send(ctx context.Context, m agent.Queued) error {
 		return fmt.Errorf("send %s: %w", m.ID, iothub.ErrNotConnected)
 	}
 	return c.Send(ctx, hubMessage(m))
+}
+
+// Publish keeps several messages in flight (agent.Pipeliner): the drain
+// after an outage runs at the link's pace, not one round trip per message.
+func (l hubLink) Publish(_ context.Context, m agent.Queued) (func(context.Context) error, error) {
+	c := l.d.current()
+	if c == nil {
+		return nil, fmt.Errorf("send %s: %w", m.ID, iothub.ErrNotConnected)
+	}
+	return c.Publish(hubMessage(m))
 }
 
 // UpdateReported reports the agent's document plus the lifecycle status,

@@ -743,18 +743,36 @@ func (c *Client) UpdateReported(ctx context.Context, patch any) (int64, error) {
 // ErrTimeout (outcome unknown: resend, the hub deduplicates nothing, so
 // consumers should use MessageID).
 func (c *Client) Send(ctx context.Context, m Message) error {
+	wait, err := c.Publish(m)
+	if err != nil {
+		return err
+	}
+	return wait(ctx)
+}
+
+// Publish hands a telemetry message to the connection at QoS 1 without
+// waiting for the hub, and returns a function that waits for its PUBACK
+// (spec B.3), for at most OperationTimeout from its call. Messages
+// published one after another go out in that order, so a sender can keep
+// a whole batch in flight instead of paying a round trip per message. The
+// errors are Send's: Publish's mean nothing was sent, wait's that the
+// outcome is unknown.
+func (c *Client) Publish(m Message) (wait func(context.Context) error, err error) {
 	topic, err := telemetryTopic(c.cfg.DeviceID, &m)
 	if err != nil {
-		return fmt.Errorf("iothub send %s: %w", c.cfg.DeviceID, err)
+		return nil, fmt.Errorf("iothub send %s: %w", c.cfg.DeviceID, err)
 	}
 	s := c.current()
 	if s == nil {
-		return fmt.Errorf("iothub send %s: %w", c.cfg.DeviceID, ErrNotConnected)
+		return nil, fmt.Errorf("iothub send %s: %w", c.cfg.DeviceID, ErrNotConnected)
 	}
-	if err := s.wait(ctx, s.cli.Publish(topic, 1, false, m.Body), c.cfg.OperationTimeout); err != nil {
-		return fmt.Errorf("iothub send %s: %w", c.cfg.DeviceID, err)
-	}
-	return nil
+	tok := s.cli.Publish(topic, 1, false, m.Body)
+	return func(ctx context.Context) error {
+		if err := s.wait(ctx, tok, c.cfg.OperationTimeout); err != nil {
+			return fmt.Errorf("iothub send %s: %w", c.cfg.DeviceID, err)
+		}
+		return nil
+	}, nil
 }
 
 // applyFull feeds a GET result into the sequencer.

@@ -140,6 +140,54 @@ func TestSendWaitsForPubAck(t *testing.T) {
 	}
 }
 
+// Publish returns before the PUBACK, so several messages are in flight at
+// once and go out in the order published; each wait ends with its own ack.
+func TestPublishKeepsSeveralInFlight(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	acks := []*token{newPendingToken(), newPendingToken(), newPendingToken()}
+	n := 0
+	h.hub.override = func(_ *fakeClient, topic string, _ []byte) (mqtt.Token, bool) {
+		if strings.HasPrefix(topic, "devices/") {
+			n++
+			return acks[n-1], true
+		}
+		return nil, false
+	}
+	if err := h.c.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var waits []func(context.Context) error
+	for i := range acks {
+		w, err := h.c.Publish(Message{Body: []byte(fmt.Sprint(i))})
+		if err != nil {
+			t.Fatalf("Publish #%d = %v", i, err)
+		}
+		waits = append(waits, w)
+	}
+	pubs := h.hub.published("devices/")
+	if len(pubs) != 3 || string(pubs[0].payload) != "0" || string(pubs[2].payload) != "2" {
+		t.Fatalf("published %+v before any PUBACK; want all three, in order", pubs)
+	}
+	acks[1].complete(nil)
+	if err := waits[1](context.Background()); err != nil {
+		t.Fatalf("wait #1 after its PUBACK = %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := waits[0](ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wait #0 without its PUBACK = %v; want it still waiting", err)
+	}
+	acks[0].complete(nil)
+	acks[2].complete(errors.New("refused"))
+	if err := waits[0](context.Background()); err != nil {
+		t.Errorf("wait #0 = %v", err)
+	}
+	if err := waits[2](context.Background()); err == nil || !strings.Contains(err.Error(), "iothub send sensor-thl-001") {
+		t.Errorf("wait #2 after a failed PUBACK = %v; want the error, with context", err)
+	}
+}
+
 func TestSendErrors(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, func(c *Config) { c.OperationTimeout = 20 * time.Millisecond })
