@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
-	"periph.io/x/host/v3"
 
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/config"
@@ -105,14 +105,15 @@ func parseAddr(s string) (uint16, error) {
 	return uint16(v), nil
 }
 
-// initHost registers periph's host drivers (the I2C buses) unless the env
-// sensor is simulated, so a simulated run works on any machine; without
-// them "auto" falls back to the simulator and says so.
+// initHost initialises periph's host drivers (the I2C buses; see host.go
+// for which) unless the env sensor is simulated, so a simulated run works
+// on any machine; without them "auto" falls back to the simulator and says
+// so.
 func initHost(env drivers.Mode, log *slog.Logger) {
 	if env == drivers.SimulatedOnly {
 		return
 	}
-	if _, err := host.Init(); err != nil {
+	if _, err := driverreg.Init(); err != nil {
 		log.Warn("periph host init failed", "err", err)
 	}
 }
