@@ -144,6 +144,10 @@ func (e *Emulator) SendC2D(hub, id string, body []byte, props map[string]string)
 // Telemetry returns the messages recorded for a device, oldest first.
 func (e *Emulator) Telemetry(hub, id string) []store.Message { return e.store.Telemetry(hub, id) }
 
+// TelemetryCount is len(Telemetry(hub, id)) without the copy, for
+// benchmarks that watch thousands of messages arrive.
+func (e *Emulator) TelemetryCount(hub, id string) int { return e.store.TelemetryCount(hub, id) }
+
 // WaitTelemetry waits until at least n messages are recorded for the
 // device and returns them.
 func (e *Emulator) WaitTelemetry(ctx context.Context, hub, id string, n int) ([]store.Message, error) {

@@ -197,6 +197,18 @@ func (s *Store) Telemetry(hub, id string) []Message {
 	return slices.Clone(h.telemetry[id].live())
 }
 
+// TelemetryCount returns how many messages are recorded for a device,
+// without copying them.
+func (s *Store) TelemetryCount(hub, id string) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h := s.hubs[hub]
+	if h == nil || h.telemetry[id] == nil {
+		return 0
+	}
+	return len(h.telemetry[id].live())
+}
+
 // TelemetrySignal returns a channel that is closed at the next recorded
 // telemetry message, for waiting without polling.
 func (s *Store) TelemetrySignal() <-chan struct{} {
