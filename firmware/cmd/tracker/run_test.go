@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -141,49 +142,12 @@ func TestRunBinaryNotifyAndSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "tracker")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-
-	e := emulator.StartForTest(t, func(c *emulator.Config) { c.HTTPSAddr = "-"; c.Logger = slog.New(slog.DiscardHandler) })
-	root, err := pki.NewRootCA("Run Test Root", pki.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, err := root.NewIntermediateCA("Run Test Intermediate", pki.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const id = "sensor-thl-001"
-	leaf, err := inter.NewClient(id, pki.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key, state := filepath.Join(dir, id+"-chain.pem"), filepath.Join(dir, id+".key"), filepath.Join(dir, "state")
-	if err := leaf.WriteFiles(cert, key); err != nil {
-		t.Fatal(err)
-	}
-	hub := e.HubHost(0)
-	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, func(g *store.EnrollmentGroup) {
-		g.IoTHubs = []string{hub}
-		g.InitialTwin = &store.InitialTwin{Properties: store.InitialTwinProperties{Desired: map[string]any{"telemetryDelay": 1}}}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(map[string]any{
-		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(),
-		"certFile": cert, "keyFile": key, "caFile": e.Info().CACertPath, "stateDir": state,
-		"sensors": map[string]any{"env": map[string]any{"mode": "simulated"}, "gps": map[string]any{"mode": "simulated"}},
-	})
-	cfgPath := filepath.Join(dir, "tracker.json")
-	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	b := newBinaryRig(t)
+	e, hub, state, cfgPath := b.e, b.hub, b.state, b.cfg
+	const id = binaryDevice
 
 	ns := listenNotify(t)
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--log-level", "debug")
+	cmd := exec.Command(b.bin, "run", "--config", cfgPath, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=1000000", "JOURNAL_STREAM=")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -251,4 +215,178 @@ func TestRunBinaryNotifyAndSIGTERM(t *testing.T) {
 	if s := stderr.String(); !strings.Contains(s, "msg=stopped") || !strings.Contains(s, "left_queued=0") || !strings.Contains(s, "time=") {
 		t.Errorf("log lacks the stop line or timestamps outside journald:\n%s", s)
 	}
+}
+
+const binaryDevice = "sensor-thl-001"
+
+// binaryRig is the tracker binary, built for the test, the emulator with
+// a group enrollment (initial twin telemetryDelay 1) and the device's
+// files and config, simulated sensors.
+type binaryRig struct {
+	bin, cfg, state, hub string
+	e                    *emulator.Emulator
+}
+
+func newBinaryRig(t *testing.T) binaryRig {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tracker")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	e := emulator.StartForTest(t, func(c *emulator.Config) {
+		c.HTTPSAddr = "-"
+		c.Logger = slog.New(slog.DiscardHandler)
+		c.TelemetryHistory = 1 << 20
+	})
+	root, err := pki.NewRootCA("Run Test Root", pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := root.NewIntermediateCA("Run Test Intermediate", pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := inter.NewClient(binaryDevice, pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, state := filepath.Join(dir, binaryDevice+"-chain.pem"), filepath.Join(dir, binaryDevice+".key"), filepath.Join(dir, "state")
+	if err := leaf.WriteFiles(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	hub := e.HubHost(0)
+	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, func(g *store.EnrollmentGroup) {
+		g.IoTHubs = []string{hub}
+		g.InitialTwin = &store.InitialTwin{Properties: store.InitialTwinProperties{Desired: map[string]any{"telemetryDelay": 1}}}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(),
+		"certFile": cert, "keyFile": key, "caFile": e.Info().CACertPath, "stateDir": state,
+		"sensors": map[string]any{"env": map[string]any{"mode": "simulated"}, "gps": map[string]any{"mode": "simulated"}},
+	})
+	cfgPath := filepath.Join(dir, "tracker.json")
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return binaryRig{bin: bin, cfg: cfgPath, state: state, hub: hub, e: e}
+}
+
+// TestKill9DuringDrainLosesNothing queues a backlog as an outage would,
+// then SIGKILLs the real binary three times while it drains (batches in
+// flight, acknowledgements pending in memory) and once more while it is
+// back to one reading a second. Every seq reaches the hub; a resend
+// repeats its message id and body.
+func TestKill9DuringDrainLosesNothing(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	b := newBinaryRig(t)
+	const backlog = 3000
+	if err := os.MkdirAll(b.state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Open(filepath.Join(b.state, "queue.db"), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range backlog {
+		_, err := q.Append(func(seq uint64) (queue.Message, error) {
+			body := fmt.Sprintf(`{"seq":%d,"backlog":%d}`, seq, i)
+			return queue.Message{ID: fmt.Sprintf("%s-%d", binaryDevice, seq), Body: []byte(body)}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	run := func() *exec.Cmd {
+		cmd := exec.Command(b.bin, "run", "--config", b.cfg)
+		cmd.Env = append(os.Environ(), "JOURNAL_STREAM=")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	count := func() int { return b.e.TelemetryCount(b.hub, binaryDevice) }
+	kill := func(cmd *exec.Cmd) {
+		t.Helper()
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+	}
+	for round, at := range []int{backlog / 4, backlog / 2, 3 * backlog / 4} {
+		cmd := run()
+		waitFor(t, fmt.Sprintf("round %d: %d messages at the hub", round, at), 60*time.Second, func() bool { return count() >= at })
+		kill(cmd)
+		t.Logf("round %d: killed with %d messages at the hub, %d still queued", round, count(), queued(t, b))
+	}
+	cmd := run()
+	waitFor(t, "the backlog drained and new readings flowing", 60*time.Second, func() bool {
+		return distinctSeqs(t, b) > backlog+3
+	})
+	kill(cmd) // at one reading a second: mid-Append or with an ack in memory
+	cmd = run()
+	before := distinctSeqs(t, b)
+	waitFor(t, "readings after the last kill", 30*time.Second, func() bool { return distinctSeqs(t, b) > before+2 })
+	kill(cmd)
+
+	// Every seq from 1 to the highest received arrived at least once, and
+	// every copy of one seq is the same message.
+	first := map[uint64]string{}
+	var last uint64
+	dups := 0
+	for _, m := range b.e.Telemetry(b.hub, binaryDevice) {
+		var body struct{ Seq uint64 }
+		if err := json.Unmarshal(m.Body, &body); err != nil {
+			t.Fatalf("message %s: %v", m.MessageID, err)
+		}
+		rec := m.MessageID + " " + string(m.Body)
+		if prev, ok := first[body.Seq]; ok {
+			dups++
+			if prev != rec {
+				t.Errorf("seq %d sent as %q and as %q", body.Seq, prev, rec)
+			}
+			continue
+		}
+		first[body.Seq] = rec
+		last = max(last, body.Seq)
+	}
+	for seq := uint64(1); seq <= last; seq++ {
+		if _, ok := first[seq]; !ok {
+			t.Errorf("seq %d never reached the hub (highest %d)", seq, last)
+		}
+	}
+	t.Logf("%d seqs delivered after 5 kill -9, %d resent duplicates", last, dups)
+}
+
+// queued opens the stopped tracker's queue and counts what it holds.
+func queued(t *testing.T, b binaryRig) int {
+	q, err := queue.Open(filepath.Join(b.state, "queue.db"), queue.Options{LockTimeout: time.Second, ReserveBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	n, _ := q.Len()
+	return n
+}
+
+// distinctSeqs counts the different seqs the hub has from the device.
+func distinctSeqs(t *testing.T, b binaryRig) int {
+	seen := map[uint64]bool{}
+	for _, m := range b.e.Telemetry(b.hub, binaryDevice) {
+		var body struct{ Seq uint64 }
+		if err := json.Unmarshal(m.Body, &body); err != nil {
+			t.Fatalf("message %s: %v", m.MessageID, err)
+		}
+		seen[body.Seq] = true
+	}
+	return len(seen)
 }
