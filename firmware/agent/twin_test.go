@@ -262,6 +262,8 @@ func TestStatusJSON(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, nil)
 	r.start()
+	// The fake counts the Append before the agent records the sample.
+	eventually(t, "the first sample in the status", func() bool { return r.a.Status().LastSeq == 1 })
 	b, err := json.Marshal(r.a.Status())
 	if err != nil {
 		t.Fatal(err)
