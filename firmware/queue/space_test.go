@@ -13,26 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reefer/tracker/internal/faketime"
 	bolt "go.etcd.io/bbolt"
 )
-
-// fakeClock is Options.Now for the space probe.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func reading(i int) Message {
 	return Message{ID: fmt.Sprintf("r%05d", i), Body: bytes.Repeat([]byte{'x'}, 300), Created: time.Unix(int64(i), 0)}
@@ -81,7 +64,7 @@ func (d *fakeDisk) set(budget int64, stuck bool) {
 func TestFullDiskDropsOldestAndRecovers(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "q.db")
-	clock := &fakeClock{t: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	clock := faketime.NewClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	q := open(t, path, Options{Now: clock.Now, AckDelay: time.Hour})
 	size := int64(len(encode(func() Message { m := reading(0); m.Seq = 1; return m }())))
 	disk := &fakeDisk{budget: 20 * size, reserve: path + ReserveSuffix}
@@ -150,7 +133,7 @@ func TestFullDiskDropsOldestAndRecovers(t *testing.T) {
 func TestFullDiskReserveLetsDeletesThrough(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "q.db")
-	clock := &fakeClock{t: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	clock := faketime.NewClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	q := open(t, path, Options{Now: clock.Now, AckDelay: time.Hour, AckBatch: 4})
 	var added []Message
 	for i := range 10 {
@@ -202,7 +185,7 @@ func TestTinyFilesystem(t *testing.T) {
 	if err := allocate(hog, 128<<10); err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	clock := faketime.NewClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	q := open(t, filepath.Join(dir, "queue.db"), Options{Now: clock.Now, AckDelay: time.Hour})
 
 	const n = 1500 // far more than fits
