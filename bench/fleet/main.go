@@ -62,6 +62,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.EmulatorCPUProfile, "emulator-cpuprofile", "", "with -separate: write the emulator's CPU profile to this file")
 	fs.StringVar(&o.EmulatorMemProfile, "emulator-memprofile", "", "with -separate: write the emulator's heap profile at the end to this file")
 	asJSON := fs.Bool("json", false, "print the report(s) as JSON")
+	var pc PortCallOptions
+	fs.IntVar(&pc.Containers, "portcall", 0, "instead: a port call of N containers out and N in (2N trackers), bulk disenroll and re-enroll at once")
+	fs.DurationVar(&pc.RetryMin, "retry-min", 0, "port call: the trackers' reprovisionRetry min (default 5s)")
+	fs.DurationVar(&pc.RetryMax, "retry-max", 0, "port call: the trackers' reprovisionRetry max (default 30s)")
+	fs.DurationVar(&pc.Interval, "interval", 0, "port call: telemetry interval of a connected tracker (default 5s)")
 	verbose := fs.Bool("v", false, "emulator log on stderr")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +91,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
+	if pc.Containers > 0 {
+		return runPortCall(ctx, pc, o.RegistrationsPerMinute, *asJSON, stdout, stderr, o.Logger)
+	}
 	fmt.Fprintf(stderr, "issuing %d ECDSA P-256 device certificates...\n", *devices)
 	f, err := NewFleet(*devices)
 	if err != nil {
@@ -131,6 +139,26 @@ func loadAverage() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+func runPortCall(ctx context.Context, o PortCallOptions, rate int, asJSON bool, stdout, stderr io.Writer, log *slog.Logger) error {
+	o.RegistrationsPerMinute, o.Progress, o.Logger = rate, stderr, log
+	fmt.Fprintf(stderr, "issuing %d ECDSA P-256 device certificates...\n", 2*o.Containers)
+	f, err := NewFleet(2 * o.Containers)
+	if err != nil {
+		return err
+	}
+	r, err := PortCall(ctx, f, o)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printPortCall(stdout, r)
+	return nil
 }
 
 func printReport(w io.Writer, r *Report, certs time.Duration) {
