@@ -72,6 +72,9 @@ type PortCallReport struct {
 	// Sending: per re-enrolled tracker, from T0 until its first message
 	// after re-enrollment was acknowledged by the hub.
 	Sending Latency `json:"sending"`
+	// Assigned and Connected are the steps on the way there: DPS assigned
+	// it, the hub accepted its connection.
+	Assigned, Connected Latency
 	// LateMessages counts messages acknowledged from disenrolled trackers
 	// after DPS refused them (must be 0).
 	LateMessages int `json:"lateMessages"`
@@ -105,6 +108,9 @@ type trackerState struct {
 	refusedAt time.Time // first refusal after mark
 	mark      time.Time // T0, zero before
 	lateAcks  int       // acknowledged after refusedAt
+	// assignedAt, connectedAt: DPS assigned it, the hub accepted it (first
+	// time after mark).
+	assignedAt, connectedAt time.Time
 	// wasRefused: DPS refused it at least once (its phase flips back to
 	// provisioning at every retry).
 	wasRefused bool
@@ -116,6 +122,15 @@ func (t *tracker) onStatus(st lifecycle.Status) {
 	s := &t.s
 	s.phase = st.Phase
 	s.wasRefused = s.wasRefused || refused(st.Phase)
+	if !s.mark.IsZero() {
+		now := time.Now()
+		if st.Phase == lifecycle.PhaseAssigned && s.assignedAt.IsZero() {
+			s.assignedAt = now
+		}
+		if st.Phase == lifecycle.PhaseConnected && s.connectedAt.IsZero() {
+			s.connectedAt = now
+		}
+	}
 	if !s.mark.IsZero() && s.refusedAt.IsZero() && refused(st.Phase) {
 		s.refusedAt = time.Now()
 	}
@@ -306,10 +321,15 @@ func PortCall(ctx context.Context, f *Fleet, o PortCallOptions) (*PortCallReport
 		}
 		rep.LateMessages += s.lateAcks
 	}
+	var as, co []time.Duration
 	for _, t := range in {
-		se = append(se, t.snapshot().firstAck.Sub(t0))
+		s := t.snapshot()
+		se = append(se, s.firstAck.Sub(t0))
+		as = append(as, s.assignedAt.Sub(t0))
+		co = append(co, s.connectedAt.Sub(t0))
 	}
 	rep.Stopped, rep.LastMessage, rep.Sending = latency(st), latency(lm), latency(se)
+	rep.Assigned, rep.Connected = latency(as), latency(co)
 	return rep, nil
 }
 
@@ -384,7 +404,9 @@ func printPortCall(w io.Writer, r *PortCallReport) {
 	fmt.Fprintf(w, "  fleet settled in %s (outgoing sending, incoming refused)\n", ms(r.Setup))
 	fmt.Fprintf(w, "  bulk disenroll (DPS bulk operations of 10 + hub identity deletes) %s; bulk re-enroll %s; %d DPS bulk operations\n",
 		r.DisenrollOp.Round(time.Millisecond), r.ReenrollOp.Round(time.Millisecond), r.DisenrollOps)
-	fmt.Fprintf(w, "  re-enrolled trackers sending again:   %s\n", lat(r.Sending))
+	fmt.Fprintf(w, "  re-enrolled trackers assigned by DPS: %s\n", lat(r.Assigned))
+	fmt.Fprintf(w, "      their hub connection accepted:    %s\n", lat(r.Connected))
+	fmt.Fprintf(w, "      sending again (first ack):        %s\n", lat(r.Sending))
 	fmt.Fprintf(w, "  disenrolled trackers refused by DPS: %s\n", lat(r.Stopped))
 	fmt.Fprintf(w, "  their last acknowledged message:     %s\n", lat(r.LastMessage))
 	fmt.Fprintf(w, "  messages acknowledged after refusal: %d\n", r.LateMessages)

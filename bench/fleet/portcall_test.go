@@ -38,7 +38,7 @@ func TestPortCallSmall(t *testing.T) {
 	}
 	var out bytes.Buffer
 	printPortCall(&out, r)
-	if !strings.Contains(out.String(), "re-enrolled trackers sending again:") || !strings.Contains(out.String(), "messages acknowledged after refusal: 0") {
+	if !strings.Contains(out.String(), "sending again (first ack):") || !strings.Contains(out.String(), "messages acknowledged after refusal: 0") {
 		t.Errorf("report:\n%s", out.String())
 	}
 }
