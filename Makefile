@@ -105,6 +105,7 @@ demo: ## the reference flow end to end on the local emulator (about 65 s)
 .PHONY: bench
 bench: ## load figures: 1,000 trackers provisioning at once; 10,000 devices on the emulator (minutes)
 	$(GO) run ./bench/fleet -devices 1000
+	$(GO) run ./bench/fleet -portcall 500
 	$(GO) test -run '^$$' -bench TelemetryConnectedDevices -benchtime 20000x ./deploy/emulator/
 
 .PHONY: clean

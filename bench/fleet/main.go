@@ -7,6 +7,12 @@
 //
 //	go run ./bench/fleet -devices 1000
 //	go run ./bench/fleet -devices 1000 -compare   # full jitter, then none
+//	go run ./bench/fleet -portcall 500            # 500 containers out, 500 in
+//
+// -portcall N instead runs a port call: 2N simulated trackers, fleetctl's
+// bulk disenroll of N and bulk re-enroll of N at once, and how long until
+// every re-enrolled tracker sends again and every disenrolled one is
+// refused (portcall.go).
 //
 // The same run is a benchmark: go test -run '^$' -bench . ./bench/fleet.
 // See bench/README.md for the scaling and typical numbers.
@@ -46,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o Options
 	devices := fs.Int("devices", 1000, "trackers that register at once")
-	fs.IntVar(&o.RegistrationsPerMinute, "rate", 0, "emulator DPS registrations per minute (default devices/2)")
+	fs.IntVar(&o.RegistrationsPerMinute, "rate", 0, "emulator DPS registrations per minute (default devices/2; with -portcall 1000 × 5 min / retry-min)")
 	fs.DurationVar(&o.PollRetryAfter, "poll-retry-after", 0, "retry-after the emulator sends with 202 (whole seconds)")
 	fs.BoolVar(&o.NoJitter, "no-jitter", false, "replace the back-off jitter with the constant -rand")
 	fs.Float64Var(&o.ConstRand, "rand", 0.5, "jitter sample every device uses with -no-jitter, in [0,1)")
@@ -67,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&pc.RetryMin, "retry-min", 0, "port call: the trackers' reprovisionRetry min (default 5s)")
 	fs.DurationVar(&pc.RetryMax, "retry-max", 0, "port call: the trackers' reprovisionRetry max (default 30s)")
 	fs.DurationVar(&pc.Interval, "interval", 0, "port call: telemetry interval of a connected tracker (default 5s)")
+	fs.StringVar(&pc.TempDir, "tmp", "", "port call: directory for the emulator's and trackers' state (default /dev/shm if present)")
 	verbose := fs.Bool("v", false, "emulator log on stderr")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {

@@ -45,6 +45,10 @@ type PortCallOptions struct {
 	// Timeout bounds the wait for the fleet to settle, before and after
 	// the bulk operations (default 5 min each).
 	Timeout time.Duration
+	// TempDir holds the emulator's state and the trackers' caches
+	// (default /dev/shm when there is one: the bench measures the fleet
+	// and the operator's calls, not a shared machine's disk).
+	TempDir string
 	// Progress receives a line every second while waiting (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger // emulator log (default: discard)
@@ -201,7 +205,12 @@ func PortCall(ctx context.Context, f *Fleet, o PortCallOptions) (*PortCallReport
 	if lim, need := fdLimit(), FDsNeeded(n, true, false); lim != 0 && lim < need {
 		return nil, fmt.Errorf("%d trackers need about %d file descriptors in one process, limit is %d: raise ulimit -Hn or use fewer containers", n, need, lim)
 	}
-	dir, err := os.MkdirTemp("", "portcall-")
+	if o.TempDir == "" {
+		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+			o.TempDir = "/dev/shm"
+		}
+	}
+	dir, err := os.MkdirTemp(o.TempDir, "portcall-")
 	if err != nil {
 		return nil, err
 	}
