@@ -21,8 +21,10 @@ import (
 // WriteFile replaces path's content with data; the file gets perm. With
 // sync false (tests, or state that may be lost) nothing is fsynced.
 func WriteFile(path string, data []byte, perm fs.FileMode, sync bool) error {
-	return Write(path, perm, sync, func(w io.Writer) error {
-		_, err := w.Write(data)
+	// Straight to the file: a buffer would only copy data (and cost a
+	// 64 KiB allocation per write, which the emulator makes per device).
+	return replace(path, perm, sync, func(f *os.File) error {
+		_, err := f.Write(data)
 		return err
 	})
 }
@@ -30,7 +32,18 @@ func WriteFile(path string, data []byte, perm fs.FileMode, sync bool) error {
 // Write replaces path's content with what write writes (buffered); the
 // file gets perm. With sync false nothing is fsynced. When write or any
 // step fails, path is left as it was and the temporary file is removed.
-func Write(path string, perm fs.FileMode, sync bool, write func(io.Writer) error) (err error) {
+func Write(path string, perm fs.FileMode, sync bool, write func(io.Writer) error) error {
+	return replace(path, perm, sync, func(f *os.File) error {
+		w := bufio.NewWriterSize(f, 64<<10)
+		if err := write(w); err != nil {
+			return err
+		}
+		return w.Flush()
+	})
+}
+
+// replace does the steps of Write with fill writing the temporary file.
+func replace(path string, perm fs.FileMode, sync bool, fill func(*os.File) error) (err error) {
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -48,11 +61,7 @@ func Write(path string, perm fs.FileMode, sync bool, write func(io.Writer) error
 	if err = f.Chmod(perm); err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(f, 64<<10)
-	if err = write(w); err != nil {
-		return err
-	}
-	if err = w.Flush(); err != nil {
+	if err = fill(f); err != nil {
 		return err
 	}
 	if sync {
