@@ -149,7 +149,7 @@ var ErrHubRefused = iothub.ErrNotAuthorized
 type HubProbe func(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config) error
 
 // CheckHub probes the hub of the cached assignment with the device's TLS
-// config. probe nil means ProbeHub.
+// config. probe nil means iothub.Probe.
 func CheckHub(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config, probe HubProbe, timeout time.Duration) Check {
 	ck := Check{Name: "hub"}
 	if probe == nil {
