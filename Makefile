@@ -54,6 +54,15 @@ lint-deb: ## test the package builder, build the package for GOARCH, run lintian
 	GOOS= GOARCH= GOARM= $(GO) -C deploy/deb test -count=1 ./...
 	lintian --fail-on error,warning --info "$$($(MAKE) -s --no-print-directory deb | tail -n 1)"
 
+.PHONY: test-systemd
+test-systemd: ## as root: the package under a live systemd (nspawn-booted Debian 12), the 8 checks of the README
+	@old=$$($(MAKE) -s --no-print-directory deb | tail -n 1) && \
+	new=$$($(MAKE) -s --no-print-directory deb VERSION='$(VERSION)-upgrade' \
+		DEB_VERSION="$$(basename "$$old" | cut -d_ -f2)+upgrade" | tail -n 1) && \
+	echo "packages: $$old $$new" && \
+	TRACKER_SYSTEMD_TEST=1 TRACKER_DEB="$$old" TRACKER_DEB_UPGRADE="$$new" \
+		$(GO) test -v -count=1 -timeout 40m -run '^TestSystemd$$' ./deploy/systemdtest
+
 .PHONY: cross
 cross: ## build the arm64 and armv7 binaries
 	$(MAKE) build GOARCH=arm64
