@@ -3,7 +3,6 @@ package dps
 import (
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -29,12 +28,14 @@ func Username(idScope, registrationID string) string {
 
 // RegisterTopic is the topic of the register request (spec A.2).
 func RegisterTopic(rid string) string {
-	return registerPrefix + url.QueryEscape(rid)
+	return registerPrefix + restopic.Escape(rid)
 }
 
-// PollTopic is the topic of an operation-status poll (spec A.2).
+// PollTopic is the topic of an operation-status poll (spec A.2). The
+// operation id comes from DPS; escaping keeps it one value of the query and
+// free of MQTT wildcards whatever it holds.
 func PollTopic(rid, operationID string) string {
-	return pollPrefix + url.QueryEscape(rid) + "&operationId=" + url.QueryEscape(operationID)
+	return pollPrefix + restopic.Escape(rid) + "&operationId=" + restopic.Escape(operationID)
 }
 
 // response is one message received on $dps/registrations/res/...

@@ -18,7 +18,7 @@ func TestUsernameAndTopics(t *testing.T) {
 		{"register", RegisterTopic("1"), "$dps/registrations/PUT/iotdps-register/?$rid=1"},
 		{"poll", PollTopic("2", "4.d0a671905ea5b2c8.e7173b7b-0e54-4aa0-9d20-aeb1b89e6c7d"),
 			"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=4.d0a671905ea5b2c8.e7173b7b-0e54-4aa0-9d20-aeb1b89e6c7d"},
-		{"poll escapes", PollTopic("a b", "x&y=z"), "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=a+b&operationId=x%26y%3Dz"},
+		{"poll escapes (a space is %20: \"+\" is a wildcard, not allowed in a topic name)", PollTopic("a b", "x&y=z"), "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=a%20b&operationId=x%26y%3Dz"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

@@ -39,20 +39,12 @@ const (
 func Username(hub, deviceID, clientType, modelID string) string {
 	u := hub + "/" + deviceID + "/?api-version=" + APIVersion
 	if clientType != "" {
-		u += "&DeviceClientType=" + escape(clientType)
+		u += "&DeviceClientType=" + restopic.Escape(clientType)
 	}
 	if modelID != "" {
-		u += "&model-id=" + escape(modelID)
+		u += "&model-id=" + restopic.Escape(modelID)
 	}
 	return u
-}
-
-// escape URL-encodes a property-bag or user-name component. Spec B.3: spaces
-// are %20, never "+"; QueryEscape already turns a literal "+" into %2B, so
-// the only "+" left in its output stand for spaces. "#", "/", "&", "=" and
-// "$" come out percent-encoded too, so nothing here can break the topic.
-func escape(s string) string {
-	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }
 
 // subscription is one topic filter the client subscribes to on every connect.
@@ -133,7 +125,7 @@ func EncodePropertyBag(m *Message) (string, error) {
 		sep()
 		b.WriteString(kv[0])
 		b.WriteByte('=')
-		b.WriteString(escape(kv[1]))
+		b.WriteString(restopic.Escape(kv[1]))
 	}
 	keys := make([]string, 0, len(m.Properties))
 	for k := range m.Properties {
@@ -149,9 +141,9 @@ func EncodePropertyBag(m *Message) (string, error) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		sep()
-		b.WriteString(escape(k))
+		b.WriteString(restopic.Escape(k))
 		b.WriteByte('=')
-		b.WriteString(escape(m.Properties[k]))
+		b.WriteString(restopic.Escape(m.Properties[k]))
 	}
 	return b.String(), nil
 }
@@ -329,7 +321,7 @@ func parseMethodTopic(topic string) (name, rid string, err error) {
 // methodResponseTopic is where a method reply goes (spec B.6). The rid is
 // echoed encoded, as it is a property value.
 func methodResponseTopic(status int, rid string) string {
-	return fmt.Sprintf(methodResTemplate, status, escape(rid))
+	return fmt.Sprintf(methodResTemplate, status, restopic.Escape(rid))
 }
 
 // validMethodName applies spec F: printable US-ASCII without

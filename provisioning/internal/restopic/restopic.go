@@ -1,6 +1,8 @@
-// Package restopic parses the response topics DPS and IoT Hub share the
-// form of: PREFIX{status}/?{query}, as in $dps/registrations/res/202/?$rid=1
-// (spec A.2) and $iothub/twin/res/204/?$rid=1&$version=2 (spec B.5).
+// Package restopic reads and writes the query part of the topics DPS and
+// IoT Hub share the form of: PREFIX{status}/?{query}, as in
+// $dps/registrations/res/202/?$rid=1 (spec A.2) and
+// $iothub/twin/res/204/?$rid=1&$version=2 (spec B.5), and the property bags
+// and request ids the device puts into its own topics.
 package restopic
 
 import (
@@ -32,4 +34,13 @@ func Parse(topic, prefix, what string) (status int, query url.Values, err error)
 		return 0, nil, fmt.Errorf("topic %q: %v", topic, err)
 	}
 	return status, query, nil
+}
+
+// Escape URL-encodes a value for a topic's query or property bag. Spec B.3:
+// spaces are %20, never "+"; QueryEscape already turns a literal "+" into
+// %2B, so the only "+" left in its output stand for spaces. "#", "/", "&",
+// "=" and "$" come out percent-encoded too, so no value can add a level,
+// a parameter or an MQTT wildcard to the topic.
+func Escape(s string) string {
+	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }

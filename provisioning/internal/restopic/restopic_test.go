@@ -39,3 +39,21 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestEscape(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"1", "1"},
+		{"a b", "a%20b"},
+		{"a+b", "a%2Bb"},
+		{"#/&=$?", "%23%2F%26%3D%24%3F"},
+		{"4.d0a671905ea5b2c8.e7173b7b-0e54", "4.d0a671905ea5b2c8.e7173b7b-0e54"},
+	} {
+		if got := Escape(tc.in); got != tc.want {
+			t.Errorf("Escape(%q) = %q; want %q", tc.in, got, tc.want)
+		}
+		if got, err := url.QueryUnescape(Escape(tc.in)); err != nil || got != tc.in {
+			t.Errorf("QueryUnescape(Escape(%q)) = %q, %v", tc.in, got, err)
+		}
+	}
+}
