@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/internal/atomicfile"
+	"github.com/reefer/tracker/provisioning/internal/restopic"
 )
 
 // FileName is the cache file inside the state directory.
@@ -86,8 +87,10 @@ func (a *Assignment) validate() error {
 		// A hub the client cannot even dial must send the tracker back to
 		// DPS, not into retrying it forever.
 		return fmt.Errorf("hub %q is not host[:port]", a.Hub)
-	case a.DeviceID == "":
-		return errors.New("deviceId is empty")
+	case restopic.CheckDeviceID(a.DeviceID) != nil:
+		// Same reason: an id the hub client refuses would be retried
+		// forever (found by FuzzLoad).
+		return restopic.CheckDeviceID(a.DeviceID)
 	case a.CertFingerprintSHA256 == "":
 		return errors.New("certFingerprintSha256 is empty")
 	}

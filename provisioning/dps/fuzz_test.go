@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/reefer/tracker/provisioning/internal/restopic"
 )
 
 // The DPS response topic and body come from the network (spec A.2, A.4).
@@ -76,7 +78,8 @@ func FuzzRequestTopics(f *testing.F) {
 // the code that reads it (interpretOperation for 200/202, classifyStatus
 // otherwise). Properties: no panic; every error is a *Error whose Kind is
 // one of the sentinels and matches errors.Is; a finished assignment has a
-// hub and a device id; an unfinished operation has an operation id to poll.
+// hub and a device id the hub client can use; an unfinished operation has
+// an operation id to poll.
 func FuzzOperationBody(f *testing.F) {
 	f.Add(202, []byte(`{"operationId":"4.d0a671905ea5b2c8.e7173b7b","status":"assigning"}`))
 	f.Add(200, []byte(`{"operationId":"4.x","status":"assigned","registrationState":{"registrationId":"sensor-thl-001","assignedHub":"hub-x.azure-devices.net","deviceId":"sensor-thl-001","status":"assigned","substatus":"initialAssignment"}}`))
@@ -100,6 +103,8 @@ func FuzzOperationBody(f *testing.F) {
 				t.Fatalf("body %q: done without an assignment: %+v", body, out)
 			case !out.Done && out.OperationID == "":
 				t.Fatalf("body %q: pending without an operation id", body)
+			case out.Result != nil && restopic.CheckDeviceID(out.Result.DeviceID) != nil:
+				t.Fatalf("body %q: assigned a device id the hub client cannot use: %q", body, out.Result.DeviceID)
 			}
 			return
 		}

@@ -144,6 +144,11 @@ func interpretOperation(op string, r response) (outcome, error) {
 		if rs.AssignedHub == "" {
 			return outcome{}, malformed("status assigned without assignedHub/deviceId")
 		}
+		// The hub client could never use this id; registering again beats
+		// retrying a connection that cannot start.
+		if err := restopic.CheckDeviceID(rs.DeviceID); err != nil {
+			return outcome{}, malformed("assigned %v", err)
+		}
 		return outcome{Done: true, Result: &Result{
 			AssignedHub:       rs.AssignedHub,
 			DeviceID:          rs.DeviceID,

@@ -339,20 +339,6 @@ func validMethodName(name string) error {
 	return nil
 }
 
-// validDeviceID keeps the id usable inside topics: no "/", "+" or "#" and
-// printable ASCII, at most 128 characters (spec E).
-func validDeviceID(id string) error {
-	if id == "" {
-		return errors.New("device id is empty")
-	}
-	if len(id) > 128 {
-		return fmt.Errorf("device id %q longer than 128 characters", id)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if c <= ' ' || c >= 0x7f || c == '/' || c == '+' || c == '#' {
-			return fmt.Errorf("device id %q: character %q not allowed", id, c)
-		}
-	}
-	return nil
-}
+// validDeviceID is the rule for device ids the client puts in its topics;
+// the assignment cache and the DPS client apply the same one.
+var validDeviceID = restopic.CheckDeviceID

@@ -6,6 +6,7 @@
 package restopic
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -43,4 +44,24 @@ func Parse(topic, prefix, what string) (status int, query url.Values, err error)
 // a parameter or an MQTT wildcard to the topic.
 func Escape(s string) string {
 	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+}
+
+// CheckDeviceID accepts a device id the client can use inside its topics
+// (devices/{id}/messages/...): printable ASCII without "/", "+" or "#", at
+// most 128 characters (spec E). IoT Hub itself allows "+" and "#" in ids,
+// but they cannot appear raw in an MQTT topic name; our ids never need them.
+func CheckDeviceID(id string) error {
+	if id == "" {
+		return errors.New("device id is empty")
+	}
+	if len(id) > 128 {
+		return fmt.Errorf("device id %q longer than 128 characters", id)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c <= ' ' || c >= 0x7f || c == '/' || c == '+' || c == '#' {
+			return fmt.Errorf("device id %q: character %q not allowed", id, c)
+		}
+	}
+	return nil
 }
