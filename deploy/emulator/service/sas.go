@@ -65,8 +65,17 @@ func parseSAS(header string) (*sasToken, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: field %q", errBadToken, kv)
 		}
-		// PathUnescape keeps a raw '+' of an unencoded base64 signature.
-		dv, err := url.PathUnescape(v)
+		// A raw '+' is a space in sr and skn, as every encoder writes them
+		// (QueryEscape, quote_plus; a literal '+' comes as %2B), but a
+		// '+' of an unencoded base64 signature must stay: PathUnescape
+		// keeps it. Decoding sr with PathUnescape turned SASToken's own
+		// "dev+1" for "dev 1" into a resource that covered nothing (found
+		// by FuzzSASRoundTrip).
+		unescape := url.QueryUnescape
+		if strings.EqualFold(k, "sig") {
+			unescape = url.PathUnescape
+		}
+		dv, err := unescape(v)
 		if err != nil {
 			return nil, fmt.Errorf("%w: field %s: %v", errBadToken, k, err)
 		}
