@@ -117,6 +117,12 @@ bench: ## load figures: 1,000 trackers provisioning at once; 10,000 devices on t
 	$(GO) run ./bench/fleet -portcall 500
 	$(GO) test -run '^$$' -bench TelemetryConnectedDevices -benchtime 20000x ./deploy/emulator/
 
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s; e.g. FUZZTIME=1000000x)
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./.ci/fuzz.sh
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf bin dist
