@@ -517,6 +517,13 @@ func parseHubUsername(u string) (host, deviceID, module string, q url.Values, er
 	default:
 		return "", "", "", nil, fmt.Errorf("user name %q is not host/deviceId/?params", u)
 	}
+	// "hub/dev//?..." would otherwise pass as device dev with an empty
+	// module (found by FuzzMQTTUsername).
+	for _, p := range parts {
+		if p == "" {
+			return "", "", "", nil, fmt.Errorf("user name %q has an empty host, device id or module", u)
+		}
+	}
 	q, err = url.ParseQuery(strings.ReplaceAll(query, "+", "%2B"))
 	if err != nil {
 		return "", "", "", nil, fmt.Errorf("user name parameters: %w", err)
