@@ -10,6 +10,7 @@ import (
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/agent/agenttest"
+	"github.com/reefer/tracker/firmware/telemetry"
 )
 
 // FuzzApplyDesired: the desired properties are written by whoever holds a
@@ -57,10 +58,10 @@ func FuzzApplyDesired(f *testing.F) {
 				}
 			}
 		}
-		if d := after.TelemetryDelay; d < agent.MinTelemetryDelay.Seconds() || d > agent.MaxTelemetryDelay.Seconds() {
+		if d := after.TelemetryDelay; d < telemetry.MinDelay.Seconds() || d > telemetry.MaxDelay.Seconds() {
 			t.Fatalf("%s: telemetryDelay %v s outside its bounds", doc, d)
 		}
-		if th := after.AlertThreshold; th < agent.MinAlertThreshold || th > agent.MaxAlertThreshold {
+		if th := after.AlertThreshold; th < telemetry.MinAlertThreshold || th > telemetry.MaxAlertThreshold {
 			t.Fatalf("%s: threshold %v outside its bounds", doc, th)
 		}
 

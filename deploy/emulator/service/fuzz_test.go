@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/internal/sas"
 )
 
 // The emulator's service API is reachable by anyone with a socket to it;
@@ -33,7 +34,7 @@ func FuzzParseSAS(f *testing.F) {
 	f.Add(SASToken("dps.localhost", "provisioningserviceowner", fuzzKey, now.Add(time.Hour)))
 	f.Add("SharedAccessSignature sr=hub1.localhost%2Fdevices%2Fd&sig=abc%3D&se=1&skn=iothubowner")
 	f.Add("sharedaccesssignature se=99999999999&skn=x&sig=+/=&sr=https%3A%2F%2Fh")
-	keys := map[string][]byte{"provisioningserviceowner": decodeKey(fuzzKey)}
+	keys := map[string][]byte{"provisioningserviceowner": sas.DecodeKey(fuzzKey)}
 	f.Fuzz(func(t *testing.T, header string) {
 		tok, err := parseSAS(header)
 		if err != nil {
@@ -62,7 +63,7 @@ func FuzzSASRoundTrip(f *testing.F) {
 	f.Add("dps.localhost", "provisioningserviceowner", int64(1_800_000_000))
 	f.Add("hub1.localhost/devices/sensor-thl-001", "registryReadWrite", int64(1))
 	f.Add("mydps.azure-devices-provisioning.net/enrollmentGroups/a b", "p&q=r", int64(4_102_444_800))
-	other := decodeKey(base64.StdEncoding.EncodeToString([]byte("another-key-0123456789abcdef!!!!")))
+	other := sas.DecodeKey(base64.StdEncoding.EncodeToString([]byte("another-key-0123456789abcdef!!!!")))
 	f.Fuzz(func(t *testing.T, resource, policy string, se int64) {
 		if resource == "" || policy == "" || se <= 0 || se > 1<<40 {
 			return
@@ -81,7 +82,7 @@ func FuzzSASRoundTrip(f *testing.F) {
 		if tok.resource != want || tok.policy != policy || tok.expiry != se {
 			t.Fatalf("token for %q/%q/%d parsed as %+v", resource, policy, se, tok)
 		}
-		keys := map[string][]byte{strings.ToLower(policy): decodeKey(fuzzKey)}
+		keys := map[string][]byte{strings.ToLower(policy): sas.DecodeKey(fuzzKey)}
 		if err := tok.verify(keys, time.Unix(se-1, 0)); err != nil {
 			t.Fatalf("token %q does not verify before expiry: %v", header, err)
 		}
