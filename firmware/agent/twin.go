@@ -33,8 +33,8 @@ const (
 // from a patch or from the twin's desired section. Other properties are
 // ignored.
 type desired struct {
-	TelemetryDelay setting `json:"telemetryDelay"`
-	AlertThreshold setting `json:"temperatureAlertThreshold"`
+	TelemetryDelay setting // PropTelemetryDelay
+	AlertThreshold setting // PropAlertThreshold
 }
 
 // setting is one desired property: absent from a patch (unchanged), null
@@ -96,9 +96,20 @@ func (a *Agent) ApplyTwin(version int64, props json.RawMessage) error {
 // decodeDesired decodes props; one that is not a JSON object is rejected
 // whole, and nothing changes.
 func decodeDesired(version int64, props json.RawMessage) (desired, error) {
-	var d desired
-	if err := json.Unmarshal(props, &d); err != nil {
+	// Twin property names are case-sensitive (spec F); json.Unmarshal into
+	// the struct would match "TelemetryDelay" too, a different property
+	// (found by FuzzApplyDesired). Pick the exact names from the object.
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(props, &members); err != nil {
 		return desired{}, fmt.Errorf("%w: version %d: %w", ErrBadDesired, version, err)
+	}
+	var d desired
+	for name, s := range map[string]*setting{PropTelemetryDelay: &d.TelemetryDelay, PropAlertThreshold: &d.AlertThreshold} {
+		if raw, ok := members[name]; ok {
+			if err := s.UnmarshalJSON(raw); err != nil {
+				return desired{}, fmt.Errorf("%w: version %d: %s: %w", ErrBadDesired, version, name, err)
+			}
+		}
 	}
 	return d, nil
 }
