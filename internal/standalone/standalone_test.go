@@ -15,10 +15,10 @@ import (
 // a group sits inside each literal), and the test cases build their inputs
 // by concatenation for the same reason.
 var outside = []*regexp.Regexp{
-	regexp.MustCompile(`(\.\./)+shared\b`),                  // a sibling checkout
-	regexp.MustCompile(`\bshared/+docs\b`),                  // the machine's shared documents
-	regexp.MustCompile(`\b(scenario|azure-iot-mqtt)\.md\b`), // documents that only exist there
-	regexp.MustCompile(`(?m)(^|[^\w.~$-])/(work|home|Users)/`),  // absolute machine paths
+	regexp.MustCompile(`(\.\./)+shared\b`),                     // a sibling checkout
+	regexp.MustCompile(`\bshared/+docs\b`),                     // the machine's shared documents
+	regexp.MustCompile(`\b(scenario|azure-iot-mqtt)\.md\b`),    // documents that only exist there
+	regexp.MustCompile(`(?m)(^|[^\w.~$-])/(work|home|Users)/`), // absolute machine paths
 }
 
 // findOutside returns the first reference to something outside the
