@@ -16,6 +16,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/provisioning/dps"
+	"github.com/reefer/tracker/provisioning/iothub"
 )
 
 // fleetEnv is an emulator with a verified CA, ready for fleetctl.
@@ -318,4 +319,95 @@ func mustRead(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A connected device: fleetctl watches its telemetry on the emulator's
+// stream and invokes a direct method it answers; group deprovision then
+// takes the whole group down.
+func TestMonitorMethodAndDeprovision(t *testing.T) {
+	t.Parallel()
+	fe := newFleetEnv(t)
+	fe.ok(t, "ca", "upload", "root", "--cert", fe.file(t, "root.pem", fe.root.PEM()), "--verified")
+	fe.ok(t, "group", "create", "trip", "--ca-name", "root", "--initial-tags", `{"trip":"T42"}`)
+	leaf, err := fe.inter.NewClient("box-9", pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := dps.Register(ctx, dps.Config{Endpoint: fe.e.DPSEndpoint(), IDScope: fe.e.IDScope(), RegistrationID: "box-9",
+		TLS: fe.e.ClientTLSConfig(leaf.TLS()), MaxAttempts: 1,
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			return ctxtime.Sleep(ctx, min(d, 20*time.Millisecond))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fe.register(t, "box-10"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := iothub.New(iothub.Config{Hub: res.AssignedHub, DeviceID: res.DeviceID, TLS: fe.e.ClientTLSConfig(leaf.TLS())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.HandleMethod("getStatus", func(_ context.Context, payload json.RawMessage) (int, any) {
+		return 200, map[string]any{"echo": json.RawMessage(payload), "ok": true}
+	})
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The initial twin's tag selects the devices of the trip.
+	if n := len(decode[[]any](t, fe.ok(t, "device", "list", "--where", "tags.trip = 'T42'", "-o", "json"))); n != 2 {
+		t.Errorf("devices tagged T42: %d; want 2", n)
+	}
+	out := fe.ok(t, "method", "invoke", "box-9", "getStatus", "--payload", `{"verbose":true}`, "-o", "json")
+	m := decode[struct {
+		Status  int
+		Payload struct {
+			Echo map[string]any
+			OK   bool
+		}
+	}](t, out)
+	if m.Status != 200 || !m.Payload.OK || m.Payload.Echo["verbose"] != true {
+		t.Errorf("method answer %s", out)
+	}
+
+	done := make(chan string, 1)
+	go func() { done <- fe.ok(t, "monitor", "--device", "box-9", "--count", "2", "--duration", "20s") }()
+	// The stream starts from now, so keep sending until monitor has its 2.
+	var mon string
+	for i := 0; mon == ""; i++ {
+		if err := c.Send(ctx, iothub.Message{Body: fmt.Appendf(nil, `{"seq":%d}`, i), Properties: map[string]string{"temperatureAlert": "false"}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case mon = <-done:
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("monitor did not end after 2 messages")
+		}
+	}
+	if strings.Count(mon, "box-9") < 1 || !strings.Contains(mon, `"temperatureAlert":"false"`) {
+		t.Errorf("monitor output:\n%s", mon)
+	}
+
+	out = fe.ok(t, "group", "deprovision", "trip")
+	for _, want := range []string{"delete hub identities", "delete registration records", "delete enrollment group"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("deprovision summary lacks %q:\n%s", want, out)
+		}
+	}
+	select {
+	case <-c.Done(): // the hub closed the deleted identity's connection
+	case <-time.After(10 * time.Second):
+		t.Error("the device stayed connected after its identity was deleted")
+	}
+	fe.fails(t, ExitFailed, "not found", "group", "show", "trip")
+	if n := len(decode[[]any](t, fe.ok(t, "registration", "list", "--group", "trip", "-o", "json"))); n != 0 {
+		t.Errorf("%d registration records left", n)
+	}
+	if n := len(decode[[]any](t, fe.ok(t, "device", "list", "-o", "json"))); n != 0 {
+		t.Errorf("%d identities left", n)
+	}
 }
