@@ -612,6 +612,7 @@ func (e *Emulator) Start(ctx context.Context) error {
 		l.tlsConfig = e.tlsConfig
 		l.timeout = e.cfg.HandshakeTimeout
 		l.log = e.log
+		l.ended = e.hook.connEnded
 		if err := e.server.AddListener(l); err != nil {
 			return fmt.Errorf("emulator: add listener %s: %w", l.id, err)
 		}

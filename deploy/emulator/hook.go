@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -57,12 +58,17 @@ type session struct {
 	generationID string
 	modelID      string
 
-	out   chan *packets.Packet
-	kick  chan struct{} // C2D delivery wake-up
-	ready chan struct{} // closed once CONNACK went out
-	done  chan struct{}
-	once  sync.Once
-	rOnce sync.Once
+	// Outgoing packets wait in queue and are written by one goroutine
+	// that exists only while there is something to write (or C2D to
+	// deliver), so observers never block on a slow client's socket and an
+	// idle connection costs no goroutine of ours.
+	qmu       sync.Mutex
+	queue     []*packets.Packet
+	ready     bool // CONNACK went out: nothing may be written before it
+	ended     bool
+	draining  bool
+	wantC2D   bool        // deliver C2D on the next drain
+	lockTimer *time.Timer // re-delivers once C2D locks may have expired
 
 	// will is the hub device's Will, held here rather than by mochi so
 	// that it can only ever become the device's own telemetry.
@@ -81,64 +87,15 @@ type methodReply struct {
 }
 
 func newSession(e *Emulator, cl *mqtt.Client, kind sessionKind, chain []*x509.Certificate) *session {
-	s := &session{e: e, cl: cl, kind: kind, chain: chain,
-		out: make(chan *packets.Packet, 256), kick: make(chan struct{}, 1), ready: make(chan struct{}), done: make(chan struct{}),
+	return &session{e: e, cl: cl, kind: kind, chain: chain,
 		c2dInflight: map[uint16]string{}, c2dLocked: map[string]int64{}, methods: map[string]chan methodReply{}}
-	go s.writeLoop()
-	return s
 }
 
-// writeLoop writes queued packets, so store observers never block on a
-// slow client's socket, and runs C2D delivery for hub sessions (one
-// goroutine per connection besides mochi's two).
-func (s *session) writeLoop() {
-	// Nothing may precede CONNACK, even a notification for a session
-	// whose subscriptions were inherited (CleanSession 0).
-	// If CONNACK cannot be sent mochi never calls OnDisconnect; notice
-	// the closed client and clean up ourselves.
-	tick := time.NewTicker(time.Second)
-wait:
-	for {
-		select {
-		case <-s.ready:
-			break wait
-		case <-s.done:
-			tick.Stop()
-			return
-		case <-tick.C:
-			if s.cl.Closed() {
-				tick.Stop()
-				s.e.hook.forget(s.cl, errors.New("closed before CONNACK"))
-				return
-			}
-		}
-	}
-	tick.Stop()
-	var lockTick <-chan time.Time
-	if s.kind == kindHub {
-		// Expired C2D locks are noticed within a quarter lock time.
-		t := time.NewTicker(s.e.cfg.C2DLockTimeout / 4)
-		defer t.Stop()
-		lockTick = t.C
-	}
-	for {
-		select {
-		case pk := <-s.out:
-			if err := s.cl.WritePacket(*pk); err != nil {
-				s.e.log.Debug("write to client failed", "client", s.cl.ID, "err", err)
-			}
-		case <-s.kick:
-			s.deliverC2D()
-		case <-lockTick:
-			s.deliverC2D()
-		case <-s.done:
-			return
-		}
-	}
-}
+// maxQueued bounds a session's unwritten packets (a slow consumer).
+const maxQueued = 256
 
-// publish queues a PUBLISH to the client. QoS 0 packets are dropped when
-// the queue is full, as a broker drops them for a slow consumer.
+// publish queues a PUBLISH to the client. Packets are dropped when the
+// queue is full, as a broker drops them for a slow consumer.
 func (s *session) publish(topic string, body []byte, qos byte, pid uint16) bool {
 	pk := &packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
@@ -146,23 +103,100 @@ func (s *session) publish(topic string, body []byte, qos byte, pid uint16) bool 
 		Payload:     body,
 		PacketID:    pid,
 	}
-	select {
-	case s.out <- pk:
-		return true
-	case <-s.done:
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	switch {
+	case s.ended:
 		return false
-	default:
+	case len(s.queue) >= maxQueued:
 		s.e.log.Warn("client write queue full, dropping message", "client", s.cl.ID, "topic", topic)
 		return false
 	}
+	s.queue = append(s.queue, pk)
+	s.startDrainLocked()
+	return true
+}
+
+// kickC2D asks for a C2D delivery pass on the session's writer.
+func (s *session) kickC2D() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.wantC2D = true
+	s.startDrainLocked()
+}
+
+// established marks CONNACK sent: what was queued may now be written.
+func (s *session) established() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.ready = true
+	s.startDrainLocked()
+}
+
+// startDrainLocked starts the writer if there is work and none runs.
+// Caller holds qmu.
+func (s *session) startDrainLocked() {
+	if s.ready && !s.ended && !s.draining && (len(s.queue) > 0 || s.wantC2D) {
+		s.draining = true
+		go s.drain()
+	}
+}
+
+// drain writes queued packets in order and runs C2D delivery for hub
+// sessions, then exits when there is nothing left to do.
+func (s *session) drain() {
+	for {
+		s.qmu.Lock()
+		if s.ended || (len(s.queue) == 0 && !s.wantC2D) {
+			s.draining = false
+			s.queue = nil
+			s.qmu.Unlock()
+			return
+		}
+		batch, c2d := s.queue, s.wantC2D
+		s.queue, s.wantC2D = nil, false
+		s.qmu.Unlock()
+		for _, pk := range batch {
+			if err := s.cl.WritePacket(*pk); err != nil {
+				s.e.log.Debug("write to client failed", "client", s.cl.ID, "err", err)
+			}
+		}
+		if c2d {
+			s.deliverC2D()
+		}
+	}
+}
+
+// armLockTimer makes expired C2D locks noticed within a quarter lock
+// time while any message is locked.
+func (s *session) armLockTimer() {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.ended || s.lockTimer != nil {
+		return
+	}
+	s.lockTimer = time.AfterFunc(s.e.cfg.C2DLockTimeout/4, func() {
+		s.qmu.Lock()
+		s.lockTimer = nil
+		s.qmu.Unlock()
+		s.kickC2D()
+	})
 }
 
 func (s *session) stop(reason error) {
 	s.cl.Stop(reason)
 }
 
+// end stops the session's writing for good.
 func (s *session) end() {
-	s.once.Do(func() { close(s.done) })
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.ended = true
+	s.queue = nil
+	if s.lockTimer != nil {
+		s.lockTimer.Stop()
+		s.lockTimer = nil
+	}
 }
 
 // subscribed reports whether the client holds a filter matching topic.
@@ -197,6 +231,22 @@ type brokerHook struct {
 	mqtt.HookBase
 	e        *Emulator
 	sessions sync.Map // *mqtt.Client -> *session
+	conns    sync.Map // net.Conn -> *mqtt.Client with a session
+}
+
+// track records a new session.
+func (h *brokerHook) track(cl *mqtt.Client, s *session) {
+	h.sessions.Store(cl, s)
+	h.conns.Store(cl.Net.Conn, cl)
+}
+
+// connEnded forgets the session of a connection that ended. mochi calls
+// OnDisconnect for a client once CONNACK went out; when CONNACK could
+// not be written it does not, and the listener's word is the only one.
+func (h *brokerHook) connEnded(c net.Conn) {
+	if v, ok := h.conns.LoadAndDelete(c); ok {
+		h.forget(v.(*mqtt.Client), errors.New("connection ended before CONNACK"))
+	}
 }
 
 func (h *brokerHook) ID() string { return "azemu" }
@@ -258,7 +308,7 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		// A unique broker id keeps parallel DPS connections apart.
 		cl.Properties.Clean = true
 		cl.ID = "$dps/" + rid + "/" + randomSuffix()
-		h.sessions.Store(cl, s)
+		h.track(cl, s)
 		log.Debug("dps connect", "registrationId", rid)
 		return true
 	}
@@ -277,7 +327,7 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		s.will = &w
 	}
 	cl.Properties.Will = mqtt.Will{}
-	h.sessions.Store(cl, s)
+	h.track(cl, s)
 	log.Debug("hub connect", "hub", s.hub, "deviceId", s.deviceID, "will", s.will != nil)
 	return true
 }
@@ -463,7 +513,7 @@ func (h *brokerHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s == nil {
 		return
 	}
-	s.rOnce.Do(func() { close(s.ready) })
+	s.established()
 	if s.kind == kindHub {
 		h.e.hub.established(s)
 	}
@@ -484,6 +534,7 @@ func (h *brokerHook) forget(cl *mqtt.Client, err error) {
 		return
 	}
 	s := v.(*session)
+	h.conns.Delete(cl.Net.Conn)
 	s.end()
 	if s.kind == kindHub {
 		h.e.hub.disconnected(s, err)

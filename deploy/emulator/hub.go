@@ -164,10 +164,7 @@ func (h *hubService) established(s *session) { h.subscribed(s) }
 
 // subscribed wakes C2D delivery and anyone waiting for the device.
 func (h *hubService) subscribed(s *session) {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	s.kickC2D()
 	k := connKey{s.hub, s.deviceID}
 	h.mu.Lock()
 	ws := h.waiters[k]
@@ -365,10 +362,7 @@ func (h *hubService) DeviceChanged(hub, id string, old, new *store.Device) {
 // C2DEnqueued wakes delivery to a connected device.
 func (h *hubService) C2DEnqueued(hub, id string) {
 	if s := h.conn(hub, id); s != nil {
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		s.kickC2D()
 	}
 }
 
@@ -383,6 +377,25 @@ func (s *session) deliverC2D() {
 	if err != nil {
 		return
 	}
+	defer func() {
+		// Locks of messages no longer pending (completed, expired) go;
+		// while any remain, their expiry is checked again.
+		pending := make(map[string]bool, len(msgs))
+		for _, m := range msgs {
+			pending[m.MessageID] = true
+		}
+		s.mu.Lock()
+		for id := range s.c2dLocked {
+			if !pending[id] {
+				delete(s.c2dLocked, id)
+			}
+		}
+		locked := len(s.c2dLocked) > 0
+		s.mu.Unlock()
+		if locked {
+			s.armLockTimer()
+		}
+	}()
 	now := s.e.cfg.Now().UnixNano()
 	for _, m := range msgs {
 		s.mu.Lock()

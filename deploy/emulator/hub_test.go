@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/reefer/tracker/deploy/emulator/pki"
@@ -392,4 +394,23 @@ func TestHubCertificateAuthorityIdentity(t *testing.T) {
 	if _, err := hubDial(t, e, 0, "ca-dev", dev.TLS()); err != nil {
 		t.Errorf("connect with chain to verified hub CA: %v", err)
 	}
+}
+
+// A connection mochi is done with is forgotten even when mochi never
+// called OnDisconnect (CONNACK could not be written): the listener says so.
+func TestConnectionEndForgetsSession(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t)
+	dev := hubDevice(t, e, "dev-1")
+	mustHubDial(t, e, 0, "dev-1", dev.TLS())
+	var conn net.Conn
+	e.hook.sessions.Range(func(k, _ any) bool { conn = k.(*mqtt.Client).Net.Conn; return false })
+	if conn == nil || !e.IsConnected(e.HubHost(0), "dev-1") {
+		t.Fatal("no live session")
+	}
+	e.hook.connEnded(conn)
+	if e.IsConnected(e.HubHost(0), "dev-1") {
+		t.Error("session still listed after its connection ended")
+	}
+	e.hook.connEnded(conn) // twice is harmless
 }

@@ -24,6 +24,7 @@ type tlsListener struct {
 	tlsConfig *tls.Config
 	timeout   time.Duration
 	log       *slog.Logger
+	ended     func(net.Conn) // after mochi is done with a connection
 
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -78,6 +79,9 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 			// The deadline stays for reading CONNECT.
 			if err := establish(l.id, tc); err != nil {
 				l.log.Debug("connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+			}
+			if l.ended != nil {
+				l.ended(tc)
 			}
 		}()
 	}
