@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/fleetctl/cli"
 	"github.com/reefer/tracker/deploy/fleetctl/fleet"
@@ -79,6 +81,10 @@ type PortCallReport struct {
 	// Assigned and Connected are the steps on the way there: DPS assigned
 	// it, the hub accepted its connection.
 	Assigned, Connected Latency
+	// DPSConns, HubConns: connections the re-enrolled trackers opened
+	// after T0 (each retry inside the DPS and hub clients is one), and
+	// HubTimeouts of those hub connects that timed out.
+	DPSConns, HubConns, HubTimeouts int
 	// LateMessages counts messages acknowledged from disenrolled trackers
 	// after DPS refused them (must be 0).
 	LateMessages int `json:"lateMessages"`
@@ -115,6 +121,11 @@ type trackerState struct {
 	// assignedAt, connectedAt: DPS assigned it, the hub accepted it (first
 	// time after mark).
 	assignedAt, connectedAt time.Time
+	// dpsConns and hubConns count the connections made after mark: DPS
+	// registrations (one per attempt inside dps.Register) and hub
+	// connects (one per attempt inside iothub's connect loop);
+	// hubTimeouts those of the hub connects that timed out.
+	dpsConns, hubConns, hubTimeouts int
 	// wasRefused: DPS refused it at least once (its phase flips back to
 	// provisioning at every retry).
 	wasRefused bool
@@ -150,6 +161,15 @@ func (t *tracker) acked(at time.Time) {
 	}
 	if !s.refusedAt.IsZero() {
 		s.lateAcks++
+	}
+}
+
+// count adds to one of the counters, after mark only.
+func (t *tracker) count(f func(s *trackerState)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.s.mark.IsZero() {
+		f(&t.s)
 	}
 }
 
@@ -333,6 +353,9 @@ func PortCall(ctx context.Context, f *Fleet, o PortCallOptions) (*PortCallReport
 	var as, co []time.Duration
 	for _, t := range in {
 		s := t.snapshot()
+		rep.DPSConns += s.dpsConns
+		rep.HubConns += s.hubConns
+		rep.HubTimeouts += s.hubTimeouts
 		se = append(se, s.firstAck.Sub(t0))
 		as = append(as, s.assignedAt.Sub(t0))
 		co = append(co, s.connectedAt.Sub(t0))
@@ -350,13 +373,23 @@ func newTracker(e *emulator.Emulator, cert tls.Certificate, state string, o Port
 	id := &certs.Identity{Cert: cert, Leaf: cert.Leaf, RegistrationID: t.id, FingerprintSHA256: hex.EncodeToString(sum[:])}
 	tlsCfg := &tls.Config{RootCAs: e.CACertPool(), Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	p, err := lifecycle.New(lifecycle.Config{Identity: id, TLS: tlsCfg, StateDir: state,
-		DPS:      dpsConfig(e),
+		DPS:      dpsConfig(e, t),
 		RetryMin: o.RetryMin, RetryMax: o.RetryMax, BackoffBase: time.Second, BackoffMax: o.RetryMax,
 		OnStatus: t.onStatus})
 	if err != nil {
 		return nil, nil, err
 	}
-	conn := &lifecycle.IoTHub{Base: iothub.Config{TLS: tlsCfg}, OnConnected: func(c *iothub.Client) {
+	onState := func(sc iothub.StateChange) {
+		t.count(func(s *trackerState) {
+			switch {
+			case sc.State == iothub.StateConnecting:
+				s.hubConns++
+			case sc.Err != nil && (errors.Is(sc.Err, context.DeadlineExceeded) || errors.Is(sc.Err, os.ErrDeadlineExceeded)):
+				s.hubTimeouts++
+			}
+		})
+	}
+	conn := &lifecycle.IoTHub{Base: iothub.Config{TLS: tlsCfg, OnState: onState}, OnConnected: func(c *iothub.Client) {
 		go sendLoop(c, o.Interval, t)
 	}}
 	return p, conn, nil
@@ -416,14 +449,19 @@ func printPortCall(w io.Writer, r *PortCallReport) {
 	fmt.Fprintf(w, "  re-enrolled trackers assigned by DPS: %s\n", lat(r.Assigned))
 	fmt.Fprintf(w, "      their hub connection accepted:    %s\n", lat(r.Connected))
 	fmt.Fprintf(w, "      sending again (first ack):        %s\n", lat(r.Sending))
+	fmt.Fprintf(w, "      connections they opened after T0: DPS %d, hub %d (%d hub connects timed out)\n", r.DPSConns, r.HubConns, r.HubTimeouts)
 	fmt.Fprintf(w, "  disenrolled trackers refused by DPS: %s\n", lat(r.Stopped))
 	fmt.Fprintf(w, "  their last acknowledged message:     %s\n", lat(r.LastMessage))
 	fmt.Fprintf(w, "  messages acknowledged after refusal: %d\n", r.LateMessages)
 	fmt.Fprintf(w, "  settled %s after T0\n", ms(r.Wall))
 }
 
-// dpsConfig is the DPS client configuration of the emulator's DPS; the
-// lifecycle fills in the registration id and TLS.
-func dpsConfig(e *emulator.Emulator) dps.Config {
-	return dps.Config{Endpoint: e.DPSEndpoint(), IDScope: e.IDScope()}
+// dpsConfig is the DPS client configuration of the emulator's DPS,
+// counting t's connections; the lifecycle fills in the registration id and
+// TLS.
+func dpsConfig(e *emulator.Emulator, t *tracker) dps.Config {
+	return dps.Config{Endpoint: e.DPSEndpoint(), IDScope: e.IDScope(), NewClient: func(o *mqtt.ClientOptions) mqtt.Client {
+		t.count(func(s *trackerState) { s.dpsConns++ })
+		return mqtt.NewClient(o)
+	}}
 }
