@@ -277,6 +277,10 @@ func (a *Agent) SetProvisioned(t time.Time) {
 	signal(a.wakeReporter)
 }
 
+// Report sends the reported properties again soon: the Reporter adds
+// members of its own (the daemon's queue storage) and one of them changed.
+func (a *Agent) Report() { signal(a.wakeReporter) }
+
 // Run samples and sends until ctx is cancelled. It then stops sampling and
 // spends at most FlushTimeout sending what is queued (while connected)
 // before returning nil; what is left stays in the queue for the next start.

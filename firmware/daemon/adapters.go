@@ -10,12 +10,14 @@ import (
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/doctor"
 	"github.com/reefer/tracker/firmware/queue"
+	"github.com/reefer/tracker/firmware/statequeue"
 	"github.com/reefer/tracker/firmware/telemetry"
 	"github.com/reefer/tracker/provisioning/iothub"
 )
 
-// queueAdapter is the bbolt queue as an agent.Queue.
-type queueAdapter struct{ q *queue.Queue }
+// queueAdapter is the state queue (disk, or memory while the state
+// directory is unusable) as an agent.Queue.
+type queueAdapter struct{ q *statequeue.Store }
 
 func (a queueAdapter) Append(build func(seq uint64) (agent.Queued, error)) (agent.Queued, error) {
 	m, err := a.q.Append(func(seq uint64) (queue.Message, error) {
@@ -89,6 +91,11 @@ func (l hubLink) UpdateReported(ctx context.Context, patch map[string]any) error
 	if r := l.d.p.queue.Recovered(); r != nil {
 		patch[PropQueueRecovered] = r
 	}
+	// null deletes the member once the readings are on disk again.
+	patch[PropQueueInMemory] = nil
+	if f := l.d.p.queue.Fallback(); f != nil {
+		patch[PropQueueInMemory] = f
+	}
 	_, err := c.UpdateReported(ctx, patch)
 	return err
 }
@@ -128,7 +135,7 @@ func (d *Daemon) methodGetStatus(ctx context.Context, _ json.RawMessage) (int, a
 	q := d.p.queue
 	n, b := q.Len()
 	rep := doctor.Run(ctx, doctor.Inputs{
-		RunningQueue: &doctor.QueueFigures{Count: n, Bytes: b, Dropped: q.Dropped(), Recovered: q.Recovered()},
+		RunningQueue: &doctor.QueueFigures{Count: n, Bytes: b, Dropped: q.Dropped(), Recovered: q.Recovered(), InMemory: q.Fallback()},
 		Config:       d.cfg.Tracker,
 		Offline:      true,
 		// The sensors the tracker holds, as they are now: a missing one

@@ -19,6 +19,7 @@ import (
 	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/firmware/sensors"
+	"github.com/reefer/tracker/firmware/statequeue"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/iothub"
 )
@@ -34,6 +35,11 @@ const (
 
 // PropProvisioning is the reported property carrying the lifecycle status.
 const PropProvisioning = "provisioning"
+
+// PropQueueInMemory is the reported property telling the cloud that the
+// state directory is unusable and readings are kept in memory only (lost
+// on a restart): since when, why, which directory. null while on disk.
+const PropQueueInMemory = "queueInMemory"
 
 // PropQueueRecovered is the reported property telling the cloud that the
 // queue database was found corrupt at this start and replaced: the
@@ -108,6 +114,9 @@ type Config struct {
 	Watchdog  health.WatchdogOptions
 	// Sensors shapes how a missing or dead sensor is reopened.
 	Sensors sensors.ReopenOptions
+	// StateQueue shapes the fall-back to memory when the state directory
+	// is unusable (its Queue, Now, Logger and OnChange are the daemon's).
+	StateQueue statequeue.Options
 }
 
 // Daemon is one run of the tracker. Create it with New and call Run once.
@@ -123,7 +132,9 @@ type Daemon struct {
 	firstConn chan struct{} // closed on the first hub connection
 	firstOnce sync.Once
 	wake      chan struct{} // recompute the STATUS= line
-	lcAlive   atomic.Bool   // the provisioning goroutine runs
+	// stateChanged: the queue moved between disk and memory.
+	stateChanged chan struct{}
+	lcAlive      atomic.Bool // the provisioning goroutine runs
 
 	p *parts // set before started is closed, never changed
 
@@ -173,13 +184,15 @@ func New(cfg Config) (*Daemon, error) {
 		started:   make(chan struct{}),
 		firstConn: make(chan struct{}),
 		wake:      make(chan struct{}, 1),
+
+		stateChanged: make(chan struct{}, 1),
 	}, nil
 }
 
 // parts are what Run opens, in order. Close releases whatever was opened.
 type parts struct {
 	dev   *Device
-	queue *queue.Queue
+	queue *statequeue.Store
 	sens  *openedSensors
 	wd    *health.Watchdog
 	agent *agent.Agent
@@ -223,12 +236,13 @@ func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
 	// Recover: a queue.db damaged by the SD card is moved aside and
 	// replaced (queue logs it at ERROR) rather than failing every start
 	// while systemd restarts us forever. Sequence numbers stay unique.
-	if p.queue, err = queue.Open(qpath, queue.Options{
-		MaxCount: tc.Queue.MaxMessages, MaxBytes: tc.Queue.MaxBytes, Logger: d.log,
-		Recover: true, Now: d.now,
-	}); err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
-	}
+	// A state directory that is read-only or gone does not stop us
+	// either: readings are kept in memory, loudly, until it works again.
+	so := d.cfg.StateQueue
+	so.Queue = queue.Options{MaxCount: tc.Queue.MaxMessages, MaxBytes: tc.Queue.MaxBytes, Logger: d.log, Recover: true, Now: d.now}
+	so.Now, so.Logger = d.now, d.log
+	so.OnChange = func() { signal(d.stateChanged) }
+	p.queue = statequeue.Open(qpath, so)
 	q := p.queue
 	n, b := q.Len()
 	d.log.Info("queue opened", "path", qpath, "queued", n, "bytes", b, "dropped", q.Dropped(),
@@ -323,6 +337,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	aux.Go(func(ctx context.Context) error { p.wd.Run(ctx); return nil })
 	aux.Go(func(ctx context.Context) error { d.statusLoop(ctx); return nil })
 	aux.Go(func(ctx context.Context) error { d.readyLoop(ctx); return nil })
+	aux.Go(func(ctx context.Context) error { d.probeState(ctx); return nil })
 
 	runErr := g.Wait(ctx)
 	n, _ := p.queue.Len()
@@ -495,7 +510,30 @@ func (d *Daemon) statusLine() string {
 	if err != nil {
 		return "starting"
 	}
-	return StatusLine(note, st.Lifecycle, st.StatusReport, d.now())
+	line := StatusLine(note, st.Lifecycle, st.StatusReport, d.now())
+	if st.QueueInMemory != nil {
+		line += "; QUEUE IN MEMORY: state directory unusable"
+	}
+	return line
+}
+
+// probeState checks the state directory on the queue's schedule (back to
+// disk when it works again, to memory when it vanished) and reports every
+// move at once.
+func (d *Daemon) probeState(ctx context.Context) {
+	t := time.NewTicker(d.p.queue.ProbeInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.p.queue.Probe()
+		case <-d.stateChanged:
+			signal(d.wake)
+			d.p.agent.Report()
+		}
+	}
 }
 
 // Status is the daemon's state: the agent's report and the lifecycle's.
@@ -506,6 +544,9 @@ type Status struct {
 	// QueueRecovered is set when the queue database was corrupt at this
 	// start and replaced by an empty one; what it held is lost.
 	QueueRecovered *queue.Recovery `json:"queueRecovered,omitempty"`
+	// QueueInMemory is set while the state directory is unusable and the
+	// readings are kept in memory only.
+	QueueInMemory *statequeue.Fallback `json:"queueInMemory,omitempty"`
 }
 
 // Status returns the current state, or ErrNotStarted before Run set up
@@ -516,7 +557,8 @@ func (d *Daemon) Status() (Status, error) {
 	default:
 		return Status{}, ErrNotStarted
 	}
-	return Status{StatusReport: d.p.agent.Status(), Lifecycle: d.p.prov.Status(), QueueRecovered: d.p.queue.Recovered()}, nil
+	return Status{StatusReport: d.p.agent.Status(), Lifecycle: d.p.prov.Status(), QueueRecovered: d.p.queue.Recovered(),
+		QueueInMemory: d.p.queue.Fallback()}, nil
 }
 
 // SendNow samples at once and queues the message (the sendNow method).

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/reefer/tracker/firmware/config"
@@ -15,7 +14,7 @@ import (
 
 // Device is the start-up sequence `tracker run` and `tracker provision`
 // share, up to the network: the identity and trust roots checked, the TLS
-// config built, the state directory made (OpenDevice); the wait for a
+// config built (OpenDevice); the wait for a
 // plausible clock (WaitForClock); the lifecycle (Provisioner).
 type Device struct {
 	Identity *certs.Identity
@@ -29,8 +28,7 @@ type Device struct {
 }
 
 // OpenDevice checks the identity in tc and loads the trust roots (an
-// error wraps ErrIdentity: restarting cannot fix it), then makes the
-// state directory. Validity is judged at now, or at the clock floor when
+// error wraps ErrIdentity: restarting cannot fix it). Validity is judged at now, or at the clock floor when
 // now is before it, so a board still in 1970 gets to WaitForClock instead
 // of failing with "not yet valid".
 func OpenDevice(tc *config.Config, now time.Time) (*Device, error) {
@@ -49,9 +47,8 @@ func OpenDevice(tc *config.Config, now time.Time) (*Device, error) {
 	}
 	dev.Identity = id
 	dev.TLS = certs.TLSConfig(id, roots, "")
-	if err := os.MkdirAll(tc.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
-	}
+	// The state directory is made where it is used: a tracker runs on
+	// without it (firmware/statequeue), `tracker provision` needs it.
 	return dev, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/reefer/tracker/firmware/queue"
+	"github.com/reefer/tracker/firmware/statequeue"
 	"github.com/reefer/tracker/provisioning/cache"
 )
 
@@ -65,6 +66,9 @@ type QueueFigures struct {
 	Bytes     int64
 	Dropped   uint64
 	Recovered *queue.Recovery // the corrupt database this start replaced, if any
+	// InMemory is set while the state directory is unusable and the
+	// running tracker keeps its readings in memory.
+	InMemory *statequeue.Fallback
 }
 
 // CheckQueue reports the offline queue at path: depth, size and how many
@@ -125,6 +129,12 @@ func QueueCheck(f QueueFigures, opts queue.Options) Check {
 	n, size, dropped := f.Count, f.Bytes, f.Dropped
 	ck.Detail = fmt.Sprintf("%d readings queued (%d KiB of %d KiB), %d dropped since installation", n, size>>10, maxB>>10, dropped)
 	switch {
+	case f.InMemory != nil:
+		ck.Status = Fail
+		ck.Detail += fmt.Sprintf("; the state directory %s is unusable since %s (%s): readings are kept IN MEMORY and are lost if the tracker restarts",
+			f.InMemory.Dir, f.InMemory.Since.Format(time.RFC3339), f.InMemory.Reason)
+		ck.Fix = fmt.Sprintf("check the state filesystem: read-only after errors (dmesg; mount -o remount,rw, or replace the SD card), "+
+			"or the directory removed or not owned by the tracker user (install -d -m 0700 -o tracker %s); the tracker moves its readings back to disk by itself within 30 s", f.InMemory.Dir)
 	case f.Recovered != nil:
 		ck.Status = Warn
 		ck.Detail += fmt.Sprintf("; the queue database was found corrupt and replaced, the readings queued in it were lost (moved to %s)", f.Recovered.Aside)

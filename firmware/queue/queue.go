@@ -126,6 +126,10 @@ type Options struct {
 	// Now names the moved-aside file and times the space probe; nil is
 	// time.Now.
 	Now func() time.Time
+	// NoSync skips the fsync of every commit: for tools that bulk-load a
+	// queue the tracker is not running on (bench/faults), where a power
+	// loss does not matter. The tracker never sets it.
+	NoSync bool
 }
 
 // Message is one queued reading.
@@ -251,6 +255,7 @@ func openQueue(path string, opts Options, log *slog.Logger) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue open %s: %w", path, err)
 	}
+	db.NoSync = opts.NoSync
 	q := &Queue{db: db, log: log, opts: opts, path: path, seqPath: seqPath, reserved: floor,
 		acked: map[uint64]int64{}}
 	err = db.Update(func(tx *bolt.Tx) error {

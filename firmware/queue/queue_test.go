@@ -603,3 +603,32 @@ func TestOpenMigratesOldLayout(t *testing.T) {
 		t.Errorf("after Ack(8), seqs = %v; want %v", seqs(got), w)
 	}
 }
+
+// Import keeps a message's own number and the next Append continues above
+// it; a number not above the last issued one is refused.
+func TestImportKeepsSeq(t *testing.T) {
+	t.Parallel()
+	q, err := Open(filepath.Join(t.TempDir(), "q.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if _, err := q.Append(func(seq uint64) (Message, error) { return Message{ID: fmt.Sprint("d-", seq)}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	m, err := q.Import(Message{ID: "d-1764787200123", Seq: 1764787200123, Body: []byte("x")})
+	if err != nil || m.Seq != 1764787200123 {
+		t.Fatalf("Import = %+v, %v; want seq kept", m, err)
+	}
+	if _, err := q.Import(Message{ID: "d-5", Seq: 5}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Import below the last issued number = %v; want ErrInvalid", err)
+	}
+	next, err := q.Append(func(seq uint64) (Message, error) { return Message{ID: fmt.Sprint("d-", seq)}, nil })
+	if err != nil || next.Seq != 1764787200124 {
+		t.Errorf("Append after Import = seq %d, %v; want 1764787200124", next.Seq, err)
+	}
+	got, _ := q.Peek(10)
+	if len(got) != 3 || got[1].ID != "d-1764787200123" || string(got[1].Body) != "x" {
+		t.Errorf("Peek = %+v; want the imported message between the other two", got)
+	}
+}

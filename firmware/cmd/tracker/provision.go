@@ -69,6 +69,12 @@ func runProvision(ctx context.Context, io stdio, args []string) error {
 	// 1970: say so instead of failing the certificate checks).
 	dev, err := daemon.OpenDevice(cfg, time.Now())
 	if err == nil {
+		// The assignment is cached there.
+		if err = os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			err = fmt.Errorf("state directory: %w", err)
+		}
+	}
+	if err == nil {
 		err = dev.WaitForClock(ctx, time.Now, time.Second, log)
 	}
 	if errors.Is(err, daemon.ErrIdentity) {
