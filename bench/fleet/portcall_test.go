@@ -28,8 +28,10 @@ func TestPortCallSmall(t *testing.T) {
 	if !(0 < r.Sending.P50 && r.Sending.P50 <= r.Sending.Max && r.Sending.Max <= r.Wall && r.Stopped.Max <= r.Wall) {
 		t.Errorf("sending p50 %s max %s, stopped max %s, wall %s: out of order", r.Sending.P50, r.Sending.Max, r.Stopped.Max, r.Wall)
 	}
-	if r.DPSConns < n || r.HubConns < n {
-		t.Errorf("re-enrolled trackers opened %d DPS and %d hub connections after T0; want at least %d each", r.DPSConns, r.HubConns, n)
+	// Each re-enrolled tracker connects to the hub after T0 (a DPS
+	// registration may have been under way at T0, so DPS is not counted).
+	if r.HubConns < n {
+		t.Errorf("re-enrolled trackers opened %d hub connections after T0; want at least %d", r.HubConns, n)
 	}
 	if r.DisenrollOps != 2 {
 		t.Errorf("%d DPS bulk operations for %d+%d devices; want 2", r.DisenrollOps, n, n)
