@@ -37,7 +37,7 @@ func TestVersionOfPlainBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	out, err := exec.Command("git", "rev-parse", "HEAD", "--git-dir", "--git-common-dir").Output()
+	out, err := exec.Command("git", "rev-parse", "--path-format=absolute", "HEAD", "--git-dir", "--git-common-dir").Output()
 	if err != nil {
 		t.Skipf("not in a git checkout (git rev-parse: %v); the toolchain records no revision", err)
 	}
