@@ -82,7 +82,7 @@ func boot(t *testing.T, rootfs, work string) *container {
 
 	// PID 1 of the container is the nspawn child that runs systemd (nspawn
 	// forks helpers before it).
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second * slow)
 	for c.leader == 0 {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", c.cmd.Process.Pid, c.cmd.Process.Pid))
 		for _, f := range strings.Fields(string(b)) {
@@ -100,7 +100,7 @@ func boot(t *testing.T, rootfs, work string) *container {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no container init after 60 s:\n%s", c.console())
+			t.Fatalf("no container init after %s:\n%s", 60*time.Second*slow, c.console())
 		}
 	}
 	// Wait for the boot to finish (degraded is fine: a minimal rootfs
@@ -124,7 +124,7 @@ func (c *container) console() string { return string(tail([]byte(c.out.String())
 // sh runs a shell script inside the container (all its namespaces) and
 // returns the combined output.
 func (c *container) sh(script string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute*slow)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", "--target="+strconv.Itoa(c.leader), "--all", "/bin/sh", "-c", script)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}

@@ -23,6 +23,10 @@ import (
 
 const deviceID = "sensor-systemd-001"
 
+// slow scales every wait: a foreign rootfs runs under qemu-user, several
+// times slower than natively.
+var slow time.Duration = 1
+
 // TestSystemd installs the package in a booted Debian 12 and shows, with
 // the evidence in the test log (go test -v), the eight checks of
 // `make test-systemd` (see README "Proven under a live systemd").
@@ -43,6 +47,7 @@ func TestSystemd(t *testing.T) {
 	}
 	debArch := strings.TrimSuffix(deb[strings.LastIndex(deb, "_")+1:], ".deb")
 	if host, _ := exec.Command("dpkg", "--print-architecture").Output(); strings.TrimSpace(string(host)) != debArch {
+		slow = 5
 		// A foreign rootfs runs through qemu-user binfmt; mmdebstrap
 		// checks for it with arch-test.
 		if _, err := os.Stat("/proc/sys/fs/binfmt_misc/status"); err != nil {
@@ -149,8 +154,8 @@ func TestSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReported(t, e, hub, "telemetryDelay", "2", 30*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	res, err := e.InvokeMethod(ctx, hub, deviceID, store.MethodRequest{MethodName: "getStatus", ResponseTimeoutInSeconds: 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*slow)
+	res, err := e.InvokeMethod(ctx, hub, deviceID, store.MethodRequest{MethodName: "getStatus", ResponseTimeoutInSeconds: 20 * int(slow)})
 	cancel()
 	if err != nil || res.Status != 200 {
 		t.Errorf("getStatus: %v, %+v", err, res)
@@ -314,7 +319,7 @@ func maxSeq(t *testing.T, e *emulator.Emulator, hub string) uint64 {
 // the first up to the highest arrived at least once.
 func waitSeqs(t *testing.T, e *emulator.Emulator, hub string, n uint64, timeout time.Duration) {
 	t.Helper()
-	waitfor.Until(t, fmt.Sprintf("seq %d at the emulator", n), timeout, 200*time.Millisecond, func() bool { return maxSeq(t, e, hub) >= n })
+	waitfor.Until(t, fmt.Sprintf("seq %d at the emulator", n), timeout*slow, 200*time.Millisecond, func() bool { return maxSeq(t, e, hub) >= n })
 	s := seqs(t, e, hub)
 	var missing []uint64
 	for want, i := s[0], 0; want <= s[len(s)-1]; want++ {
@@ -333,7 +338,7 @@ func waitSeqs(t *testing.T, e *emulator.Emulator, hub string, n uint64, timeout 
 func waitUnit(t *testing.T, c *container, timeout time.Duration, ok func(map[string]string) bool) {
 	t.Helper()
 	var st map[string]string
-	waitfor.Until(t, "the unit's restart", timeout, 250*time.Millisecond, func() bool {
+	waitfor.Until(t, "the unit's restart", timeout*slow, 250*time.Millisecond, func() bool {
 		st = c.show("ActiveState", "SubState", "MainPID", "NRestarts", "Result")
 		return ok(st)
 	})
@@ -342,7 +347,7 @@ func waitUnit(t *testing.T, c *container, timeout time.Duration, ok func(map[str
 
 func waitReported(t *testing.T, e *emulator.Emulator, hub, key, want string, timeout time.Duration) {
 	t.Helper()
-	waitfor.Until(t, "reported "+key+" = "+want, timeout, 200*time.Millisecond, func() bool {
+	waitfor.Until(t, "reported "+key+" = "+want, timeout*slow, 200*time.Millisecond, func() bool {
 		tw, err := e.Store().GetTwin(hub, deviceID)
 		return err == nil && fmt.Sprint(tw.Properties.Reported.Props[key]) == want
 	})
@@ -351,7 +356,7 @@ func waitReported(t *testing.T, e *emulator.Emulator, hub, key, want string, tim
 
 func waitJournal(t *testing.T, c *container, filter, want string, timeout time.Duration) {
 	t.Helper()
-	waitfor.Until(t, fmt.Sprintf("%q in journalctl %s", want, filter), timeout, 250*time.Millisecond, func() bool {
+	waitfor.Until(t, fmt.Sprintf("%q in journalctl %s", want, filter), timeout*slow, 250*time.Millisecond, func() bool {
 		out, _ := c.sh("journalctl --no-pager -o cat _SYSTEMD_UNIT=tracker.service " + filter)
 		return strings.Contains(out, want)
 	})
