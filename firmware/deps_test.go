@@ -67,6 +67,7 @@ var firmwareImports = map[string][]string{
 	"firmware":                 {},
 	"firmware/buildinfo":       {},
 	"firmware/health":          {},
+	"firmware/model":           {},
 	"firmware/telemetry":       {"drivers"},
 	"firmware/config":          {"drivers", "firmware/telemetry"},
 	"firmware/queue":           {"internal"},
@@ -79,8 +80,8 @@ var firmwareImports = map[string][]string{
 	"firmware/doctor": {"drivers", "firmware/config", "firmware/lifecycle", "firmware/queue", "firmware/sensorcheck",
 		"firmware/statequeue", "provisioning", "internal"},
 	"firmware/daemon": {"drivers", "firmware/agent", "firmware/config", "firmware/doctor", "firmware/health",
-		"firmware/lifecycle", "firmware/queue", "firmware/sensorcheck", "firmware/sensors", "firmware/statequeue",
-		"firmware/telemetry", "provisioning", "internal"},
+		"firmware/lifecycle", "firmware/model", "firmware/queue", "firmware/sensorcheck", "firmware/sensors",
+		"firmware/statequeue", "firmware/telemetry", "provisioning", "internal"},
 	// main only wires; it alone registers periph's host drivers.
 	"firmware/cmd/tracker": {"drivers", "firmware/buildinfo", "firmware/config", "firmware/daemon", "firmware/doctor",
 		"firmware/health", "firmware/lifecycle", "firmware/sensorcheck", "firmware/sensors", "provisioning", "internal"},

@@ -17,6 +17,7 @@ import (
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/health"
 	"github.com/reefer/tracker/firmware/lifecycle"
+	"github.com/reefer/tracker/firmware/model"
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/firmware/sensors"
 	"github.com/reefer/tracker/firmware/statequeue"
@@ -382,6 +383,9 @@ func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Se
 	cfg := d.cfg.Hub
 	cfg.Hub, cfg.DeviceID = as.Hub, as.DeviceID
 	cfg.TLS = d.p.dev.TLS
+	if cfg.ModelID == "" {
+		cfg.ModelID = model.ID // announced at CONNECT (spec B.1)
+	}
 	cfg.Logger = d.log
 	cfg.OnDesired = d.onDesired
 	cfg.OnState = func(sc iothub.StateChange) { d.onState(c, sc) }

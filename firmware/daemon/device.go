@@ -9,6 +9,7 @@ import (
 
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/lifecycle"
+	"github.com/reefer/tracker/firmware/model"
 	"github.com/reefer/tracker/provisioning/certs"
 )
 
@@ -65,10 +66,15 @@ func (dev *Device) WaitForClock(ctx context.Context, now func() time.Time, poll 
 }
 
 // Provisioner returns the device's lifecycle: lc with the identity, TLS,
-// DPS endpoint and ID scope and state directory filled in.
+// DPS endpoint and ID scope and state directory filled in, and, unless lc
+// has a payload, the registration payload announcing the Plug and Play
+// model (spec A.3).
 func (dev *Device) Provisioner(lc lifecycle.Config) (*lifecycle.Provisioner, error) {
 	lc.Identity, lc.TLS = dev.Identity, dev.TLS
 	lc.DPS.Endpoint, lc.DPS.IDScope = dev.tc.DPSEndpoint, dev.tc.IDScope
+	if lc.DPS.Payload == nil {
+		lc.DPS.Payload = model.DPSPayload()
+	}
 	lc.StateDir = dev.tc.StateDir
 	return lifecycle.New(lc)
 }

@@ -1,0 +1,106 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/firmware/daemon"
+	"github.com/reefer/tracker/firmware/model"
+)
+
+// The Plug and Play model against the real tracker on the emulator: the
+// hub shows the announced model id on the twin, every telemetry message
+// and the whole reported section fit the model and use every declared
+// telemetry and property, and every declared command is answered (an
+// undeclared one is not).
+func TestTrackerMatchesItsModel(t *testing.T) {
+	t.Parallel()
+	in, err := model.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEmu(t)
+	f := newFleet(t)
+	f.enroll(t, e, nil)
+	const id = "sensor-thl-014"
+	cfg := f.trackerConfig(t, e, id)
+	// A damaged queue file makes the tracker report queueRecovered.
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, daemon.QueueFile), bytes.Repeat([]byte{0xde, 0xad}, 8<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startTracker(t, cfg, id)
+	hub := e.HubHost(0)
+
+	eventually(t, "modelId on the twin", func() bool {
+		tw, err := e.Store().GetTwin(hub, id)
+		return err == nil && tw.ModelID == model.ID
+	})
+
+	// A rejected desired value makes it report lastDesiredError.
+	if _, err := e.UpdateDesired(hub, id, map[string]any{"telemetryDelay": "fast"}); err != nil {
+		t.Fatal(err)
+	}
+	// queueInMemory appears only while the state directory fails; the
+	// model test checks it against statequeue's real value.
+	var doc []byte
+	eventually(t, "every declared property reported", func() bool {
+		doc, _ = json.Marshal(reported(t, e, id))
+		return slices.Equal(in.Unused("Property", doc), []string{daemon.PropQueueInMemory})
+	})
+	if err := in.CheckReported(doc); err != nil {
+		t.Errorf("twin reported %s:\n%v", doc, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	res, err := e.InvokeMethod(ctx, hub, id, store.MethodRequest{MethodName: daemon.MethodSendNow, ResponseTimeoutInSeconds: 10})
+	if err != nil || res.Status != 200 {
+		t.Fatalf("sendNow = %+v, %v", res, err)
+	}
+	msgs, err := e.WaitTelemetry(ctx, hub, id, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies [][]byte
+	for _, m := range msgs {
+		if err := in.CheckTelemetry(m.Body); err != nil {
+			t.Errorf("message %s body %s:\n%v", m.MessageID, m.Body, err)
+		}
+		bodies = append(bodies, m.Body)
+	}
+	if un := in.Unused("Telemetry", bodies...); un != nil {
+		t.Errorf("telemetry %v declared; no message from the simulated tracker carries it", un)
+	}
+
+	// Every declared command is a method the tracker answers, with a
+	// payload that fits; a name the model does not declare is not found.
+	cmds := in.Names("Command")
+	if want := []string{daemon.MethodGetStatus, daemon.MethodSendNow}; !slices.Equal(cmds, want) {
+		t.Errorf("model commands %v; the daemon registers %v", cmds, want)
+	}
+	for _, c := range append(cmds, "notDeclared") {
+		res, err := e.InvokeMethod(ctx, hub, id, store.MethodRequest{MethodName: c, ResponseTimeoutInSeconds: 10})
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		declared := c != "notDeclared"
+		if declared != (res.Status == 200) {
+			t.Errorf("%s answered %d %s", c, res.Status, res.Payload)
+			continue
+		}
+		if declared {
+			if err := in.CheckResponse(c, res.Payload); err != nil {
+				t.Errorf("%s payload %s:\n%v", c, res.Payload, err)
+			}
+		}
+	}
+}
