@@ -121,6 +121,8 @@ type rig struct {
 	tr       *exec.Cmd
 	exited   chan error
 	logLines atomic.Int64
+	// readingSize is one reading's body and properties as the hub got it.
+	readingSize int
 }
 
 func newRig(dir string, o options) (*rig, error) {
@@ -292,13 +294,13 @@ func (r *rig) measure(stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  CPU per reading:               %.3f ms\n", d.cpu.Seconds()*1000/float64(n))
 	fmt.Fprintf(stdout, "  context switches per reading:  %.1f (voluntary %.1f, involuntary %.1f)\n",
 		float64(d.vcsw+d.ivcsw)/float64(n), float64(d.vcsw)/float64(n), float64(d.ivcsw)/float64(n))
-	fmt.Fprintf(stdout, "  bytes written per reading:     %.0f (io write_bytes)\n", float64(d.writeBytes)/float64(n))
+	fmt.Fprintf(stdout, "  bytes written per reading:     %.0f (io write_bytes: page-cache folios dirtied)\n", float64(d.writeBytes)/float64(n))
 	fmt.Fprintf(stdout, "  write syscalls per reading:    %.1f (io syscw)\n", float64(d.syscw)/float64(n))
 	fmt.Fprintf(stdout, "  RSS at the end:                %.1f MB\n", float64(p1.rssKB)/1024)
 	if msgs := r.e.Telemetry(r.hub, deviceID); len(msgs) > 0 { // one copy, outside the window
-		size := store.MessageSize(msgs[len(msgs)-1])
-		fmt.Fprintf(stdout, "  a reading (body + properties): %d bytes; write amplification %.0fx\n",
-			size, float64(d.writeBytes)/float64(n)/float64(size))
+		r.readingSize = store.MessageSize(msgs[len(msgs)-1])
+		fmt.Fprintf(stdout, "  a reading (body + properties): %d bytes; io write_bytes / reading size = %.0fx\n",
+			r.readingSize, float64(d.writeBytes)/float64(n)/float64(r.readingSize))
 	}
 
 	if !r.o.noStrace {
@@ -312,7 +314,11 @@ func (r *rig) measure(stdout, stderr io.Writer) error {
 	return r.drainRun(stdout, stderr)
 }
 
-// straceWindow counts the sync and write syscalls over one window.
+// straceWindow counts the sync and write syscalls over one window, and
+// the bytes the pwrite64 calls wrote: what the process hands the
+// filesystem, page by page (io write_bytes is the kernel's accounting of
+// dirtied page-cache folios, which on kernels with large folios counts
+// more than was written).
 func (r *rig) straceWindow(pid int, stdout, stderr io.Writer) error {
 	path, err := exec.LookPath("strace")
 	if err != nil {
@@ -320,7 +326,7 @@ func (r *rig) straceWindow(pid int, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "strace window: %v...\n", r.o.window)
 	out := filepath.Join(r.dir, "strace.txt")
-	cmd := exec.Command(path, "-f", "-c", "-o", out, "-e", "trace=fdatasync,fsync,pwrite64,write,futex,epoll_pwait,nanosleep", "-p", strconv.Itoa(pid))
+	cmd := exec.Command(path, "-f", "-qq", "-o", out, "-e", "trace=fdatasync,fsync,pwrite64,write", "-p", strconv.Itoa(pid))
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
@@ -331,42 +337,60 @@ func (r *rig) straceWindow(pid int, stdout, stderr io.Writer) error {
 	time.Sleep(r.o.window)
 	n := r.received() - n0
 	cmd.Process.Signal(os.Interrupt)
-	if err := cmd.Wait(); err != nil && !strings.Contains(err.Error(), "interrupt") {
-		if errb.Len() > 0 {
-			return fmt.Errorf("%v: %s", err, strings.TrimSpace(errb.String()))
-		}
+	if err := cmd.Wait(); err != nil && errb.Len() > 0 && !strings.Contains(err.Error(), "interrupt") {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(errb.String()))
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
 		return err
 	}
-	calls := straceCounts(string(b))
 	if n == 0 {
 		return errors.New("no readings in the strace window")
 	}
-	fmt.Fprintf(stdout, "  syscalls per reading (strace -f -c, %d readings): fdatasync %.2f, fsync %.2f, pwrite64 %.2f, write %.2f, futex %.1f\n",
-		n, per(calls["fdatasync"], n), per(calls["fsync"], n), per(calls["pwrite64"], n), per(calls["write"], n), per(calls["futex"], n))
+	c := parseStrace(string(b))
+	fmt.Fprintf(stdout, "  syscalls per reading (strace -f, %d readings): fdatasync %.2f, fsync %.2f, pwrite64 %.2f (%.0f bytes), write %.2f\n",
+		n, per(c.calls["fdatasync"], n), per(c.calls["fsync"], n), per(c.calls["pwrite64"], n), per(c.pwriteBytes, n), per(c.calls["write"], n))
+	if r.readingSize > 0 {
+		fmt.Fprintf(stdout, "  pwrite64 bytes / reading size:  %.0fx (the filesystem journal comes on top)\n", per(c.pwriteBytes, n)/float64(r.readingSize))
+	}
 	return nil
 }
 
 func per(c, n int) float64 { return float64(c) / float64(n) }
 
-// straceCounts parses strace -c's table: "% time seconds usecs/call calls
-// errors syscall".
-func straceCounts(s string) map[string]int {
-	out := map[string]int{}
+type straceCounts struct {
+	calls       map[string]int
+	pwriteBytes int
+}
+
+// parseStrace counts calls in strace -f output ("PID name(args) = ret",
+// possibly split into "<unfinished ...>" and "<... name resumed>") and
+// sums what pwrite64 returned.
+func parseStrace(s string) straceCounts {
+	c := straceCounts{calls: map[string]int{}}
 	for _, line := range strings.Split(s, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
+		_, rest, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
 			continue
 		}
-		name := f[len(f)-1]
-		// calls is the 4th column; errors (5th) may be empty.
-		if c, err := strconv.Atoi(f[3]); err == nil {
-			out[name] = c
+		rest = strings.TrimSpace(rest)
+		name := ""
+		if r, ok := strings.CutPrefix(rest, "<... "); ok {
+			name, _, _ = strings.Cut(r, " ")
+		} else if i := strings.IndexByte(rest, '('); i > 0 {
+			name = rest[:i]
+			c.calls[name]++
+		}
+		if name != "pwrite64" {
+			continue
+		}
+		if i := strings.LastIndex(rest, ") = "); i >= 0 {
+			if v, err := strconv.Atoi(strings.TrimSpace(rest[i+4:])); err == nil {
+				c.pwriteBytes += v
+			}
 		}
 	}
-	return out
+	return c
 }
 
 // drainRun stops the tracker, queues -drain readings and times the drain.
