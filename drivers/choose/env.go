@@ -31,7 +31,7 @@ type EnvConfig struct {
 	Bus string
 	// Addr is the sensor's address; 0 probes 0x76 then 0x77.
 	Addr uint16
-	// Open opens a bus by name. main passes i2creg.Open after host.Init;
+	// Open opens a bus by name. main passes i2creg.Open after initialising periph's host drivers;
 	// nil means i2creg.Open.
 	Open func(name string) (i2c.BusCloser, error)
 	// Seed and Now drive the simulator. Now nil means time.Now.

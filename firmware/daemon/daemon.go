@@ -85,7 +85,7 @@ type Config struct {
 	Logger          *slog.Logger // nil discards
 	Notifier        Notifier     // nil: Systemd{}
 	// OpenI2C opens the BME280's bus by name; nil uses periph's registry
-	// (main must have run host.Init).
+	// (main must have initialised periph's host drivers).
 	OpenI2C func(name string) (i2c.BusCloser, error)
 
 	// ReadyWait bounds the wait for the first hub connection before

@@ -25,7 +25,7 @@ type Options struct {
 	// sensor instead of the simulator standing in for it (doctor).
 	Probe bool
 	// OpenI2C opens an I2C bus by name; nil uses periph's registry (main
-	// must have run host.Init).
+	// must have initialised periph's host drivers).
 	OpenI2C func(name string) (i2c.BusCloser, error)
 	// Seed drives the simulators.
 	Seed int64
