@@ -575,9 +575,33 @@ func parseHubUsername(u string) (host, deviceID, module string, q url.Values, er
 			return "", "", "", nil, fmt.Errorf("user name %q has an empty host, device id or module", u)
 		}
 	}
-	q, err = url.ParseQuery(strings.ReplaceAll(query, "+", "%2B"))
+	q, err = userParams(query)
 	if err != nil {
 		return "", "", "", nil, fmt.Errorf("user name parameters: %w", err)
 	}
 	return host, deviceID, module, q, nil
+}
+
+// userParams parses the user name's parameters. Only "&" separates them:
+// Learn writes a model id as is (model-id=dtmi:com:example:Thermostat;1,
+// spec B.1 model-id), and its ";" belongs to the value, where
+// url.ParseQuery would refuse the whole query. A "+" stays a "+".
+func userParams(query string) (url.Values, error) {
+	q := url.Values{}
+	for _, kv := range strings.Split(query, "&") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		key, err := url.QueryUnescape(strings.ReplaceAll(k, "+", "%2B"))
+		if err != nil {
+			return nil, err
+		}
+		val, err := url.QueryUnescape(strings.ReplaceAll(v, "+", "%2B"))
+		if err != nil {
+			return nil, err
+		}
+		q.Add(key, val)
+	}
+	return q, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,35 @@ func TestHubConnectRefusals(t *testing.T) {
 	}
 	if tw, _ := e.Store().GetTwin(hub, "dev-1"); tw.ModelID != "dtmi:com:x;1" || tw.ConnectionState != store.Connected {
 		t.Errorf("twin modelId %q state %q; want dtmi:com:x;1 Connected", tw.ModelID, tw.ConnectionState)
+	}
+}
+
+// The model id a Plug and Play device announces at CONNECT (spec B.1
+// model-id) is the twin's modelId, query-encoded as the tracker sends it or
+// written as is, the way Learn's samples do (the ";" is the value's).
+func TestHubTwinShowsModelID(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t)
+	hub := e.HubHost(0)
+	svc := newSvcClient(t, e)
+	h := e.Info().Hubs[0]
+	for dev, user := range map[string]string{
+		"dev-enc":   "/?api-version=2021-04-12&DeviceClientType=reefer-tracker&model-id=dtmi%3Areefer%3Atracker%3B1",
+		"dev-plain": "/?api-version=2020-09-30&model-id=dtmi:reefer:tracker;1",
+	} {
+		cert := hubDevice(t, e, dev).TLS()
+		c, err := dial(t, e, h.MQTTAddress, dialOpts{clientID: dev, username: hub + "/" + dev + user, cert: cert, clean: true})
+		if err != nil {
+			t.Fatalf("%s: connect: %v", dev, err)
+		}
+		c.close()
+		code, b := svc.do("GET", "/twins/"+dev+"?api-version=2021-04-12", h.HostName, h.SharedAccessKeyName, h.SharedAccessKey, nil)
+		var tw struct {
+			ModelID string `json:"modelId"`
+		}
+		if code != http.StatusOK || json.Unmarshal(b, &tw) != nil || tw.ModelID != "dtmi:reefer:tracker;1" {
+			t.Errorf("%s: GET twin = %d %s; want modelId dtmi:reefer:tracker;1", dev, code, b)
+		}
 	}
 }
 
