@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -270,3 +271,17 @@ func mustHubDial(t *testing.T, e *Emulator, hubIdx int, id string, cert tls.Cert
 	}
 	return c
 }
+
+// StartForTest is emulatortest.Start for this package's own tests, which
+// cannot import it (it imports this package).
+func StartForTest(t testing.TB, mod ...func(*Config)) *Emulator {
+	t.Helper()
+	e, err := StartLocal(t.TempDir(), mod...)
+	if err != nil {
+		t.Fatalf("start emulator: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func testLogger() *slog.Logger { return logFromEnv() }

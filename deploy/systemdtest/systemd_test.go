@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/internal/waitfor"
 )
@@ -73,7 +74,7 @@ func TestSystemd(t *testing.T) {
 		c.file("/root/"+filepath.Base(p), b, 0o644)
 	}
 
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	hub := e.HubHost(0)
 	t.Logf("emulator: DPS %s, hub %s, ID scope %s (on the host's loopback)", e.DPSEndpoint(), hub, e.IDScope())
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
@@ -19,7 +19,7 @@ import (
 // disabled and deleted (FAIL, refused), as an operator would do in Azure.
 func TestHubAgainstEmulator(t *testing.T) {
 	t.Parallel()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	hub := e.HubHost(0)
 	dev := newDevice(t, "tracker-hub-1", certstest.Options{})
 	if _, err := e.CreateDevice(hub, "tracker-hub-1", dev.leaf.Cert); err != nil {
@@ -59,7 +59,7 @@ func TestHubAgainstEmulator(t *testing.T) {
 // except the clock, which depends on this machine.
 func TestRunAgainstEmulator(t *testing.T) {
 	t.Parallel()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	hub := e.HubHost(0)
 	dev := newDevice(t, "tracker-run-1", certstest.Options{NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * day)})
 	if _, err := e.CreateDevice(hub, "tracker-run-1", dev.leaf.Cert); err != nil {

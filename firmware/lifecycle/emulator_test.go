@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/provisioning/cache"
@@ -37,7 +38,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	e := emulator.StartForTest(t, func(c *emulator.Config) {
+	e := emulatortest.Start(t, func(c *emulator.Config) {
 		// Our short retry schedules poll more often than 5 per 10 s.
 		c.PollLimit = 10_000
 	})

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
@@ -22,7 +22,7 @@ import (
 // from its PEM file as the server root, DPS, then IoT Hub.
 func TestCertFilesEndToEnd(t *testing.T) {
 	t.Parallel()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	f := newFleet(t)
 	enrollFleet(t, e, f, nil)
 	dir := t.TempDir()
@@ -91,7 +91,7 @@ func TestCertFilesEndToEnd(t *testing.T) {
 // instead of an opaque 401.
 func TestCertRefusalsMatchTheService(t *testing.T) {
 	t.Parallel()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	f := newFleet(t)
 	enrollFleet(t, e, f, nil)
 	dir := t.TempDir()

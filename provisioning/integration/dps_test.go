@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -14,7 +15,7 @@ import (
 
 func TestDPSAssigned(t *testing.T) {
 	t.Parallel()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	f := newFleet(t)
 	enrollFleet(t, e, f, nil)
 	s := &faketime.Sleeps{}
@@ -40,7 +41,7 @@ func TestDPSAssigned(t *testing.T) {
 // Refusals: each ends Register at once with the sentinel a caller acts on.
 func TestDPSRefusals(t *testing.T) {
 	t.Parallel()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	f := newFleet(t)
 	enrollFleet(t, e, f, nil)
 
@@ -118,7 +119,7 @@ func TestDPSThrottledThenAssigned(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	var cfg emulator.Config
-	e := emulator.StartForTest(t, func(c *emulator.Config) {
+	e := emulatortest.Start(t, func(c *emulator.Config) {
 		c.DataDir = dir
 		c.RegistrationsPerMinute = 1
 		cfg = *c

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/provisioning/dps"
 	"github.com/reefer/tracker/provisioning/iothub"
@@ -23,7 +24,7 @@ type devCert struct{ chain tls.Certificate }
 // device through DPS.
 func provisioned(t *testing.T, id string) (*emulator.Emulator, *fleet, *dps.Result, *devCert) {
 	t.Helper()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	f := newFleet(t)
 	enrollFleet(t, e, f, nil)
 	leaf := f.device(t, id)

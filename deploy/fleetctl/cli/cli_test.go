@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -29,7 +30,7 @@ type fleetEnv struct {
 
 func newFleetEnv(t *testing.T) *fleetEnv {
 	t.Helper()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	root, err := pki.NewRootCA("Operator Test Root", pki.Options{})
 	if err != nil {
 		t.Fatal(err)

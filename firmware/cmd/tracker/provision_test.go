@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
@@ -252,7 +252,7 @@ func loadFixtureIdentity(t *testing.T, f provisionFixture) string {
 // End to end against the in-process emulator: real DPS over MQTT and TLS.
 func TestProvisionEmulator(t *testing.T) {
 	t.Parallel()
-	e := emulator.StartForTest(t)
+	e := emulatortest.Start(t)
 	root := certstest.Root(t, "groupCA-sensors", certstest.Options{})
 	inter := root.Intermediate(t, "groupCA-sensors-intermediate", certstest.Options{})
 	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, nil); err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/firmware/queue"
@@ -234,7 +235,7 @@ func newBinaryRig(t *testing.T) binaryRig {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	e := emulator.StartForTest(t, func(c *emulator.Config) {
+	e := emulatortest.Start(t, func(c *emulator.Config) {
 		c.HTTPSAddr = "-"
 		c.Logger = slog.New(slog.DiscardHandler)
 		c.TelemetryHistory = 1 << 20

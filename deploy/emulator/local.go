@@ -8,41 +8,44 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"testing"
 
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
-// StartForTest starts an emulator for a test: data in t.TempDir(), every
-// listener on 127.0.0.1 with a free port, DPS retry-after 0, closed by
-// t.Cleanup. mod may adjust the config (e.g. Hubs, rate limits). Set
-// AZEMU_TEST_LOG=1 to see the emulator's debug log on stderr.
-func StartForTest(t testing.TB, mod ...func(*Config)) *Emulator {
-	t.Helper()
-	cfg := Config{
-		DataDir:    t.TempDir(),
+// LocalConfig is the configuration of a throwaway emulator for tests and
+// tools: data in dataDir, every listener on 127.0.0.1 with a free port,
+// DPS retry-after 0, no fsync. AZEMU_TEST_LOG=1 sends its debug log to
+// stderr (default: discarded).
+func LocalConfig(dataDir string) Config {
+	return Config{
+		DataDir:    dataDir,
 		MQTTAddr:   "127.0.0.1:0",
 		HTTPSAddr:  "127.0.0.1:0",
 		RetryAfter: -1,
 		NoSync:     true,
-		Logger:     testLogger(),
+		Logger:     logFromEnv(),
 	}
+}
+
+// StartLocal starts an emulator with LocalConfig(dataDir) adjusted by mod
+// (e.g. Hubs, rate limits); test packages wrap it (package emulatortest).
+func StartLocal(dataDir string, mod ...func(*Config)) (*Emulator, error) {
+	cfg := LocalConfig(dataDir)
 	for _, m := range mod {
 		m(&cfg)
 	}
 	e, err := New(cfg)
 	if err != nil {
-		t.Fatalf("emulator.New: %v", err)
+		return nil, err
 	}
 	if err := e.Start(context.Background()); err != nil {
 		e.Close()
-		t.Fatalf("emulator.Start: %v", err)
+		return nil, err
 	}
-	t.Cleanup(func() { e.Close() })
-	return e
+	return e, nil
 }
 
-func testLogger() *slog.Logger {
+func logFromEnv() *slog.Logger {
 	if os.Getenv("AZEMU_TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
 	}
