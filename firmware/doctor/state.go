@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
 
 	"github.com/reefer/tracker/firmware/queue"
 	"github.com/reefer/tracker/firmware/statequeue"
@@ -79,6 +81,12 @@ type QueueFigures struct {
 // at its next start), and so is one replaced earlier.
 func CheckQueue(path string, opts queue.Options) (ck Check, inUse bool) {
 	ck = Check{Name: "queue"}
+	if dir, ro := readOnly(filepath.Dir(path)); ro {
+		ck.Status = Fail
+		ck.Detail = fmt.Sprintf("the state directory's filesystem (%s) is read-only: the tracker keeps its readings in memory only, and loses them when it restarts", dir)
+		ck.Fix = "find out why (dmesg: SD card errors remount it read-only), then mount -o remount,rw " + dir + " or replace the SD card; the tracker moves its readings back to disk by itself"
+		return ck, false
+	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		ck.Status, ck.Detail = OK, "empty: "+path+" does not exist yet (the tracker creates it)"
 		return ck, false
@@ -97,7 +105,7 @@ func CheckQueue(path string, opts queue.Options) (ck Check, inUse bool) {
 		return ck, false
 	case err != nil:
 		ck.Status, ck.Detail = Fail, err.Error()
-		ck.Fix = fmt.Sprintf("the tracker must be able to read and write %s", path)
+		ck.Fix = fmt.Sprintf("the tracker must be able to read and write %s; until it can, it keeps its readings in memory only", path)
 		return ck, false
 	}
 	f := QueueFigures{Dropped: q.Dropped()}
@@ -149,4 +157,21 @@ func QueueCheck(f QueueFigures, opts queue.Options) Check {
 		ck.Status = OK
 	}
 	return ck
+}
+
+// readOnly reports whether dir, or the nearest directory above it that
+// exists, is on a read-only filesystem, and which directory that was.
+func readOnly(dir string) (string, bool) {
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(dir, &st)
+		if err == nil {
+			return dir, st.Flags&unix.ST_RDONLY != 0
+		}
+		parent := filepath.Dir(dir)
+		if !errors.Is(err, fs.ErrNotExist) || parent == dir {
+			return dir, false
+		}
+		dir = parent
+	}
 }

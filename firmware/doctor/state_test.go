@@ -3,7 +3,9 @@ package doctor
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,5 +136,24 @@ func TestCheckQueue(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A state directory on a read-only filesystem (the SD card's driver
+// remounts it after errors) is a FAIL: the tracker keeps its readings in
+// memory only. Needs root to mount a tmpfs read-only.
+func TestCheckQueueReadOnlyFilesystem(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs read-only")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k,ro", "doctor-test", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	ck, _ := CheckQueue(filepath.Join(mnt, "state", "queue.db"), queue.Options{})
+	if ck.Status != Fail || !strings.Contains(ck.Detail, "read-only") || !strings.Contains(ck.Detail, "in memory") || ck.Fix == "" {
+		t.Errorf("CheckQueue on a read-only filesystem = %+v; want FAIL saying read-only and in memory, with a fix", ck)
 	}
 }
