@@ -142,9 +142,19 @@ func (h *Hub) InvokeMethod(ctx context.Context, id, method string, payload json.
 // endpoint instead (AMQP, not this API): there it answers ErrUnsupported.
 // deviceID "" watches every device.
 func (h *Hub) Monitor(ctx context.Context, deviceID string, each func(Event) bool) error {
+	return h.MonitorSince(ctx, deviceID, time.Time{}, each)
+}
+
+// MonitorSince is Monitor starting with the kept messages enqueued after
+// since (zero: from now), so a watcher that lost its stream (the emulator
+// restarted) misses nothing.
+func (h *Hub) MonitorSince(ctx context.Context, deviceID string, since time.Time, each func(Event) bool) error {
 	q := url.Values{"api-version": {h.c.apiVersion}}
 	if deviceID != "" {
 		q.Set("deviceId", deviceID)
+	}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.c.base+"/messages/events/stream?"+q.Encode(), nil)
 	if err != nil {
