@@ -124,6 +124,12 @@ bench: ## load figures: 10,000 trackers through DPS onto the hub; 1,000 against 
 	$(GO) run ./bench/queuecost
 	$(GO) test -run '^$$' -bench TelemetryConnectedDevices -benchtime 20000x ./deploy/emulator/
 
+.PHONY: faults
+faults: build emulator ## fault campaign on the real binaries: 100 kill -9 with a backlog, a hub outage (OUTAGE, default 2m), a full disk (root) (minutes)
+	$(GO) run ./bench/faults -tracker $(BIN) -azemu bin/azemu -outage $(OUTAGE)
+
+OUTAGE ?= 2m
+
 FUZZTIME ?= 30s
 
 .PHONY: fuzz
