@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/drivers"
+	"github.com/reefer/tracker/firmware/command"
 	"github.com/reefer/tracker/firmware/telemetry"
 )
 
@@ -62,6 +63,9 @@ type Config struct {
 	Queue     Queue      // required
 	Publisher Publisher  // required
 	Reporter  Reporter   // optional: nil reports nothing
+	// Commands keeps the cloud-to-device commands' record (an interval
+	// override, the last outcome) across restarts; nil keeps it in memory.
+	Commands CommandRecord
 
 	Clock  Clock        // nil: SystemClock
 	Logger *slog.Logger // nil: discard
@@ -120,7 +124,11 @@ type Agent struct {
 	connSender      chan struct{} // sender: link went up or down
 	wakeReporter    chan struct{} // reporter: something to report
 	connReporter    chan struct{} // reporter: link went up or down
+	overrideChanged chan struct{} // sampler: arm the end of the interval override
 	sendNow         chan sendNowReq
+
+	cmdMu sync.Mutex // one command at a time (HandleCommand)
+	recMu sync.Mutex // one command-record save at a time, in state order
 
 	mu      sync.Mutex
 	st      state
@@ -129,7 +137,11 @@ type Agent struct {
 
 // state is the agent's mutable state, guarded by Agent.mu.
 type state struct {
+	// interval is the twin's telemetryDelay (or the configured one);
+	// override, set by command, is in force over it while it lasts.
 	interval       time.Duration
+	override       *command.Override
+	lastCmd        *command.Outcome
 	threshold      float64
 	desiredVersion int64
 	desiredErr     string
@@ -217,7 +229,10 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
 	}
-	return &Agent{
+	if cfg.Commands == nil {
+		cfg.Commands = &memRecord{}
+	}
+	a := &Agent{
 		cfg:             cfg,
 		log:             cfg.Logger,
 		clock:           cfg.Clock,
@@ -226,13 +241,16 @@ func New(cfg Config) (*Agent, error) {
 		connSender:      make(chan struct{}, 1),
 		wakeReporter:    make(chan struct{}, 1),
 		connReporter:    make(chan struct{}, 1),
+		overrideChanged: make(chan struct{}, 1),
 		sendNow:         make(chan sendNowReq),
 		st: state{
 			interval:   cfg.TelemetryDelay,
 			threshold:  threshold,
 			envSources: telemetry.Sources{Env: cfg.EnvSource},
 		},
-	}, nil
+	}
+	a.loadCommands()
+	return a, nil
 }
 
 func setDefault(d *time.Duration, def time.Duration) {
@@ -338,10 +356,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
+// interval is the sampling interval in force (see effectiveLocked).
 func (a *Agent) interval() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.st.interval
+	return a.effectiveLocked()
 }
 
 func (a *Agent) threshold() float64 {
@@ -365,6 +384,18 @@ func (a *Agent) sampler(ctx context.Context) {
 			poll.Stop()
 		}
 	}()
+
+	// overrideEnd fires when a timed interval override is over. The beat
+	// checks too: a wall clock stepped by NTP moves the end.
+	var overrideEnd <-chan time.Time
+	arm := func() {
+		overrideEnd = nil
+		if until := a.overrideUntil(); !until.IsZero() {
+			overrideEnd = a.clock.After(max(until.Sub(a.clock.Now()), 0))
+		}
+	}
+	arm()
+	a.expireOverride()
 
 	a.sampleOnce(ctx)
 	for {
@@ -398,6 +429,12 @@ func (a *Agent) sampler(ctx context.Context) {
 			m, err := a.sampleOnce(ctx)
 			req.reply <- sendNowResult{m, err}
 		case <-beat.C():
+			a.expireOverride()
+		case <-overrideEnd:
+			overrideEnd = nil
+			a.expireOverride()
+		case <-a.overrideChanged:
+			arm()
 		case <-pollC:
 		}
 	}

@@ -3,20 +3,26 @@ package agent
 import (
 	"time"
 
+	"github.com/reefer/tracker/firmware/command"
 	"github.com/reefer/tracker/firmware/telemetry"
 )
 
 // StatusReport is what `tracker doctor` and the getStatus direct method
 // show. It marshals to JSON as is.
 type StatusReport struct {
-	DeviceID        string            `json:"deviceId"`
-	FirmwareVersion string            `json:"firmwareVersion"`
-	Running         bool              `json:"running"` // Run is sampling
-	Connected       bool              `json:"connected"`
-	TelemetryDelay  float64           `json:"telemetryDelay"` // seconds
-	AlertThreshold  float64           `json:"temperatureAlertThreshold"`
-	DesiredVersion  int64             `json:"desiredVersion"`
-	Sources         telemetry.Sources `json:"sources"`
+	DeviceID        string  `json:"deviceId"`
+	FirmwareVersion string  `json:"firmwareVersion"`
+	Running         bool    `json:"running"` // Run is sampling
+	Connected       bool    `json:"connected"`
+	TelemetryDelay  float64 `json:"telemetryDelay"` // seconds, the twin's (or configured)
+	// TelemetryInterval is the interval in force: IntervalOverride's while
+	// a command's override lasts, else TelemetryDelay.
+	TelemetryInterval float64           `json:"telemetryInterval"`
+	IntervalOverride  *command.Override `json:"telemetryIntervalOverride,omitempty"`
+	LastCommand       *command.Outcome  `json:"lastCommand,omitempty"`
+	AlertThreshold    float64           `json:"temperatureAlertThreshold"`
+	DesiredVersion    int64             `json:"desiredVersion"`
+	Sources           telemetry.Sources `json:"sources"`
 
 	QueueDepth int   `json:"queueDepth"`
 	QueueBytes int64 `json:"queueBytes"`
@@ -69,31 +75,34 @@ func (a *Agent) Status() StatusReport {
 	defer a.mu.Unlock()
 	st := a.st
 	return StatusReport{
-		DeviceID:         a.cfg.DeviceID,
-		FirmwareVersion:  a.cfg.FirmwareVersion,
-		Running:          a.sampled != nil && !isClosed(a.sampled),
-		Connected:        st.connected,
-		TelemetryDelay:   st.interval.Seconds(),
-		AlertThreshold:   st.threshold,
-		DesiredVersion:   st.desiredVersion,
-		Sources:          sources,
-		QueueDepth:       depth,
-		QueueBytes:       bytes,
-		Dropped:          dropped + st.heldDropped,
-		WaitingForClock:  waiting,
-		Held:             len(st.held),
-		HeldDropped:      st.heldDropped,
-		Samples:          st.samples,
-		SensorErrors:     st.sensorErrs,
-		Sent:             st.sent,
-		SendErrors:       st.sendErrs,
-		QueueErrors:      st.queueErrs,
-		LastSample:       st.lastSample,
-		LastSeq:          st.lastSeq,
-		LastSend:         st.lastSend,
-		LastError:        st.lastErr,
-		LastErrorAt:      st.lastErrAt,
-		LastDesiredError: st.desiredErr,
-		LastProvisioned:  st.provisioned,
+		DeviceID:          a.cfg.DeviceID,
+		FirmwareVersion:   a.cfg.FirmwareVersion,
+		Running:           a.sampled != nil && !isClosed(a.sampled),
+		Connected:         st.connected,
+		TelemetryDelay:    st.interval.Seconds(),
+		TelemetryInterval: a.effectiveLocked().Seconds(),
+		IntervalOverride:  st.override,
+		LastCommand:       st.lastCmd,
+		AlertThreshold:    st.threshold,
+		DesiredVersion:    st.desiredVersion,
+		Sources:           sources,
+		QueueDepth:        depth,
+		QueueBytes:        bytes,
+		Dropped:           dropped + st.heldDropped,
+		WaitingForClock:   waiting,
+		Held:              len(st.held),
+		HeldDropped:       st.heldDropped,
+		Samples:           st.samples,
+		SensorErrors:      st.sensorErrs,
+		Sent:              st.sent,
+		SendErrors:        st.sendErrs,
+		QueueErrors:       st.queueErrs,
+		LastSample:        st.lastSample,
+		LastSeq:           st.lastSeq,
+		LastSend:          st.lastSend,
+		LastError:         st.lastErr,
+		LastErrorAt:       st.lastErrAt,
+		LastDesiredError:  st.desiredErr,
+		LastProvisioned:   st.provisioned,
 	}
 }

@@ -27,6 +27,11 @@ const (
 	PropDroppedMessages  = "droppedMessages" // queue drops plus this run's holding-area drops
 	PropHeldSamples      = "heldSamples"     // samples held until the wall clock is set
 	PropLastProvisioned  = "lastProvisioned" // RFC 3339 UTC, null before the first
+
+	// Cloud-to-device commands (docs/commands.md).
+	PropTelemetryInterval = "telemetryInterval"         // seconds in force: an override's, else telemetryDelay
+	PropIntervalOverride  = "telemetryIntervalOverride" // {"seconds", "until"?, "messageId"}, null when none
+	PropLastCommand       = "lastCommand"               // the last command's outcome (command.Outcome)
 )
 
 // desired is the desired properties the agent obeys (spec B.5), decoded
@@ -231,7 +236,13 @@ func (a *Agent) reported() map[string]any {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var desiredErr, provisioned any // JSON null deletes the member (spec B.5)
+	var desiredErr, provisioned, override, lastCmd any // JSON null deletes the member (spec B.5)
+	if a.st.override != nil {
+		override = *a.st.override
+	}
+	if a.st.lastCmd != nil {
+		lastCmd = *a.st.lastCmd
+	}
 	if a.st.desiredErr != "" {
 		desiredErr = a.st.desiredErr
 	}
@@ -250,6 +261,10 @@ func (a *Agent) reported() map[string]any {
 		PropDroppedMessages:  dropped + a.st.heldDropped,
 		PropHeldSamples:      len(a.st.held),
 		PropLastProvisioned:  provisioned,
+
+		PropTelemetryInterval: a.effectiveLocked().Seconds(),
+		PropIntervalOverride:  override,
+		PropLastCommand:       lastCmd,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/doctor"
@@ -112,6 +113,19 @@ func (d *Daemon) onDesired(u iothub.Desired) {
 	}
 	d.log.Info("desired properties changed", "version", u.Version, "patch", string(u.Props))
 	_ = d.p.agent.ApplyDesired(u.Version, u.Props)
+}
+
+// CommandTimeout bounds carrying out one cloud-to-device command (a
+// sendNow waits for the sensors). Past it the message is left
+// unacknowledged and the hub delivers it again.
+const CommandTimeout = 30 * time.Second
+
+// onC2D carries out a cloud-to-device command. Its nil return lets the
+// hub client acknowledge the message, which completes it (spec B.4).
+func (d *Daemon) onC2D(m iothub.Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	return d.p.agent.HandleCommand(ctx, m.MessageID, m.Body)
 }
 
 // statusAnswer is what getStatus answers: the daemon's state plus the

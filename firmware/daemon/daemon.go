@@ -14,6 +14,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 
 	"github.com/reefer/tracker/firmware/agent"
+	"github.com/reefer/tracker/firmware/command"
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/health"
 	"github.com/reefer/tracker/firmware/lifecycle"
@@ -27,6 +28,10 @@ import (
 
 // QueueFile is the queue database's name in the state directory.
 const QueueFile = "queue.db"
+
+// CommandFile is the command record's name in the state directory: an
+// interval override set by command and the last command's outcome.
+const CommandFile = "commands.json"
 
 // Direct methods the daemon answers (spec B.6).
 const (
@@ -266,6 +271,7 @@ func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
 	ac.FirmwareVersion = d.cfg.FirmwareVersion
 	ac.Env, ac.GPS, ac.EnvSource = p.sens.env, p.sens.gps, p.sens.envSource
 	ac.Queue = queueAdapter{q}
+	ac.Commands = command.File{Path: filepath.Join(tc.StateDir, CommandFile)}
 	ac.Publisher, ac.Reporter = hubLink{d}, hubLink{d}
 	ac.Logger = d.log
 	// The TLS floor doubles as the floor for sample timestamps: a clock
@@ -388,6 +394,7 @@ func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Se
 	}
 	cfg.Logger = d.log
 	cfg.OnDesired = d.onDesired
+	cfg.OnC2D = d.onC2D
 	cfg.OnState = func(sc iothub.StateChange) { d.onState(c, sc) }
 	// A cached assignment is a hub that took this device before: retry it
 	// as promptly as after a lost connection (a tracker restarted at sea

@@ -191,7 +191,7 @@ func tryConnect(t *testing.T, e *emulator.Emulator, res *dps.Result, cert tls.Ce
 			}
 		},
 		OnDesired:        func(x iothub.Desired) { d.desired <- x },
-		OnC2D:            func(m iothub.Message) { d.c2d <- m },
+		OnC2D:            func(m iothub.Message) error { d.c2d <- m; return nil },
 		Sleep:            d.gate.sleep,
 		OperationTimeout: 10 * time.Second,
 		ConnectTimeout:   10 * time.Second,

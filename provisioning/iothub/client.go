@@ -109,9 +109,13 @@ type Config struct {
 	// OnDesired receives desired-property updates in increasing version
 	// order, one at a time, from a single goroutine.
 	OnDesired func(Desired)
-	// OnC2D receives cloud-to-device messages. It runs on paho's goroutine;
-	// the PUBACK (which completes the message, spec B.4) follows its return.
-	OnC2D func(Message)
+	// OnC2D receives cloud-to-device messages, each on its own goroutine.
+	// The PUBACK, which completes the message at the hub (spec B.4), is
+	// sent only when it returns nil: an error leaves the message
+	// unacknowledged, and the hub delivers it again (on the next
+	// connection, or once its lock expires). Without OnC2D no message is
+	// acknowledged, so none is completed unseen.
+	OnC2D func(Message) error
 	// OnState receives connection-state changes, from the client's goroutines;
 	// it must not block for long.
 	OnState func(StateChange)
@@ -507,6 +511,8 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 		SetConnectRetry(false).
 		SetResumeSubs(false).
 		SetOrderMatters(false). // handlers may block; desiredSeq restores order
+		// onMessage acknowledges: a C2D message only once its handler took it.
+		SetAutoAckDisabled(true).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { c.onMessage(s, m) }).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { s.markLost(err) })
 	s.cli = c.cfg.NewClient(opts)
@@ -617,9 +623,18 @@ func (c *Client) supervise(s *session) {
 }
 
 // onMessage routes every incoming PUBLISH (paho calls it per message on its
-// own goroutine).
+// own goroutine) and acknowledges it. Only C2D arrives at QoS 1 (spec B.2),
+// and its PUBACK waits for OnC2D; twin and method traffic is QoS 0, where
+// Ack sends nothing.
 func (c *Client) onMessage(s *session, m mqtt.Message) {
 	topic := m.Topic()
+	if hasPrefix(topic, c2dPrefix(c.cfg.DeviceID)) {
+		if c.onC2D(topic, m.Payload()) {
+			m.Ack()
+		}
+		return
+	}
+	defer m.Ack()
 	switch {
 	case hasPrefix(topic, twinResPrefix):
 		r, err := parseTwinResponseTopic(topic)
@@ -641,20 +656,30 @@ func (c *Client) onMessage(s *session, m mqtt.Message) {
 		c.onDesiredPatch(s, topic, m.Payload())
 	case hasPrefix(topic, methodPostPrefix):
 		c.onMethod(s, topic, m.Payload())
-	case hasPrefix(topic, c2dPrefix(c.cfg.DeviceID)):
-		msg, err := parseC2D(c.cfg.DeviceID, topic, m.Payload())
-		if err != nil {
-			c.log.Warn("iothub bad c2d message", "err", err)
-			return // still PUBACKed: MQTT cannot reject (spec B.4)
-		}
-		if c.cfg.OnC2D == nil {
-			c.log.Warn("iothub c2d message without handler dropped", "mid", msg.MessageID)
-			return
-		}
-		c.cfg.OnC2D(msg)
 	default:
 		c.log.Warn("iothub message on unexpected topic", "topic", topic)
 	}
+}
+
+// onC2D hands a cloud-to-device message to OnC2D and says whether to
+// acknowledge (complete) it.
+func (c *Client) onC2D(topic string, payload []byte) bool {
+	msg, err := parseC2D(c.cfg.DeviceID, topic, payload)
+	if err != nil {
+		// It would fail the same way at every redelivery, and MQTT cannot
+		// reject (spec B.4): completing it is the only way out of the queue.
+		c.log.Warn("iothub bad c2d message completed unread", "err", err)
+		return true
+	}
+	if c.cfg.OnC2D == nil {
+		c.log.Warn("iothub c2d message without handler left for redelivery", "mid", msg.MessageID)
+		return false
+	}
+	if err := c.cfg.OnC2D(msg); err != nil {
+		c.log.Warn("iothub c2d message not completed; the hub delivers it again", "mid", msg.MessageID, "err", err)
+		return false
+	}
+	return true
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }

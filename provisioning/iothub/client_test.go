@@ -465,7 +465,9 @@ func TestC2D(t *testing.T) {
 	if err := h.c.Connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h.hub.last().deliver("devices/sensor-thl-001/messages/devicebound/%24.mid=m1&%24.to=%2Fdevices%2Fsensor-thl-001%2Fmessages%2FdeviceBound&cmd=open%20door", []byte("payload"))
+	if !h.hub.last().deliverAcked("devices/sensor-thl-001/messages/devicebound/%24.mid=m1&%24.to=%2Fdevices%2Fsensor-thl-001%2Fmessages%2FdeviceBound&cmd=open%20door", []byte("payload")) {
+		t.Error("a C2D message the handler took was not acknowledged")
+	}
 	select {
 	case m := <-h.c2d:
 		if m.MessageID != "m1" || m.Properties["cmd"] != "open door" || string(m.Body) != "payload" {
@@ -473,6 +475,38 @@ func TestC2D(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no C2D message")
+	}
+}
+
+// The PUBACK completes a C2D message at the hub (spec B.4), so it is sent
+// only once the handler accepted the message: a handler error or no handler
+// leaves it for the hub to deliver again. One that cannot be parsed would
+// fail at every redelivery and is completed.
+func TestC2DAcknowledgedOnlyWhenHandled(t *testing.T) {
+	t.Parallel()
+	const topic = "devices/sensor-thl-001/messages/devicebound/%24.mid=m1"
+	refuse := errors.New("disk full")
+	for _, tc := range []struct {
+		name    string
+		handler func(Message) error
+		topic   string
+		want    bool
+	}{
+		{"handled", func(Message) error { return nil }, topic, true},
+		{"handler error", func(Message) error { return refuse }, topic, false},
+		{"no handler", nil, topic, false},
+		{"unparsable property bag", func(Message) error { t.Error("handler called"); return nil },
+			"devices/sensor-thl-001/messages/devicebound/%zz=1", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.OnC2D = tc.handler })
+			if err := h.c.Connect(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.hub.last().deliverAcked(tc.topic, []byte("{}")); got != tc.want {
+				t.Errorf("acknowledged = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,7 @@ func (t *token) Error() error                   { <-t.ch; return t.err }
 type msg struct {
 	topic   string
 	payload []byte
+	acked   *atomic.Bool // nil: acknowledgements not watched
 }
 
 func (m msg) Duplicate() bool   { return false }
@@ -50,7 +52,11 @@ func (m msg) Retained() bool    { return false }
 func (m msg) Topic() string     { return m.topic }
 func (m msg) MessageID() uint16 { return 0 }
 func (m msg) Payload() []byte   { return m.payload }
-func (m msg) Ack()              {}
+func (m msg) Ack() {
+	if m.acked != nil {
+		m.acked.Store(true)
+	}
+}
 
 type pub struct {
 	session int
@@ -199,7 +205,16 @@ func (c *fakeClient) Disconnect(uint) {
 // deliver hands an incoming PUBLISH to the client like paho with
 // SetOrderMatters(false) does.
 func (c *fakeClient) deliver(topic string, payload []byte) {
-	c.o.DefaultPublishHandler(c, msg{topic, payload})
+	c.o.DefaultPublishHandler(c, msg{topic: topic, payload: payload})
+}
+
+// deliverAcked delivers like deliver and says whether the client
+// acknowledged the message (a PUBACK for QoS 1) by the time the handler
+// returned.
+func (c *fakeClient) deliverAcked(topic string, payload []byte) bool {
+	var acked atomic.Bool
+	c.o.DefaultPublishHandler(c, msg{topic: topic, payload: payload, acked: &acked})
+	return acked.Load()
 }
 
 // drop simulates the network connection ending.
@@ -234,7 +249,7 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 		TLS:              nil,
 		OperationTimeout: 5 * time.Second,
 		OnDesired:        func(d Desired) { h.desired <- d },
-		OnC2D:            func(m Message) { h.c2d <- m },
+		OnC2D:            func(m Message) error { h.c2d <- m; return nil },
 		OnState:          func(s StateChange) { h.states <- s },
 		Now:              h.clock.Now,
 		Sleep:            h.sleeps.Sleep,
