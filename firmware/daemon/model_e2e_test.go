@@ -49,6 +49,11 @@ func TestTrackerMatchesItsModel(t *testing.T) {
 	if _, err := e.UpdateDesired(hub, id, map[string]any{"telemetryDelay": "fast"}); err != nil {
 		t.Fatal(err)
 	}
+	// A C2D command makes it report lastCommand and, for a timed interval
+	// override, telemetryIntervalOverride with its end.
+	if _, err := e.SendC2D(hub, id, []byte(`{"command":"setTelemetryInterval","seconds":1,"durationSeconds":3600}`), nil); err != nil {
+		t.Fatal(err)
+	}
 	// queueInMemory appears only while the state directory fails; the
 	// model test checks it against statequeue's real value.
 	var doc []byte
