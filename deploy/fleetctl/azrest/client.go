@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/reefer/tracker/internal/sas"
@@ -260,28 +261,35 @@ func (c *client) apiError(r request, resp *http.Response, b []byte) error {
 	return e
 }
 
+// dryMu keeps each printed request whole: bulk work sends from several
+// goroutines, and the DPS and hub clients share the writer.
+var dryMu sync.Mutex
+
 // printDry shows a request that a dry run does not send. The signature is
 // left out: a dry run's output may end up in a ticket.
 func (c *client) printDry(r request, target string, body []byte) {
-	w := c.opts.DryRun
-	fmt.Fprintf(w, "%s %s\n", r.method, target)
-	fmt.Fprintf(w, "Authorization: SharedAccessSignature sr=%s&sig=<redacted>&se=<+1h>&skn=%s\n", url.QueryEscape(c.cs.HostName), c.cs.KeyName)
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "%s %s\n", r.method, target)
+	fmt.Fprintf(&w, "Authorization: SharedAccessSignature sr=%s&sig=<redacted>&se=<+1h>&skn=%s\n", url.QueryEscape(c.cs.HostName), c.cs.KeyName)
 	keys := make([]string, 0, len(r.header))
 	for k := range r.header {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(w, "%s: %s\n", k, r.header[k])
+		fmt.Fprintf(&w, "%s: %s\n", k, r.header[k])
 	}
 	if body != nil {
 		var pretty bytes.Buffer
 		if json.Indent(&pretty, body, "", "  ") == nil {
 			body = pretty.Bytes()
 		}
-		fmt.Fprintf(w, "Content-Type: application/json; charset=utf-8\n\n%s\n", body)
+		fmt.Fprintf(&w, "Content-Type: application/json; charset=utf-8\n\n%s\n", body)
 	}
-	fmt.Fprintln(w)
+	w.WriteString("\n")
+	dryMu.Lock()
+	defer dryMu.Unlock()
+	_, _ = c.opts.DryRun.Write(w.Bytes())
 }
 
 // pages runs a query (spec D, E: POST .../query with x-ms-max-item-count,

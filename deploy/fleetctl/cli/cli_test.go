@@ -269,9 +269,16 @@ func TestDryRunSendsNoChange(t *testing.T) {
 	if g.ProvisioningStatus != "enabled" {
 		t.Errorf("after a dry run the group is %q; want still enabled", g.ProvisioningStatus)
 	}
-	out = fe.ok(t, "enrollment", "bulk-disenroll", "a-1", "a-2", "--dry-run")
-	if !strings.Contains(out, "POST https://") || !strings.Contains(out, `"mode": "update"`) || !strings.Contains(out, "DELETE https://") {
+	out = fe.ok(t, "enrollment", "bulk-disenroll", "a-1", "a-2", "a-3", "a-4", "--dry-run")
+	if !strings.Contains(out, "POST https://") || !strings.Contains(out, `"mode": "update"`) || strings.Count(out, "DELETE https://") != 4 {
 		t.Errorf("bulk dry run:\n%s", out)
+	}
+	// Requests printed from parallel workers stay whole.
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "DELETE ") && (i+2 >= len(lines) || !strings.HasPrefix(lines[i+1], "Authorization: ") || !strings.HasPrefix(lines[i+2], "If-Match: ")) {
+			t.Errorf("dry-run request %d not printed whole:\n%s", i, out)
+		}
 	}
 	fe.fails(t, ExitFailed, "not found", "enrollment", "show", "a-1")
 }
