@@ -20,6 +20,7 @@ func FuzzMQTTUsername(f *testing.F) {
 	f.Add("0ne00000001/registrations/sensor-thl-001/api-version=2019-03-31&ClientVersion=azure-iot-device%2F1.0", "sensor-thl-001")
 	f.Add("hub1.localhost:8884/sensor-thl-001/?api-version=2021-04-12&DeviceClientType=reefer-tracker", "sensor-thl-001")
 	f.Add("hub/d/m/?api-version=2021-04-12&model-id=dtmi%3Aexample%3Ax%3B1", "d/m")
+	f.Add("hub/d/?api-version=2020-09-30&model-id=dtmi:com:example:Thermostat;1", "d")
 	d := &dpsService{e: &Emulator{sec: secrets{IDScope: "0ne00000001"}}}
 	f.Fuzz(func(t *testing.T, user, clientID string) {
 		if isDPSUsername(user) {

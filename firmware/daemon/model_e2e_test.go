@@ -7,15 +7,19 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
 	"github.com/reefer/tracker/firmware/model"
+	"github.com/reefer/tracker/provisioning/dps"
 )
 
-// The Plug and Play model against the real tracker on the emulator: the
-// hub shows the announced model id on the twin, every telemetry message
+// The Plug and Play model against the real tracker on the emulator: it
+// registers with the model id in the DPS payload, the hub shows the id
+// announced at CONNECT on the twin, every telemetry message
 // and the whole reported section fit the model and use every declared
 // telemetry and property, and every declared command is answered (an
 // undeclared one is not).
@@ -37,8 +41,27 @@ func TestTrackerMatchesItsModel(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfg.StateDir, daemon.QueueFile), bytes.Repeat([]byte{0xde, 0xad}, 8<<10), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startTracker(t, cfg, id)
+	// What the tracker hands the DPS client (whose tests show the payload
+	// on the wire, spec A.3).
+	var payloads sync.Map
+	startTracker(t, cfg, id, func(_ *config.Config, dc *daemon.Config) {
+		dc.Lifecycle.Register = func(ctx context.Context, c dps.Config) (*dps.Result, error) {
+			payloads.Store(string(c.Payload), true)
+			return dps.Register(ctx, c)
+		}
+	})
 	hub := e.HubHost(0)
+	eventually(t, "registered through DPS", func() bool {
+		n := 0
+		payloads.Range(func(k, _ any) bool {
+			n++
+			if k != string(model.DPSPayload()) {
+				t.Errorf("DPS register payload %s; want %s", k, model.DPSPayload())
+			}
+			return true
+		})
+		return n > 0
+	})
 
 	eventually(t, "modelId on the twin", func() bool {
 		tw, err := e.Store().GetTwin(hub, id)
