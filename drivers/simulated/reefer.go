@@ -123,6 +123,17 @@ func (r *Reefer) Sense(ctx context.Context) (drivers.Env, error) {
 	}, nil
 }
 
+// OpenDoor opens the door now for d with ambientC outside, as if the
+// crew opened it at a dock: the air warms toward ambientC, and after d
+// the unit pulls it back down. Demos and tests drive an excursion with it.
+func (r *Reefer) OpenDoor(d time.Duration, ambientC float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advance(r.now())
+	r.openings++
+	r.doorLeft, r.ambientC = d.Seconds(), ambientC
+}
+
 // Close stops the simulator; later Sense calls fail.
 func (r *Reefer) Close() error {
 	r.mu.Lock()

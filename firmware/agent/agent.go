@@ -76,6 +76,13 @@ type Config struct {
 	// AlertThreshold in °C; nil means telemetry.DefaultAlertThreshold (0 °C is a
 	// valid threshold, hence the pointer).
 	AlertThreshold *float64
+	// AlertHysteresis (°C) and AlertMinDuration debounce the temperature
+	// alert; nil means telemetry's defaults (0 is valid for both).
+	AlertHysteresis  *float64
+	AlertMinDuration *time.Duration
+	// AlertCheck is how often the env sensor is read between messages to
+	// watch for an alert. 0: DefaultAlertCheck.
+	AlertCheck time.Duration
 	// EnvSource is the env sensor's mode as main chose it, reported before
 	// the first reading says so itself.
 	EnvSource drivers.Source
@@ -157,6 +164,8 @@ type state struct {
 	lastSeq                                        uint64
 	lastErr                                        string
 
+	alerts alerts
+
 	// Samples taken while the wall clock was below ClockFloor, oldest
 	// first. Only the sampler goroutine changes held.
 	held        []heldSample
@@ -207,6 +216,21 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	cfg.AlertThreshold = &threshold
+	hysteresis, minDur := telemetry.DefaultAlertHysteresis, telemetry.DefaultAlertMinDuration
+	if cfg.AlertHysteresis != nil {
+		hysteresis = *cfg.AlertHysteresis
+		if _, err := checkHysteresis(hysteresis); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	if cfg.AlertMinDuration != nil {
+		minDur = *cfg.AlertMinDuration
+		if _, err := checkMinDuration(minDur.Seconds()); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	cfg.AlertHysteresis, cfg.AlertMinDuration = &hysteresis, &minDur
+	setDefault(&cfg.AlertCheck, DefaultAlertCheck)
 	setDefault(&cfg.FlushTimeout, DefaultFlushTimeout)
 	setDefault(&cfg.BackoffMin, DefaultBackoffMin)
 	setDefault(&cfg.BackoffMax, DefaultBackoffMax)
@@ -247,6 +271,7 @@ func New(cfg Config) (*Agent, error) {
 			interval:   cfg.TelemetryDelay,
 			threshold:  threshold,
 			envSources: telemetry.Sources{Env: cfg.EnvSource},
+			alerts:     alerts{hysteresis: hysteresis, minDuration: minDur},
 		},
 	}
 	a.loadCommands()
@@ -376,6 +401,8 @@ func (a *Agent) sampler(ctx context.Context) {
 	defer tick.Stop()
 	beat := a.clock.NewTicker(a.cfg.BeatInterval)
 	defer beat.Stop()
+	watch := a.clock.NewTicker(a.cfg.AlertCheck)
+	defer watch.Stop()
 	// poll runs only while samples are held, to queue them soon after the
 	// clock is set even when the next sample is an hour away.
 	var poll Ticker
@@ -401,6 +428,7 @@ func (a *Agent) sampler(ctx context.Context) {
 	for {
 		a.beat()
 		a.releaseHeld()
+		a.queueAlerts()
 		var pollC <-chan time.Time
 		switch held := a.heldCount() > 0; {
 		case held && poll == nil:
@@ -428,6 +456,8 @@ func (a *Agent) sampler(ctx context.Context) {
 			}
 			m, err := a.sampleOnce(ctx)
 			req.reply <- sendNowResult{m, err}
+		case <-watch.C():
+			a.watch(ctx)
 		case <-beat.C():
 			a.expireOverride()
 		case <-overrideEnd:
@@ -469,6 +499,8 @@ func (a *Agent) sampleOnce(ctx context.Context) (Queued, error) {
 		}
 	}
 	threshold := a.threshold()
+	// Alerts first: one raised by this reading goes before it.
+	a.evaluateAlerts(s)
 	if !a.clockSet(now) {
 		// Not numbered yet: the seq is taken when the reading is stored,
 		// in the same write. Released in sampling order, before any newer

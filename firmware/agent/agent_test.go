@@ -78,6 +78,7 @@ func newRigAt(t *testing.T, start time.Time, mutate func(*agent.Config)) *rig {
 		TelemetryDelay:  10 * time.Second,
 		EnvSource:       drivers.Hardware,
 		BeatInterval:    time.Hour, // out of the way of the cadence
+		AlertCheck:      time.Hour, // likewise; the alert tests set it
 		ReportInterval:  24 * time.Hour,
 		Beat:            func() { r.beats.Add(1) },
 		Rand:            func() float64 { return 0 },
@@ -126,7 +127,7 @@ func (r *rig) run() {
 	})
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
-	if err := r.clock.WaitForWaiters(wctx, 3); err != nil {
+	if err := r.clock.WaitForWaiters(wctx, 4); err != nil { // sampler, beat, alert watch, reporter
 		r.t.Fatalf("agent never armed its tickers: %v", err)
 	}
 }

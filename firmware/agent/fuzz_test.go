@@ -3,6 +3,7 @@ package agent_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func FuzzApplyDesired(f *testing.F) {
 		}
 
 		stale := !full && version > 0 && version < before.DesiredVersion
-		if stale && after != before {
+		if stale && !reflect.DeepEqual(after, before) {
 			t.Fatalf("stale patch %d (applied %d) changed %+v to %+v (%v)", version, before.DesiredVersion, before, after, err)
 		}
 		if !full && after.DesiredVersion < before.DesiredVersion {

@@ -108,8 +108,8 @@ func TestSamplesHeldUntilClockSetThenRestamped(t *testing.T) {
 	if st.WaitingForClock || st.Held != 0 || st.Dropped != 0 || st.Samples != 5 || st.LastSeq != 5 {
 		t.Errorf("Status() = %+v; want not waiting, nothing held or dropped, 5 samples, last seq 5", st)
 	}
-	if n := r.clock.Waiters(); n != 3 {
-		t.Errorf("%d timers after the release; want 3 (the clock poll stopped)", n)
+	if n := r.clock.Waiters(); n != 4 {
+		t.Errorf("%d timers after the release; want 4 (sampler, beat, alert watch, reporter: the clock poll stopped)", n)
 	}
 }
 
@@ -215,8 +215,8 @@ func TestClockFineFromStartNothingHeld(t *testing.T) {
 			if st := r.a.Status(); st.WaitingForClock || st.Held != 0 {
 				t.Errorf("Status() = %+v; want not waiting, nothing held", st)
 			}
-			if n := r.clock.Waiters(); n != 3 {
-				t.Errorf("%d timers; want 3 (no clock poll)", n)
+			if n := r.clock.Waiters(); n != 4 {
+				t.Errorf("%d timers; want 4 (sampler, beat, alert watch, reporter: no clock poll)", n)
 			}
 		})
 	}

@@ -256,9 +256,9 @@ func TestSensorErrorsDoNotStopTheLoop(t *testing.T) {
 		r.clock.Advance(10 * time.Second)
 		eventually(t, "a failed read", func() bool { return r.env.Reads() == 1+k })
 	}
-	r.waitPuts(4)
+	r.waitPuts(5) // 4 readings and, at the third failure in a row, the envSensorLost alert
 	st := r.a.Status()
-	if st.SensorErrors != 3 || st.LastError == "" || st.Samples != 4 {
+	if st.SensorErrors != 3 || st.LastError == "" || st.Samples != 4 || !st.AlertActive {
 		t.Errorf("Status() = %+v; want 3 sensor errors, a last error, 4 samples", st)
 	}
 	// What could be read still goes out: no env fields, the reason in source.
@@ -267,7 +267,7 @@ func TestSensorErrorsDoNotStopTheLoop(t *testing.T) {
 		Pressure    *float64          `json:"pressure"`
 		Source      telemetry.Sources `json:"source"`
 	}
-	if err := json.Unmarshal(r.q.Messages()[1].Body, &b); err != nil {
+	if err := json.Unmarshal(readings(r.q.Messages())[1].Body, &b); err != nil {
 		t.Fatal(err)
 	}
 	if b.Temperature != nil || b.Pressure != nil || b.Source.Env != drivers.Missing || !strings.Contains(b.Source.EnvError, agenttest.ErrFake.Error()) {
@@ -278,13 +278,33 @@ func TestSensorErrorsDoNotStopTheLoop(t *testing.T) {
 	}
 	r.env.Set(env(5))
 	r.clock.Advance(10 * time.Second)
-	r.waitPuts(5)
-	if got := r.q.Messages()[4].Created; !got.Equal(t0.Add(40 * time.Second)) {
+	r.waitPuts(7) // the reading and the alert's end
+	if got := readings(r.q.Messages())[4].Created; !got.Equal(t0.Add(40 * time.Second)) {
 		t.Errorf("sample after recovery at %v; want %v", got, t0.Add(40*time.Second))
 	}
 	if s := r.a.Status().Sources; s.Env != drivers.Hardware || s.EnvError != "" {
 		t.Errorf("Status().Sources after recovery = %+v; want env hardware, no error", s)
 	}
+	var states []string
+	for _, m := range r.q.Messages() {
+		if m.Props[telemetry.MessageTypeProperty] == telemetry.MessageTypeAlert {
+			states = append(states, m.Props[telemetry.AlertTypeProperty]+" "+m.Props[telemetry.AlertStateProperty])
+		}
+	}
+	if want := []string{"envSensorLost active", "envSensorLost cleared"}; !slices.Equal(states, want) {
+		t.Errorf("alerts %q; want %q", states, want)
+	}
+}
+
+// readings leaves out alert messages.
+func readings(ms []agent.Queued) []agent.Queued {
+	var out []agent.Queued
+	for _, m := range ms {
+		if m.Props[telemetry.MessageTypeProperty] != telemetry.MessageTypeAlert {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // A GPS whose receiver is missing: messages say so and carry no position,
@@ -295,8 +315,11 @@ func TestMissingGPSStillSends(t *testing.T) {
 	r.gps.SetFix(&telemetry.Position{Latitude: 51.9, Longitude: 4.5, Quality: 1, Satellites: 7, Source: drivers.Hardware})
 	r.gps.SetProblem("open serial port /dev/serial0 at 9600 baud: no such file or directory")
 	r.start()
-	r.waitPuts(1)
-	body := string(r.q.Messages()[0].Body)
+	r.waitPuts(2) // the gpsLost alert, then the reading
+	if a := r.q.Messages()[0].Props; a[telemetry.AlertTypeProperty] != string(telemetry.AlertGPS) || a[telemetry.AlertStateProperty] != telemetry.AlertActive {
+		t.Errorf("first message's properties %v; want the gpsLost alert", a)
+	}
+	body := string(readings(r.q.Messages())[0].Body)
 	if !strings.Contains(body, `"temperature":`) || strings.Contains(body, `"latitude"`) ||
 		!strings.Contains(body, `"gps":"missing"`) || !strings.Contains(body, `"gpsError":"open serial port /dev/serial0`) {
 		t.Errorf("body = %s; want temperature, no position, gps missing with the reason", body)

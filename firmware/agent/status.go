@@ -20,9 +20,14 @@ type StatusReport struct {
 	TelemetryInterval float64           `json:"telemetryInterval"`
 	IntervalOverride  *command.Override `json:"telemetryIntervalOverride,omitempty"`
 	LastCommand       *command.Outcome  `json:"lastCommand,omitempty"`
-	AlertThreshold    float64           `json:"temperatureAlertThreshold"`
-	DesiredVersion    int64             `json:"desiredVersion"`
-	Sources           telemetry.Sources `json:"sources"`
+	// The temperature alert's debounce and the alerts in force.
+	AlertHysteresis  float64           `json:"temperatureAlertHysteresis"`
+	AlertMinDuration float64           `json:"temperatureAlertMinDuration"` // seconds
+	AlertActive      bool              `json:"alertActive"`
+	Alerts           map[string]bool   `json:"alerts"` // each alert kind, in force or not
+	AlertThreshold   float64           `json:"temperatureAlertThreshold"`
+	DesiredVersion   int64             `json:"desiredVersion"`
+	Sources          telemetry.Sources `json:"sources"`
 
 	QueueDepth int   `json:"queueDepth"`
 	QueueBytes int64 `json:"queueBytes"`
@@ -83,6 +88,10 @@ func (a *Agent) Status() StatusReport {
 		TelemetryInterval: a.effectiveLocked().Seconds(),
 		IntervalOverride:  st.override,
 		LastCommand:       st.lastCmd,
+		AlertHysteresis:   st.alerts.hysteresis,
+		AlertMinDuration:  st.alerts.minDuration.Seconds(),
+		AlertActive:       st.alerts.any(),
+		Alerts:            st.alerts.state(),
 		AlertThreshold:    st.threshold,
 		DesiredVersion:    st.desiredVersion,
 		Sources:           sources,

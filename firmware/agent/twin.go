@@ -16,10 +16,14 @@ import (
 // Twin property names. Desired: telemetryDelay, temperatureAlertThreshold.
 // The agent reports those two with the applied values plus the rest.
 const (
-	PropTelemetryDelay   = "telemetryDelay"            // seconds, 1..3600
-	PropAlertThreshold   = "temperatureAlertThreshold" // °C, -40..85
-	PropLastDesiredError = "lastDesiredError"          // string, null when the last apply was clean
-	PropDesiredVersion   = "desiredVersion"            // $version of the desired twin last applied
+	PropTelemetryDelay   = "telemetryDelay"              // seconds, 1..3600
+	PropAlertThreshold   = "temperatureAlertThreshold"   // °C, -40..85
+	PropAlertHysteresis  = "temperatureAlertHysteresis"  // °C, 0..10
+	PropAlertMinDuration = "temperatureAlertMinDuration" // seconds, 0..3600
+	PropAlertActive      = "alertActive"                 // bool: any alert in force
+	PropAlerts           = "alerts"                      // {"temperature": bool, "envSensorLost": bool, "gpsLost": bool}
+	PropLastDesiredError = "lastDesiredError"            // string, null when the last apply was clean
+	PropDesiredVersion   = "desiredVersion"              // $version of the desired twin last applied
 	PropFirmwareVersion  = "firmwareVersion"
 	PropSensors          = "sensors" // {"env": "hardware"|"simulated", "gps": ...}
 	PropQueueDepth       = "queueDepth"
@@ -40,6 +44,8 @@ const (
 type desired struct {
 	TelemetryDelay setting // PropTelemetryDelay
 	AlertThreshold setting // PropAlertThreshold
+	Hysteresis     setting // PropAlertHysteresis
+	MinDuration    setting // PropAlertMinDuration
 }
 
 // setting is one desired property: absent from a patch (unchanged), null
@@ -92,6 +98,7 @@ func (a *Agent) ApplyTwin(version int64, props json.RawMessage) error {
 		return err
 	}
 	d.TelemetryDelay.Present, d.AlertThreshold.Present = true, true
+	d.Hysteresis.Present, d.MinDuration.Present = true, true
 	a.mu.Lock()
 	a.st.desiredVersion = 0
 	a.mu.Unlock()
@@ -109,7 +116,8 @@ func decodeDesired(version int64, props json.RawMessage) (desired, error) {
 		return desired{}, fmt.Errorf("%w: version %d: %w", ErrBadDesired, version, err)
 	}
 	var d desired
-	for name, s := range map[string]*setting{PropTelemetryDelay: &d.TelemetryDelay, PropAlertThreshold: &d.AlertThreshold} {
+	for name, s := range map[string]*setting{PropTelemetryDelay: &d.TelemetryDelay, PropAlertThreshold: &d.AlertThreshold,
+		PropAlertHysteresis: &d.Hysteresis, PropAlertMinDuration: &d.MinDuration} {
 		if raw, ok := members[name]; ok {
 			if err := s.UnmarshalJSON(raw); err != nil {
 				return desired{}, fmt.Errorf("%w: version %d: %s: %w", ErrBadDesired, version, name, err)
@@ -141,6 +149,20 @@ func (a *Agent) apply(version int64, d desired) error {
 			errs = append(errs, err)
 		} else {
 			a.st.threshold = v
+		}
+	}
+	if d.Hysteresis.Present {
+		if v, err := parseSetting(d.Hysteresis.Value, *a.cfg.AlertHysteresis, checkHysteresis); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.st.alerts.hysteresis = v
+		}
+	}
+	if d.MinDuration.Present {
+		if v, err := parseSetting(d.MinDuration.Value, a.cfg.AlertMinDuration.Seconds(), checkMinDuration); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.st.alerts.minDuration = time.Duration(math.Round(v*1000)) * time.Millisecond
 		}
 	}
 	if version > a.st.desiredVersion {
@@ -192,6 +214,37 @@ func parseThreshold(v any, def float64) (float64, error) {
 	}
 	if f < telemetry.MinAlertThreshold || f > telemetry.MaxAlertThreshold {
 		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertThreshold, f, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold)
+	}
+	return f, nil
+}
+
+// parseSetting reads a desired number (null: def) and checks it.
+func parseSetting(v any, def float64, check func(float64) (float64, error)) (float64, error) {
+	if v == nil {
+		return def, nil
+	}
+	f, err := number(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s", ErrBadDesired, err)
+	}
+	return check(f)
+}
+
+// checkHysteresis bounds temperatureAlertHysteresis (firmware/telemetry's
+// bounds, shared with the config).
+func checkHysteresis(f float64) (float64, error) {
+	if !(f >= telemetry.MinAlertHysteresis && f <= telemetry.MaxAlertHysteresis) {
+		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertHysteresis, f,
+			telemetry.MinAlertHysteresis, telemetry.MaxAlertHysteresis)
+	}
+	return f, nil
+}
+
+// checkMinDuration bounds temperatureAlertMinDuration, in seconds.
+func checkMinDuration(f float64) (float64, error) {
+	lo, hi := telemetry.MinAlertMinDuration.Seconds(), telemetry.MaxAlertMinDuration.Seconds()
+	if !(f >= lo && f <= hi) {
+		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropAlertMinDuration, f, lo, hi)
 	}
 	return f, nil
 }
@@ -263,6 +316,10 @@ func (a *Agent) reported() map[string]any {
 		PropLastProvisioned:  provisioned,
 
 		PropTelemetryInterval: a.effectiveLocked().Seconds(),
+		PropAlertHysteresis:   a.st.alerts.hysteresis,
+		PropAlertMinDuration:  a.st.alerts.minDuration.Seconds(),
+		PropAlertActive:       a.st.alerts.any(),
+		PropAlerts:            a.st.alerts.state(),
 		PropIntervalOverride:  override,
 		PropLastCommand:       lastCmd,
 	}

@@ -44,9 +44,12 @@ type Config struct {
 	Sensors                   Sensors `json:"sensors"`
 	TelemetryDelay            int     `json:"telemetryDelay"` // seconds
 	TemperatureAlertThreshold float64 `json:"temperatureAlertThreshold"`
-	Queue                     Queue   `json:"queue"`
-	ReprovisionRetry          Retry   `json:"reprovisionRetry"`
-	LogLevel                  string  `json:"logLevel"`
+	// The temperature alert's debounce (°C, seconds).
+	TemperatureAlertHysteresis  float64 `json:"temperatureAlertHysteresis"`
+	TemperatureAlertMinDuration int     `json:"temperatureAlertMinDuration"`
+	Queue                       Queue   `json:"queue"`
+	ReprovisionRetry            Retry   `json:"reprovisionRetry"`
+	LogLevel                    string  `json:"logLevel"`
 
 	path   string            // file read, for errors; "" when none
 	source map[string]string // key -> "env X" / "flag --x" when overridden
@@ -143,6 +146,11 @@ func (m Minutes) String() string {
 	return strings.Trim(string(b), `"`)
 }
 
+// AlertMinDuration is TemperatureAlertMinDuration as a duration.
+func (c *Config) AlertMinDuration() time.Duration {
+	return time.Duration(c.TemperatureAlertMinDuration) * time.Second
+}
+
 // TelemetryInterval is TelemetryDelay as a duration.
 func (c *Config) TelemetryInterval() time.Duration {
 	return time.Duration(c.TelemetryDelay) * time.Second
@@ -171,11 +179,13 @@ func Default() *Config {
 			Env: EnvSensor{Mode: drivers.Auto, Address: 0},
 			GPS: GPSSensor{Mode: drivers.Auto, Port: "/dev/serial0", Baud: 9600},
 		},
-		TelemetryDelay:            int(telemetry.DefaultDelay / time.Second),
-		TemperatureAlertThreshold: telemetry.DefaultAlertThreshold,
-		Queue:                     Queue{MaxMessages: 100_000, MaxBytes: 64 << 20},
-		ReprovisionRetry:          Retry{Min: Mins(5), Max: Mins(60)},
-		LogLevel:                  "info",
+		TelemetryDelay:              int(telemetry.DefaultDelay / time.Second),
+		TemperatureAlertThreshold:   telemetry.DefaultAlertThreshold,
+		TemperatureAlertHysteresis:  telemetry.DefaultAlertHysteresis,
+		TemperatureAlertMinDuration: int(telemetry.DefaultAlertMinDuration / time.Second),
+		Queue:                       Queue{MaxMessages: 100_000, MaxBytes: 64 << 20},
+		ReprovisionRetry:            Retry{Min: Mins(5), Max: Mins(60)},
+		LogLevel:                    "info",
 	}
 }
 
@@ -434,6 +444,12 @@ func (c *Config) Validate() error {
 	}
 	if v, lo, hi := c.TemperatureAlertThreshold, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold; math.IsNaN(v) || v < lo || v > hi {
 		bad("temperatureAlertThreshold", "must be between %v and %v °C (the BME280's range), got %v", lo, hi, v)
+	}
+	if v, lo, hi := c.TemperatureAlertHysteresis, telemetry.MinAlertHysteresis, telemetry.MaxAlertHysteresis; math.IsNaN(v) || v < lo || v > hi {
+		bad("temperatureAlertHysteresis", "must be between %v and %v °C, got %v", lo, hi, v)
+	}
+	if d, lo, hi := c.TemperatureAlertMinDuration, int(telemetry.MinAlertMinDuration/time.Second), int(telemetry.MaxAlertMinDuration/time.Second); d < lo || d > hi {
+		bad("temperatureAlertMinDuration", "must be between %d and %d seconds, got %d", lo, hi, d)
 	}
 	if n := c.Queue.MaxMessages; n < 1 || n > 10_000_000 {
 		bad("queue.maxMessages", "must be between 1 and 10000000, got %d", n)

@@ -181,7 +181,7 @@ func TestParseErrors(t *testing.T) {
 		{"version string", `{"version":"1"}`,
 			`config /etc/tracker/tracker.json: key "version": must be 1 (the only version this firmware reads), got "1"`},
 		{"unknown key", `{"version":1,"telemetryDelai":5}`,
-			`config /etc/tracker/tracker.json: key "telemetryDelai": unknown key; remove it or use one of: caFile, certFile, dpsEndpoint, idScope, keyFile, logLevel, queue, reprovisionRetry, sensors, stateDir, telemetryDelay, temperatureAlertThreshold, version`},
+			`config /etc/tracker/tracker.json: key "telemetryDelai": unknown key; remove it or use one of: caFile, certFile, dpsEndpoint, idScope, keyFile, logLevel, queue, reprovisionRetry, sensors, stateDir, telemetryDelay, temperatureAlertHysteresis, temperatureAlertMinDuration, temperatureAlertThreshold, version`},
 		{"wrong case", `{"version":1,"TelemetryDelay":5}`,
 			`config /etc/tracker/tracker.json: key "TelemetryDelay": unknown key; did you mean "telemetryDelay"? (keys are case-sensitive)`},
 		{"unknown nested key", `{"version":1,"sensors":{"env":{"adress":119}}}`,

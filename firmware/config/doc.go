@@ -32,6 +32,8 @@
 //	"sensors.gps.baud"           9600                                         GPS baud rate
 //	"telemetryDelay"             10                                           seconds between readings, 1..3600; the twin's desired telemetryDelay overrides it
 //	"temperatureAlertThreshold"  30                                           °C above which temperatureAlert is "true"; the twin overrides it
+//	"temperatureAlertHysteresis" 1                                            °C below the threshold the temperature must fall to clear the alert, 0..10; the twin overrides it
+//	"temperatureAlertMinDuration" 60                                          seconds past the mark before the alert is raised or cleared, 0..3600; the twin overrides it
 //	"queue.maxMessages"          100000                                       most readings kept while offline (oldest dropped first)
 //	"queue.maxBytes"             67108864 (64 MiB)                            most bytes kept while offline
 //	"reprovisionRetry.min"       5                                            minutes before retrying DPS after "disabled" or unauthorized (or a duration string, "20s"; at least 1 s)

@@ -282,6 +282,8 @@ func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
 	ac.ClockFloor = p.dev.Floor
 	ac.TelemetryDelay = tc.TelemetryInterval()
 	ac.AlertThreshold = &threshold
+	hysteresis, minDur := tc.TemperatureAlertHysteresis, tc.AlertMinDuration()
+	ac.AlertHysteresis, ac.AlertMinDuration = &hysteresis, &minDur
 	wd := p.wd
 	ac.Beat = func() {
 		// Only a daemon whose parts are all alive keeps systemd's

@@ -29,10 +29,20 @@ func TestMissingGPSPortKeepsSending(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	msgs, err := e.WaitTelemetry(ctx, hub, id, 2)
+	msgs, err := e.WaitTelemetry(ctx, hub, id, 3) // two readings and the gpsLost alert
 	if err != nil {
 		t.Fatal(err)
 	}
+	var readings []store.Message
+	for _, m := range msgs {
+		if m.Properties["messageType"] != "alert" {
+			readings = append(readings, m)
+		}
+	}
+	if al := alertMessages(msgs); len(al) != 1 || al[0].Properties["alertType"] != "gpsLost" || al[0].Properties["alertState"] != "active" {
+		t.Errorf("alerts %v; want one gpsLost active", al)
+	}
+	msgs = readings
 	var b struct {
 		Temperature *float64 `json:"temperature"`
 		Latitude    *float64 `json:"latitude"`

@@ -98,8 +98,11 @@ func bounds(t *testing.T, in *model.Interface, name string) (lo, hi, def float64
 func TestWritableBoundsAreTheFirmwares(t *testing.T) {
 	in := load(t)
 	for name, want := range map[string][3]float64{
-		agent.PropTelemetryDelay: {telemetry.MinDelay.Seconds(), telemetry.MaxDelay.Seconds(), telemetry.DefaultDelay.Seconds()},
-		agent.PropAlertThreshold: {telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold, telemetry.DefaultAlertThreshold},
+		agent.PropTelemetryDelay:  {telemetry.MinDelay.Seconds(), telemetry.MaxDelay.Seconds(), telemetry.DefaultDelay.Seconds()},
+		agent.PropAlertThreshold:  {telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold, telemetry.DefaultAlertThreshold},
+		agent.PropAlertHysteresis: {telemetry.MinAlertHysteresis, telemetry.MaxAlertHysteresis, telemetry.DefaultAlertHysteresis},
+		agent.PropAlertMinDuration: {telemetry.MinAlertMinDuration.Seconds(), telemetry.MaxAlertMinDuration.Seconds(),
+			telemetry.DefaultAlertMinDuration.Seconds()},
 	} {
 		lo, hi, def := bounds(t, in, name)
 		if [3]float64{lo, hi, def} != want {
@@ -166,7 +169,7 @@ func TestWritablePropertiesAreWhatTheAgentAccepts(t *testing.T) {
 			writable = append(writable, name)
 		}
 	}
-	if want := []string{agent.PropTelemetryDelay, agent.PropAlertThreshold}; !slices.Equal(writable, want) {
+	if want := []string{agent.PropTelemetryDelay, agent.PropAlertThreshold, agent.PropAlertHysteresis, agent.PropAlertMinDuration}; !slices.Equal(writable, want) {
 		t.Errorf("writable properties %v; the agent obeys %v", writable, want)
 	}
 	version := int64(1)

@@ -19,3 +19,18 @@ const (
 	MinAlertThreshold = -40.0
 	MaxAlertThreshold = 85.0
 )
+
+// The temperature alert's debounce, also set in the config file and as
+// desired twin properties: the alert is raised once the temperature has
+// stayed above the threshold for AlertMinDuration, and cleared once it has
+// stayed below threshold minus AlertHysteresis as long, so a noisy sensor
+// near the threshold does not flap.
+const (
+	DefaultAlertHysteresis = 1.0 // °C
+	MinAlertHysteresis     = 0.0
+	MaxAlertHysteresis     = 10.0
+
+	DefaultAlertMinDuration = time.Minute
+	MinAlertMinDuration     = time.Duration(0) // at the first reading past it
+	MaxAlertMinDuration     = time.Hour
+)
