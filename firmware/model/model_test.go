@@ -261,6 +261,23 @@ func TestTelemetryFitsTheModel(t *testing.T) {
 		}
 		bodies = append(bodies, m.Body)
 	}
+	// Alert messages (docs/alerts.md) are telemetry too.
+	temp := 8.42
+	for _, a := range []telemetry.Alert{
+		{Seq: 5, Kind: telemetry.AlertTemperature, Active: true, Time: at, Since: at.Add(-30 * time.Second), Temperature: &temp,
+			Threshold: 8, Hysteresis: 1, MinDuration: 30 * time.Second},
+		{Seq: 6, Kind: telemetry.AlertEnvSensor, Active: true, Time: at, Since: at, Reason: "bme280: read: i2c: no such device"},
+		{Seq: 7, Kind: telemetry.AlertGPS, Active: false, Time: at, Since: at},
+	} {
+		m, err := telemetry.BuildAlert("sensor-thl-001", a)
+		if err != nil {
+			t.Fatalf("%s alert: %v", a.Kind, err)
+		}
+		if err := in.CheckTelemetry(m.Body); err != nil {
+			t.Errorf("%s alert: body %s:\n%v", a.Kind, m.Body, err)
+		}
+		bodies = append(bodies, m.Body)
+	}
 	if un := in.Unused("Telemetry", bodies...); un != nil {
 		t.Errorf("telemetry %v declared but no message carries it", un)
 	}
