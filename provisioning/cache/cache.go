@@ -63,17 +63,26 @@ func Load(dir string) (*Assignment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache load %s: %w", p, err)
 	}
+	a, err := decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("cache load %s: %w: %w: %v", p, ErrNoCache, ErrCorrupt, err)
+	}
+	return a, nil
+}
+
+// decode reads the file's contents: the format, without the file system.
+func decode(b []byte) (*Assignment, error) {
 	var f file
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("cache load %s: %w: %w: %v", p, ErrNoCache, ErrCorrupt, err)
+		return nil, err
 	}
 	if f.Version != version {
-		return nil, fmt.Errorf("cache load %s: %w: %w: version %d, want %d", p, ErrNoCache, ErrCorrupt, f.Version, version)
+		return nil, fmt.Errorf("version %d, want %d", f.Version, version)
 	}
 	if err := f.validate(); err != nil {
-		return nil, fmt.Errorf("cache load %s: %w: %w: %v", p, ErrNoCache, ErrCorrupt, err)
+		return nil, err
 	}
 	a := f.Assignment
 	return &a, nil
