@@ -17,7 +17,7 @@ import (
 type Fleet struct {
 	Root, Inter *pki.Cert
 	IDs         []string
-	// Certs are what each device presents: leaf then intermediate (spec C).
+	// Certs are what each device presents: leaf then intermediate (docs/protocol.md C).
 	Certs []tls.Certificate
 	// Took is how long issuing the n device certificates took.
 	Took time.Duration

@@ -32,7 +32,7 @@ type Options struct {
 	RegistrationsPerMinute int
 	// PollRetryAfter is the retry-after the emulator sends with 202
 	// "assigning" (default 0 s: the client then polls after its 2 s floor,
-	// spec A.4).
+	// docs/protocol.md A.4).
 	PollRetryAfter time.Duration
 	// NoJitter replaces the client's uniform jitter with ConstRand, so
 	// every device computes the same back-off.
@@ -196,7 +196,7 @@ func (s *runStats) response(topic string) {
 }
 
 // responseStatus reads the status of "$dps/registrations/res/{status}/?..."
-// (spec A.2); 0 if the topic is something else.
+// (docs/protocol.md A.2); 0 if the topic is something else.
 func responseStatus(topic string) int {
 	rest, ok := strings.CutPrefix(topic, "$dps/registrations/res/")
 	if !ok {
@@ -466,7 +466,7 @@ func processCPU() time.Duration {
 }
 
 // sendOne connects device res to its hub, calls connected, sends one
-// telemetry message (QoS 1, returns after PUBACK, spec B.3) and leaves the
+// telemetry message (QoS 1, returns after PUBACK, docs/protocol.md B.3) and leaves the
 // client connected.
 func sendOne(ctx context.Context, res *dps.Result, tlsCfg *tls.Config, connected func()) (*iothub.Client, error) {
 	c, err := iothub.New(iothub.Config{Hub: res.AssignedHub, DeviceID: res.DeviceID, TLS: tlsCfg})

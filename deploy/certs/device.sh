@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # device.sh issues one tracker's certificate from the intermediate CA:
-# reference flow step 4. CN = device id = DPS registration id (spec C).
+# reference flow step 4. CN = device id = DPS registration id (docs/protocol.md C).
 set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -23,7 +23,7 @@ in DIR (run ca.sh first). Writes DIR/devices/DEVICE_ID/:
   -h, --help         this text
 
 DEVICE_ID: lowercase letters, digits and - . _ : only, at most 64
-characters, ending in a letter, digit or '-' (spec C, identity rules).
+characters, ending in a letter, digit or '-' (docs/protocol.md C, identity rules).
 An existing valid certificate is kept unless --force is given.
 EOF
 }
@@ -62,7 +62,7 @@ id=$1
 check_key_type "$key_type"
 check_days "$days"
 
-# Spec C, identity rules: the registration id is the leaf CN; alphanumeric
+# docs/protocol.md C, identity rules: the registration id is the leaf CN; alphanumeric
 # plus - . _ :, last character alphanumeric or '-', at most 64 with X.509.
 # Lowercase because the IoT Hub device id taken from it is case-sensitive
 # (docs/reference-flow.md, step 4).
@@ -142,7 +142,7 @@ openssl req -new -config "$TMP/ext.cnf" -key "$TMP/device.key" -subj "/CN=$id" \
 	die "openssl could not create the request for $id: $(cat "$TMP/openssl.err")"
 sign_csr "$TMP/device.csr" "$dir/intermediate.pem" "$dir/intermediate.key" "$days" \
 	v3_device "$TMP/ext.cnf" "$TMP/device.pem"
-# Spec C: the device presents leaf + intermediate; the root stays in DPS.
+# docs/protocol.md C: the device presents leaf + intermediate; the root stays in DPS.
 cat "$TMP/device.pem" "$dir/intermediate.pem" >"$TMP/device-chain.pem"
 openssl verify -CAfile "$dir/root.pem" -untrusted "$dir/intermediate.pem" -purpose sslclient \
 	"$TMP/device.pem" >/dev/null 2>"$TMP/openssl.err" ||

@@ -109,7 +109,7 @@ keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 
-# Spec C: the device presents this leaf in mutual TLS to DPS and IoT Hub.
+# docs/protocol.md C: the device presents this leaf in mutual TLS to DPS and IoT Hub.
 [ v3_device ]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -117,7 +117,7 @@ extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 
-# Spec C: proof of possession only needs CN = code, signed by the CA key.
+# docs/protocol.md C: proof of possession only needs CN = code, signed by the CA key.
 [ v3_verification ]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature

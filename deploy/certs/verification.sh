@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # verification.sh makes the proof-of-possession certificate for a CA uploaded
 # to DPS: CN = the verification code, signed with the CA's private key
-# (reference flow step 2, spec C "group enrollment from a CA").
+# (reference flow step 2, docs/protocol.md C "group enrollment from a CA").
 set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR

@@ -12,7 +12,7 @@ import (
 func newFakeClock() *faketime.Clock { return faketime.NewClock(time.Now()) }
 
 // TestDPSThrottlingFakeClock steps through the registration limit
-// (per minute, spec F) and the poll limit (5 per 10 s, spec A.4) with an
+// (per minute, docs/protocol.md F) and the poll limit (5 per 10 s, docs/protocol.md A.4) with an
 // injected clock: retry-after counts down with the clock and the limit
 // lifts exactly when the window has passed.
 func TestDPSThrottlingFakeClock(t *testing.T) {
@@ -106,7 +106,7 @@ func TestFakeClockReachesStoreAndServiceAPI(t *testing.T) {
 
 	clk.Advance(time.Hour + time.Minute) // past the default C2D TTL and the token's expiry
 	if q, _ := e.Store().PendingC2D(hub, "dev-1"); len(q) != 0 {
-		t.Errorf("pending C2D after its TTL = %d; want 0 (spec B.4: 1 h default)", len(q))
+		t.Errorf("pending C2D after its TTL = %d; want 0 (docs/protocol.md B.4: 1 h default)", len(q))
 	}
 	if code := get(); code != http.StatusUnauthorized {
 		t.Errorf("GET device with a token expired on the emulator's clock = %d; want 401", code)

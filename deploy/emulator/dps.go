@@ -15,7 +15,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
-// DPS topics (spec A.2).
+// DPS topics (docs/protocol.md A.2).
 const (
 	dpsRegisterPrefix = "$dps/registrations/PUT/iotdps-register/?"
 	dpsPollPrefix     = "$dps/registrations/GET/iotdps-get-operationstatus/?"
@@ -46,7 +46,7 @@ func newDPSService(e *Emulator) *dpsService {
 	return &dpsService{e: e, ops: map[string]*operation{}, polls: map[string][]time.Time{}}
 }
 
-// authenticate checks the DPS user name and client id (spec A.1): the
+// authenticate checks the DPS user name and client id (docs/protocol.md A.1): the
 // user name is `{idScope}/registrations/{rid}/api-version=...` and the
 // client id is the same registration id. Whether the certificate CN
 // matches is answered at register time (400), as is enrollment (401).
@@ -69,7 +69,7 @@ func (d *dpsService) authenticate(user, clientID string) (string, error) {
 	return rid, nil
 }
 
-// errorBody is ProvisioningServiceErrorDetails (spec A.4).
+// errorBody is ProvisioningServiceErrorDetails (docs/protocol.md A.4).
 func errorBody(code int, msg string, now time.Time) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"errorCode":    code,
@@ -95,7 +95,7 @@ func (d *dpsService) respond(s *session, status int, rid string, retryAfter time
 		d.e.log.Debug("dps response dropped: client not subscribed", "client", s.cl.ID, "topic", topic)
 		return
 	}
-	// The C SDK notes register responses arrive at QoS 0 (spec A.1).
+	// The C SDK notes register responses arrive at QoS 0 (docs/protocol.md A.1).
 	s.publish(topic, body, 0, 0)
 }
 
@@ -169,8 +169,8 @@ func (d *dpsService) register(s *session, rid string, body []byte) {
 	d.gcLocked(now)
 	d.mu.Unlock()
 	if !ok {
-		// Spec F: 1,000 registrations/min per instance; 429 with
-		// retry-after (spec A.4).
+		// docs/protocol.md F: 1,000 registrations/min per instance; 429 with
+		// retry-after (docs/protocol.md A.4).
 		d.respondError(s, rid, store.ErrThrottled.With("registration rate limit exceeded"), wait)
 		return
 	}
@@ -205,7 +205,7 @@ func (d *dpsService) poll(s *session, rid, opID string) {
 	op := d.ops[opID]
 	d.mu.Unlock()
 	if !ok {
-		// Spec A.4: 5 polls per 10 s per device.
+		// docs/protocol.md A.4: 5 polls per 10 s per device.
 		d.respondError(s, rid, store.ErrThrottled.With("operation status polled too often"), wait)
 		return
 	}

@@ -45,10 +45,10 @@
 //     delivery; the services write each message to its one recipient.
 //   - A Will is accepted only from a hub device, only on its own
 //     telemetry topic (devices/{id}/messages/events/...) with QoS 0 or 1
-//     (spec B.2); any other Will, and any Will sent to DPS, gets CONNACK
+//     (docs/protocol.md B.2); any other Will, and any Will sent to DPS, gets CONNACK
 //     0x05. The Will is taken from mochi at CONNECT and, on an ungraceful
 //     close, recorded as the device's telemetry (iothub-MessageType=Will).
-//   - Retain is never stored (spec B.2): retained telemetry and a retained
+//   - Retain is never stored (docs/protocol.md B.2): retained telemetry and a retained
 //     Will are recorded with mqtt-retain=true.
 //   - Publishing outside the client's own topics, subscribing outside
 //     them (another device's C2D, $share/..., #, $SYS) and QoS 2 close
@@ -56,22 +56,22 @@
 //     (the embedded C SDK uses it) and yields only the device's own C2D.
 //   - MQTT 5 gets CONNACK 0x84 (unsupported protocol version), so topic
 //     aliases, shared-subscription semantics and Will delays never apply:
-//     a standard hub and DPS speak MQTT 3.1.1 (spec A.1, B.1).
+//     a standard hub and DPS speak MQTT 3.1.1 (docs/protocol.md A.1, B.1).
 //   - Broker client ids come from the authenticated identity (hub/device,
 //     or $dps/{registrationId}/{random}), so no client can take over
 //     another's session.
 //
 // # Throttling
 //
-// Config.TelemetryPerSecond sets the hub's device-to-cloud limit (spec F),
+// Config.TelemetryPerSecond sets the hub's device-to-cloud limit (docs/protocol.md F),
 // per hub and shared by all its devices, on the injectable clock
 // Config.Now. IoT Hub first queues excess traffic (traffic shaping), then
 // rejects it with 429001 ThrottlingException; over MQTT a rejection closes
-// the connection (spec B.2, B.7). The emulator models the queue as a burst
+// the connection (docs/protocol.md B.2, B.7). The emulator models the queue as a burst
 // allowance of one second's worth of messages, accepted at once, and
 // closes the connection of the device whose message finds the allowance
 // used up (logged with 429001; the message is not recorded, not
-// acknowledged). Will messages are not counted. Other throttles of spec F
+// acknowledged). Will messages are not counted. Other throttles of docs/protocol.md F
 // (connections, twin, registry) are not emulated; DPS has its own limits
 // (RegistrationsPerMinute, PollLimit).
 //
@@ -174,20 +174,20 @@ type Config struct {
 	IDScope string
 
 	// RetryAfter is the retry-after DPS sends with 202 (default 3 s,
-	// spec A.4; whole seconds, 0 allowed).
+	// docs/protocol.md A.4; whole seconds, 0 allowed).
 	RetryAfter time.Duration
 	// AssignDelay is how long a registration stays "assigning" before a
 	// poll returns the terminal result (default 0: the first poll).
 	AssignDelay time.Duration
 	// RegistrationsPerMinute limits register requests per DPS instance
-	// (default 1000, spec F). Above it DPS answers 429 with retry-after.
+	// (default 1000, docs/protocol.md F). Above it DPS answers 429 with retry-after.
 	RegistrationsPerMinute int
 	// PollLimit and PollWindow limit operation-status polls per device
-	// (default 5 per 10 s, spec A.4).
+	// (default 5 per 10 s, docs/protocol.md A.4).
 	PollLimit  int
 	PollWindow time.Duration
 	// C2DLockTimeout is how long a delivered, un-acknowledged C2D message
-	// stays locked before redelivery (default 1 min, spec B.4).
+	// stays locked before redelivery (default 1 min, docs/protocol.md B.4).
 	C2DLockTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake and the wait for CONNECT
 	// (default 30 s).
@@ -197,10 +197,10 @@ type Config struct {
 	// 1 MiB; see store.Options).
 	TelemetryHistory      int
 	TelemetryHistoryBytes int
-	// TelemetryPerSecond limits device-to-cloud messages per hub (spec F
+	// TelemetryPerSecond limits device-to-cloud messages per hub (docs/protocol.md F
 	// "D2C sends"; 0, the default, is unlimited). A token bucket on the
 	// clock Now holds one second of traffic; a telemetry PUBLISH that finds
-	// it empty closes the sender's connection (429001, spec B.2, B.7).
+	// it empty closes the sender's connection (429001, docs/protocol.md B.2, B.7).
 	TelemetryPerSecond int
 	// Now is the clock (default time.Now) for DPS rate limits, poll
 	// windows and retry-after, C2D lock and TTL expiry, certificate
@@ -579,7 +579,7 @@ func (e *Emulator) Start(ctx context.Context) error {
 	}
 	tc := srvCert.TLS()
 	e.tlsConfig = &tls.Config{
-		MinVersion:   tls.VersionTLS12, // spec A.1, B.1
+		MinVersion:   tls.VersionTLS12, // docs/protocol.md A.1, B.1
 		Certificates: []tls.Certificate{tc},
 		// Classic ECDHE, as IoT Hub's documented suites are: Go's default
 		// hybrid post-quantum exchange (X25519MLKEM768) costs the server
@@ -593,8 +593,8 @@ func (e *Emulator) Start(ctx context.Context) error {
 	e.dps = newDPSService(e)
 	e.hub = newHubService(e)
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumQos = 1 // spec B.2: QoS 2 subscriptions are granted 1
-	// Spec B.2: retain is not stored, only forwarded as mqtt-retain. mochi
+	caps.MaximumQos = 1 // docs/protocol.md B.2: QoS 2 subscriptions are granted 1
+	// docs/protocol.md B.2: retain is not stored, only forwarded as mqtt-retain. mochi
 	// stores nothing anyway (every PUBLISH is handled and marked ignored,
 	// the Will never reaches it); 1 keeps it from refusing a retained Will.
 	caps.RetainAvailable = 1
@@ -602,7 +602,7 @@ func (e *Emulator) Start(ctx context.Context) error {
 	// mochi queues only what it routes itself, which is nothing (see
 	// OnACLCheck); its per-client queue is sized by this (8 bytes a slot).
 	caps.MaximumClientWritesPending = 16
-	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 (spec A.1, B.1); v5 gets its own preview
+	caps.MinimumProtocolVersion = 4 // MQTT 3.1.1 (docs/protocol.md A.1, B.1); v5 gets its own preview
 	e.server = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: slog.New(quietHandler{e.log.Handler()}).With("component", "mochi"), InlineClient: false})
 	e.hook = &brokerHook{e: e}
 	if err := e.server.AddHook(e.hook, nil); err != nil {

@@ -10,7 +10,7 @@ import (
 
 // FuzzMQTTUsername: the CONNECT user name and client id are the first bytes
 // a client sends, before any authorization. Whatever they hold, neither the
-// DPS check (spec A.1) nor the hub parser (spec B.1) panics; a DPS
+// DPS check (docs/protocol.md A.1) nor the hub parser (docs/protocol.md B.1) panics; a DPS
 // connection is admitted only for the emulator's ID scope with client id =
 // the registration id of the user name, which must be valid; and a hub
 // user name splits into parts that rebuild it.
@@ -49,9 +49,9 @@ func FuzzMQTTUsername(f *testing.F) {
 	})
 }
 
-// FuzzPropertyBag: a device's telemetry property bag (spec B.3) parses or
+// FuzzPropertyBag: a device's telemetry property bag (docs/protocol.md B.3) parses or
 // is refused without panicking; the application properties of a parsed
-// bag, written as a C2D bag (spec B.4) and parsed again, are the same; and
+// bag, written as a C2D bag (docs/protocol.md B.4) and parsed again, are the same; and
 // that C2D bag stays inside its topic level.
 func FuzzPropertyBag(f *testing.F) {
 	f.Add("$.mid=sensor-thl-001-17&$.ct=application%2Fjson&$.ce=utf-8&temperatureAlert=false")

@@ -18,15 +18,15 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// Spec B.2: the hub idles a client out after 1.5 × keep-alive, capped at
+// docs/protocol.md B.2: the hub idles a client out after 1.5 × keep-alive, capped at
 // 1767 s; 1178 × 1.5 = 1767. A keep-alive of 0 gets the cap too.
 const maxKeepAlive = 1178
 
-// Spec B.2, F: at most 5 subscriptions per device.
+// docs/protocol.md B.2, F: at most 5 subscriptions per device.
 const maxSubscriptions = 5
 
 // errClose is the stop cause of a connection closed for protocol misuse:
-// IoT Hub and DPS answer misuse by closing the connection (spec B.2).
+// IoT Hub and DPS answer misuse by closing the connection (docs/protocol.md B.2).
 var errClose = errors.New("protocol violation")
 
 // reject closes the connection from OnPacketRead; mochi only honours
@@ -287,7 +287,7 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		return false
 	}
 	if pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0 {
-		// Spec A.1, B.1: no password with X.509; SAS is not emulated.
+		// docs/protocol.md A.1, B.1: no password with X.509; SAS is not emulated.
 		log.Info("refused: password given; only X.509 authentication is emulated")
 		return false
 	}
@@ -304,7 +304,7 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		s := newSession(h.e, cl, kindDPS, chain)
 		s.rid = rid
 		cl.Properties.Will = mqtt.Will{} // refused in OnPacketRead; never kept
-		// Spec A.1: DPS keeps no session; every connection is clean.
+		// docs/protocol.md A.1: DPS keeps no session; every connection is clean.
 		// A unique broker id keeps parallel DPS connections apart.
 		cl.Properties.Clean = true
 		cl.ID = "$dps/" + rid + "/" + randomSuffix()
@@ -342,7 +342,7 @@ func (e *Emulator) endpointFor(listener string) *hubEndpoint {
 }
 
 // isDPSUsername: `{idScope}/registrations/{registrationId}/api-version=...`
-// with no '?' (spec A.1).
+// with no '?' (docs/protocol.md A.1).
 func isDPSUsername(u string) bool {
 	parts := strings.SplitN(u, "/", 4)
 	return len(parts) == 4 && parts[1] == "registrations" && strings.HasPrefix(parts[3], "api-version=")
@@ -376,9 +376,9 @@ func (h *brokerHook) refuseConnect(cl *mqtt.Client, pk packets.Packet, code pack
 }
 
 // vetConnect refuses, before mochi parses it, a CONNECT the hub or DPS
-// would not accept: MQTT 5 (a standard hub speaks 3.1.1; spec A.1, B.1),
+// would not accept: MQTT 5 (a standard hub speaks 3.1.1; docs/protocol.md A.1, B.1),
 // and a Will other than one on the device's own telemetry topic with QoS
-// 0 or 1 (spec B.2). DPS takes no Will. mochi would publish a Will to
+// 0 or 1 (docs/protocol.md B.2). DPS takes no Will. mochi would publish a Will to
 // whoever subscribes to its topic, and would answer a QoS 2 Will with a
 // code MQTT 3.1.1 does not have.
 func (h *brokerHook) vetConnect(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
@@ -414,7 +414,7 @@ func (h *brokerHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 	switch pk.FixedHeader.Type {
 	case packets.Publish:
 		if pk.FixedHeader.Qos > 1 {
-			// Spec B.2: a QoS 2 PUBLISH closes the connection.
+			// docs/protocol.md B.2: a QoS 2 PUBLISH closes the connection.
 			h.e.log.Info("closing connection: QoS 2 publish", "client", cl.ID, "topic", pk.TopicName)
 			return s.reject()
 		}
@@ -462,7 +462,7 @@ func (s *session) mayPublish(topic string) bool {
 }
 
 // ownTelemetry reports whether topic is the device-to-cloud topic of
-// deviceID, with or without a property bag (spec B.3).
+// deviceID, with or without a property bag (docs/protocol.md B.3).
 func ownTelemetry(deviceID, topic string) bool {
 	ev := "devices/" + deviceID + "/messages/events"
 	return deviceID != "" && (topic == ev || strings.HasPrefix(topic, ev+"/"))
@@ -542,7 +542,7 @@ func (h *brokerHook) forget(cl *mqtt.Client, err error) {
 }
 
 // sendWill records a hub device's Will as its telemetry with
-// iothub-MessageType=Will (spec B.2); it reaches no client.
+// iothub-MessageType=Will (docs/protocol.md B.2); it reaches no client.
 func (h *brokerHook) sendWill(s *session) {
 	w := s.will
 	s.will = nil
@@ -551,7 +551,7 @@ func (h *brokerHook) sendWill(s *session) {
 	}
 }
 
-// parseHubUsername splits `{host}/{deviceId}/?api-version=...` (spec B.1).
+// parseHubUsername splits `{host}/{deviceId}/?api-version=...` (docs/protocol.md B.1).
 // A module user name yields a non-empty module.
 func parseHubUsername(u string) (host, deviceID, module string, q url.Values, err error) {
 	i := strings.Index(u, "/?")
@@ -584,7 +584,7 @@ func parseHubUsername(u string) (host, deviceID, module string, q url.Values, er
 
 // userParams parses the user name's parameters. Only "&" separates them:
 // Learn writes a model id as is (model-id=dtmi:com:example:Thermostat;1,
-// spec B.1 model-id), and its ";" belongs to the value, where
+// docs/protocol.md B.1 model-id), and its ";" belongs to the value, where
 // url.ParseQuery would refuse the whole query. A "+" stays a "+".
 func userParams(query string) (url.Values, error) {
 	q := url.Values{}

@@ -18,7 +18,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
-// Hub topics (spec B.3–B.6).
+// Hub topics (docs/protocol.md B.3–B.6).
 const (
 	twinGetPrefix      = "$iothub/twin/GET/?"
 	twinReportedPrefix = "$iothub/twin/PATCH/properties/reported/?"
@@ -27,12 +27,12 @@ const (
 	methodReqFmt       = "$iothub/methods/POST/%s/?$rid=%s"
 	methodResPrefix    = "$iothub/methods/res/"
 
-	// Spec F: 256 KB per D2C message; 128 KB per method payload.
+	// docs/protocol.md F: 256 KB per D2C message; 128 KB per method payload.
 	maxTelemetryBytes = 256 * 1024
 	maxMethodBytes    = 128 * 1024
 )
 
-// Connection errors recorded as the stop cause (spec B.2, B.7).
+// Connection errors recorded as the stop cause (docs/protocol.md B.2, B.7).
 var (
 	errTakenOver = errors.New("400027 ConnectionForcefullyClosedOnNewConnection")
 	errDisabled  = errors.New("device disabled, deleted or re-keyed")
@@ -68,7 +68,7 @@ func (h *hubService) close() {
 
 func stripDefaultPort(host string) string { return strings.TrimSuffix(host, ":8883") }
 
-// checkCert applies the identity's authentication rule (spec B.1): a
+// checkCert applies the identity's authentication rule (docs/protocol.md B.1): a
 // selfSigned identity matches the leaf's SHA-1 or SHA-256 thumbprint; a
 // certificateAuthority identity needs CN = deviceId and a chain to a
 // verified CA of the hub.
@@ -108,7 +108,7 @@ func (h *hubService) checkCert(hub string, d store.Device, chain []*x509.Certifi
 	}
 }
 
-// authenticate checks a hub CONNECT (spec B.1, B.7) and registers the
+// authenticate checks a hub CONNECT (docs/protocol.md B.1, B.7) and registers the
 // session, closing an older connection of the same device.
 func (h *hubService) authenticate(cl *mqtt.Client, ep *hubEndpoint, user, clientID string, chain []*x509.Certificate) (*session, error) {
 	host, deviceID, module, q, err := parseHubUsername(user)
@@ -147,7 +147,7 @@ func (h *hubService) authenticate(cl *mqtt.Client, ep *hubEndpoint, user, client
 	h.conns[k] = s
 	h.mu.Unlock()
 	if old != nil {
-		// Spec B.7: only one connection per device; the new one wins.
+		// docs/protocol.md B.7: only one connection per device; the new one wins.
 		h.e.log.Info("closing older connection of the same device", "hub", ep.host, "deviceId", deviceID)
 		old.stop(errTakenOver)
 	}
@@ -201,7 +201,7 @@ func (h *hubService) handle(s *session, pk packets.Packet) bool {
 	switch {
 	case strings.HasPrefix(t, "devices/"):
 		if !h.d2c.allow(s.hub) {
-			// Spec F, B.7: over the D2C limit; MQTT closes (B.2).
+			// docs/protocol.md F, B.7: over the D2C limit; MQTT closes (B.2).
 			h.e.log.Info("telemetry throttled; closing connection", "hub", s.hub, "deviceId", s.deviceID,
 				"code", 429001, "limitPerSecond", h.e.cfg.TelemetryPerSecond)
 			s.stop(errThrottled)
@@ -232,7 +232,7 @@ func (h *hubService) handle(s *session, pk packets.Packet) bool {
 	return false
 }
 
-// recordTelemetry decodes and stores a D2C message (spec B.3).
+// recordTelemetry decodes and stores a D2C message (docs/protocol.md B.3).
 func (h *hubService) recordTelemetry(s *session, topic string, body []byte, retain bool, extra map[string]string) error {
 	ev := "devices/" + s.deviceID + "/messages/events"
 	bag := strings.TrimPrefix(strings.TrimPrefix(topic, ev), "/")
@@ -248,11 +248,11 @@ func (h *hubService) recordTelemetry(s *session, topic string, body []byte, reta
 		size += len(k) + len(v)
 	}
 	if size > maxTelemetryBytes {
-		// Spec F: 256 KB; over MQTT an error closes the connection.
+		// docs/protocol.md F: 256 KB; over MQTT an error closes the connection.
 		return fmt.Errorf("413001 message of %d bytes exceeds %d", size, maxTelemetryBytes)
 	}
 	if retain {
-		app["mqtt-retain"] = "true" // spec B.2
+		app["mqtt-retain"] = "true" // docs/protocol.md B.2
 	}
 	for k, v := range extra {
 		app[k] = v
@@ -298,13 +298,13 @@ func (h *hubService) twinGet(s *session, rid string) {
 func (h *hubService) twinReported(s *session, rid string, body []byte) {
 	patch, err := store.DecodeJSONObject(body)
 	if err != nil {
-		// Spec B.5: 400 for malformed JSON.
+		// docs/protocol.md B.5: 400 for malformed JSON.
 		h.twinReply(s, 400, rid, "", twinError(400004, "malformed reported properties: "+err.Error()))
 		return
 	}
 	v, err := h.e.store.PatchReported(s.hub, s.deviceID, patch)
 	if err != nil {
-		// Spec G.5: invalid or oversized patches answer 400.
+		// docs/protocol.md G.5: invalid or oversized patches answer 400.
 		code := store.CodeOf(err)
 		status := code / 1000
 		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrTwinInvalid) {
@@ -319,7 +319,7 @@ func (h *hubService) twinReported(s *session, rid string, body []byte) {
 // ---- store.Observer ----
 
 // DesiredChanged forwards a desired patch to a connected, subscribed
-// device (spec B.5). Offline devices get nothing; they GET on reconnect.
+// device (docs/protocol.md B.5). Offline devices get nothing; they GET on reconnect.
 func (h *hubService) DesiredChanged(hub, id string, patch map[string]any, version int64) {
 	s := h.conn(hub, id)
 	if s == nil {
@@ -334,7 +334,7 @@ func (h *hubService) DesiredChanged(hub, id string, patch map[string]any, versio
 }
 
 // DeviceChanged closes the connection of a device that was deleted,
-// disabled, re-created or whose credential no longer matches (spec B.7).
+// disabled, re-created or whose credential no longer matches (docs/protocol.md B.7).
 func (h *hubService) DeviceChanged(hub, id string, old, new *store.Device) {
 	s := h.conn(hub, id)
 	if s == nil {
@@ -366,7 +366,7 @@ func (h *hubService) C2DEnqueued(hub, id string) {
 	}
 }
 
-// ---- cloud-to-device (spec B.4) ----
+// ---- cloud-to-device (docs/protocol.md B.4) ----
 
 func (s *session) deliverC2D() {
 	topicBase := "devices/" + s.deviceID + "/messages/devicebound/"
@@ -441,7 +441,7 @@ func (s *session) allocPID() uint16 {
 	return 0
 }
 
-// puback completes a C2D message (spec B.4: PUBACK completes).
+// puback completes a C2D message (docs/protocol.md B.4: PUBACK completes).
 func (h *hubService) puback(s *session, pid uint16) {
 	s.mu.Lock()
 	id, ok := s.c2dInflight[pid]
@@ -458,9 +458,9 @@ func (h *hubService) puback(s *session, pid uint16) {
 	}
 }
 
-// ---- direct methods (spec B.6, E) ----
+// ---- direct methods (docs/protocol.md B.6, E) ----
 
-// validMethodName: printable US-ASCII without $ ( ) < > @ , ; : \ " / [ ] ? = { }, space or tab (spec F).
+// validMethodName: printable US-ASCII without $ ( ) < > @ , ; : \ " / [ ] ? = { }, space or tab (docs/protocol.md F).
 func validMethodName(n string) bool {
 	if n == "" {
 		return false

@@ -82,7 +82,7 @@ func TestHubConnectRefusals(t *testing.T) {
 	}
 }
 
-// The model id a Plug and Play device announces at CONNECT (spec B.1
+// The model id a Plug and Play device announces at CONNECT (docs/protocol.md B.1
 // model-id) is the twin's modelId, query-encoded as the tracker sends it or
 // written as is, the way Learn's samples do (the ";" is the value's).
 func TestHubTwinShowsModelID(t *testing.T) {
@@ -267,7 +267,7 @@ func TestHubConnectionViolationsClose(t *testing.T) {
 	if err := c.publish(t, "devices/dev-1/messages/events/", 1, []byte("ok")); err != nil {
 		t.Fatalf("telemetry after violations: %v", err)
 	}
-	// A QoS 2 subscription is granted QoS 1 (spec B.2).
+	// A QoS 2 subscription is granted QoS 1 (docs/protocol.md B.2).
 	tok := c.c.Subscribe("$iothub/twin/res/#", 2, nil)
 	tok.WaitTimeout(waitTime)
 	if st := tok.(interface{ Result() map[string]byte }).Result(); st["$iothub/twin/res/#"] != 1 {

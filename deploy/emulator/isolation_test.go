@@ -72,7 +72,7 @@ func (v victims) nothingReached(t *testing.T, why string) {
 	if err := v.dps.publish(t, registerTopic("ctl"), 1, []byte(`{"registrationId":"`+v.dpsID+`"}`)); err != nil {
 		t.Fatal(err)
 	}
-	// Unenrolled: DPS answers 401 (spec G.2); a forgery would say 200.
+	// Unenrolled: DPS answers 401 (docs/protocol.md G.2); a forgery would say 200.
 	onlyBefore(t, v.dps, why, func(m paho.Message) bool { return m.Topic() == "$dps/registrations/res/401/?$rid=ctl" })
 	select {
 	case m := <-v.hub.msgs:
@@ -197,7 +197,7 @@ func TestWillOnOwnTelemetry(t *testing.T) {
 	}
 	v.nothingReached(t, "Will on the own telemetry topic")
 
-	// A retained Will is forwarded like retained telemetry (spec B.2).
+	// A retained Will is forwarded like retained telemetry (docs/protocol.md B.2).
 	rw := *w
 	rw.retain = true
 	o.will = &rw
@@ -212,7 +212,7 @@ func TestWillOnOwnTelemetry(t *testing.T) {
 	}
 	v.nothingReached(t, "retained Will on the own telemetry topic")
 
-	// QoS 2 is not supported (spec B.2): such a Will is refused.
+	// QoS 2 is not supported (docs/protocol.md B.2): such a Will is refused.
 	qw := *w
 	qw.qos = 2
 	o.will = &qw
@@ -241,7 +241,7 @@ func TestNoOtherPathBetweenClients(t *testing.T) {
 		return c
 	}
 
-	// Refused outright: the connection closes (spec G.4).
+	// Refused outright: the connection closes (docs/protocol.md G.4).
 	closes := []struct {
 		name string
 		open func(*testing.T) *client

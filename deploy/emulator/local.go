@@ -70,7 +70,7 @@ func (e *Emulator) ClientTLSConfig(cert tls.Certificate) *tls.Config {
 }
 
 // TrustCA uploads ca to the DPS as a verified CA certificate ("verified on
-// upload", spec C).
+// upload", docs/protocol.md C).
 func (e *Emulator) TrustCA(name string, ca *x509.Certificate) error {
 	_, err := e.store.PutCACertificate(store.DPSOwner, name, store.EncodeCertificatePEM(ca), true, "")
 	return err
@@ -106,7 +106,7 @@ func (e *Emulator) EnrollDevice(leaf *x509.Certificate, mod func(*store.Individu
 }
 
 // CreateDevice creates a selfSigned hub identity keyed by the SHA-256
-// thumbprint of leaf, as DPS would (spec B.1).
+// thumbprint of leaf, as DPS would (docs/protocol.md B.1).
 func (e *Emulator) CreateDevice(hub, id string, leaf *x509.Certificate) (store.Device, error) {
 	tp := store.ThumbprintSHA256(leaf)
 	return e.store.PutDevice(hub, store.Device{DeviceID: id, Authentication: store.AuthenticationMechanism{
@@ -114,7 +114,7 @@ func (e *Emulator) CreateDevice(hub, id string, leaf *x509.Certificate) (store.D
 }
 
 // SetDeviceStatus enables or disables a hub identity; disabling closes its
-// connection at once (spec B.7).
+// connection at once (docs/protocol.md B.7).
 func (e *Emulator) SetDeviceStatus(hub, id, status string) error {
 	d, err := e.store.GetDevice(hub, id)
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Spec B.3: system property keys of the telemetry property bag, with the
+// docs/protocol.md B.3: system property keys of the telemetry property bag, with the
 // long names the hub records them under.
 var systemProps = map[string]string{
 	"mid":   "message-id",
@@ -23,7 +23,7 @@ var systemProps = map[string]string{
 	"ifid":  "iothub-interface-id",
 }
 
-// parsePropertyBag decodes a `k1=v1&k2=v2` bag (spec B.3). Keys starting
+// parsePropertyBag decodes a `k1=v1&k2=v2` bag (docs/protocol.md B.3). Keys starting
 // with `$.` (or the escaped `%24.`) are system properties and are returned
 // under their long names; everything else is an application property. A
 // bare key is a property with an empty value. Values are query-unescaped;
@@ -63,12 +63,12 @@ func parsePropertyBag(bag string) (sys, app map[string]string, err error) {
 }
 
 // escapeBagValue percent-encodes a bag name or value; spaces become %20,
-// never '+' (spec B.3).
+// never '+' (docs/protocol.md B.3).
 func escapeBagValue(s string) string {
 	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }
 
-// encodePropertyBag builds a C2D property bag (spec B.4): system properties
+// encodePropertyBag builds a C2D property bag (docs/protocol.md B.4): system properties
 // first as $.x, then application properties sorted by name. An empty value
 // is written as `key=`.
 func encodePropertyBag(sys [][2]string, app map[string]string) string {

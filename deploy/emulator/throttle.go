@@ -7,7 +7,7 @@ import (
 )
 
 // errThrottled is the stop cause of a connection closed for D2C traffic
-// over the hub's limit (spec F: 429001; spec B.2, B.7: over MQTT the hub
+// over the hub's limit (docs/protocol.md F: 429001; docs/protocol.md B.2, B.7: over MQTT the hub
 // closes the connection where AMQP would return the error).
 var errThrottled = errors.New("429001 ThrottlingException: device-to-cloud send rate exceeded")
 
@@ -37,7 +37,7 @@ func (b *tokenBucket) take(now time.Time) bool {
 	return true
 }
 
-// d2cLimiter is the per-hub device-to-cloud throttle (spec F "D2C sends").
+// d2cLimiter is the per-hub device-to-cloud throttle (docs/protocol.md F "D2C sends").
 type d2cLimiter struct {
 	rate float64 // messages per second; 0 = unlimited
 	now  func() time.Time

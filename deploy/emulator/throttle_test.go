@@ -37,8 +37,8 @@ func TestTokenBucket(t *testing.T) {
 	}
 }
 
-// TestTelemetryThrottleClosesConnection shows spec F's D2C throttle over
-// MQTT (spec B.2, B.7): with 2 messages/s per hub on a fake clock, the
+// TestTelemetryThrottleClosesConnection shows docs/protocol.md F's D2C throttle over
+// MQTT (docs/protocol.md B.2, B.7): with 2 messages/s per hub on a fake clock, the
 // device whose message exceeds the hub's budget is disconnected and that
 // message is not recorded, while a device sending within the budget keeps
 // its connection and its messages.

@@ -42,12 +42,12 @@ func (a *Agent) loadCommands() {
 // and docs/commands.md) and records its outcome, which the lastCommand
 // reported property carries. It returns nil once the command is done, or
 // rejected, and its effect and outcome are on disk: the caller then
-// acknowledges the message, which completes it at the hub (spec B.4). An
+// acknowledges the message, which completes it at the hub (docs/protocol.md B.4). An
 // error means it could not be carried out or recorded now: the message is
 // left unacknowledged and the hub delivers it again.
 //
 // A rejected command (not JSON, unknown, bad parameters) returns nil: MQTT
-// cannot reject a message (spec B.4), and one never acknowledged would be
+// cannot reject a message (docs/protocol.md B.4), and one never acknowledged would be
 // delivered again at every reconnect until it expires, and rejected again
 // each time. The message id makes a redelivery of a command already done
 // (a crash between the record and the acknowledgement) a no-op.

@@ -15,7 +15,7 @@ import (
 )
 
 // FuzzApplyDesired: the desired properties are written by whoever holds a
-// service key, and reach the agent as the JSON the hub sent (spec B.5).
+// service key, and reach the agent as the JSON the hub sent (docs/protocol.md B.5).
 // Whatever the document, version and kind (patch or full twin read):
 //   - nothing panics, and every error wraps ErrBadDesired;
 //   - the applied telemetryDelay and threshold stay within their bounds;

@@ -77,7 +77,7 @@ type Queue interface {
 // Publisher sends one message to IoT Hub.
 type Publisher interface {
 	// Send returns nil only once the hub acknowledged the message (QoS 1
-	// PUBACK, spec B.2). Any error means "not sent, keep it".
+	// PUBACK, docs/protocol.md B.2). Any error means "not sent, keep it".
 	Send(ctx context.Context, m Queued) error
 }
 
@@ -92,7 +92,7 @@ type Pipeliner interface {
 	Publish(ctx context.Context, m Queued) (wait func(context.Context) error, err error)
 }
 
-// Reporter patches the twin's reported properties (spec B.5).
+// Reporter patches the twin's reported properties (docs/protocol.md B.5).
 type Reporter interface {
 	UpdateReported(ctx context.Context, patch map[string]any) error
 }

@@ -38,7 +38,7 @@ const (
 	PropLastCommand       = "lastCommand"               // the last command's outcome (command.Outcome)
 )
 
-// desired is the desired properties the agent obeys (spec B.5), decoded
+// desired is the desired properties the agent obeys (docs/protocol.md B.5), decoded
 // from a patch or from the twin's desired section. Other properties are
 // ignored.
 type desired struct {
@@ -62,10 +62,10 @@ func (s *setting) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, &s.Value)
 }
 
-// ApplyDesired applies a desired-properties patch (spec B.5): the JSON
+// ApplyDesired applies a desired-properties patch (docs/protocol.md B.5): the JSON
 // object the hub sent, without its $version, which is version.
 //
-//   - A version older than one already applied is ignored: spec B.5 drops
+//   - A version older than one already applied is ignored: docs/protocol.md B.5 drops
 //     notifications older than the GET's version; an equal one is applied
 //     again, which is harmless (a GET after a reconnect).
 //   - telemetryDelay: seconds, a number or a numeric string ("1" in the
@@ -86,7 +86,7 @@ func (a *Agent) ApplyDesired(version int64, props json.RawMessage) error {
 }
 
 // ApplyTwin applies the desired section of a full twin read (the GET after
-// every connect, spec B.5). Unlike a patch it is authoritative whatever its
+// every connect, docs/protocol.md B.5). Unlike a patch it is authoritative whatever its
 // $version: a device identity that DPS re-created after a deletion starts
 // its versions again, and its initial twin must not be ignored as stale.
 // A property the section lacks is treated as deleted (null): the configured
@@ -108,7 +108,7 @@ func (a *Agent) ApplyTwin(version int64, props json.RawMessage) error {
 // decodeDesired decodes props; one that is not a JSON object is rejected
 // whole, and nothing changes.
 func decodeDesired(version int64, props json.RawMessage) (desired, error) {
-	// Twin property names are case-sensitive (spec F); json.Unmarshal into
+	// Twin property names are case-sensitive (docs/protocol.md F); json.Unmarshal into
 	// the struct would match "TelemetryDelay" too, a different property
 	// (found by FuzzApplyDesired). Pick the exact names from the object.
 	var members map[string]json.RawMessage
@@ -273,13 +273,13 @@ func number(v any) (float64, error) {
 }
 
 // reported is the full reported-properties document. It is small (well
-// under the 32 KB limit, spec F), so every report sends all of it and a
+// under the 32 KB limit, docs/protocol.md F), so every report sends all of it and a
 // failed report needs no merging: the next one carries everything.
 func (a *Agent) reported() map[string]any {
 	depth, bytes := a.cfg.Queue.Len()
 	dropped := a.cfg.Queue.Dropped()
 	src := a.sources()
-	// null deletes a reason once the sensor is back (spec B.5).
+	// null deletes a reason once the sensor is back (docs/protocol.md B.5).
 	sensors := map[string]any{"env": string(src.Env), "gps": string(src.GPS), "envError": nil, "gpsError": nil}
 	if src.EnvError != "" {
 		sensors["envError"] = src.EnvError
@@ -289,7 +289,7 @@ func (a *Agent) reported() map[string]any {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var desiredErr, provisioned, override, lastCmd any // JSON null deletes the member (spec B.5)
+	var desiredErr, provisioned, override, lastCmd any // JSON null deletes the member (docs/protocol.md B.5)
 	if a.st.override != nil {
 		override = *a.st.override
 	}

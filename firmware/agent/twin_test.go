@@ -147,7 +147,7 @@ func TestDesiredNullRestoresConfigAndStaleIgnored(t *testing.T) {
 	if err := r.a.ApplyDesired(5, props(t, map[string]any{"telemetryDelay": 60, "temperatureAlertThreshold": 5})); err != nil {
 		t.Fatal(err)
 	}
-	// Spec B.5: an older version (a GET answered after a newer patch) is dropped.
+	// docs/protocol.md B.5: an older version (a GET answered after a newer patch) is dropped.
 	if err := r.a.ApplyDesired(4, props(t, map[string]any{"telemetryDelay": 1})); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ var Names = []string{SendNow, SetTelemetryInterval, ClearTelemetryInterval, Flus
 const MaxOverride = 30 * 24 * time.Hour
 
 // MaxBody bounds the body read as a command: the commands are tiny, and a
-// C2D message may be up to 64 KB (spec B.4).
+// C2D message may be up to 64 KB (docs/protocol.md B.4).
 const MaxBody = 4 << 10
 
 // ErrRejected wraps every reason a message is not a valid command.

@@ -83,7 +83,7 @@ type Queue struct {
 
 // Retry bounds the backoff before asking DPS again after it answered
 // "disabled" or refused the certificate: an operator has to act, so
-// hammering DPS is pointless (spec A, 401 row), but re-enrollment must
+// hammering DPS is pointless (docs/protocol.md A, 401 row), but re-enrollment must
 // still be picked up without a technician.
 type Retry struct {
 	Min Minutes `json:"min"`

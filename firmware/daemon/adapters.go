@@ -44,7 +44,7 @@ func (a queueAdapter) Ack(seqs ...uint64) error { return a.q.Ack(seqs...) }
 func (a queueAdapter) Len() (int, int64)        { return a.q.Len() }
 func (a queueAdapter) Dropped() uint64          { return a.q.Dropped() }
 
-// hubMessage maps a queued reading to the telemetry message (spec B.3):
+// hubMessage maps a queued reading to the telemetry message (docs/protocol.md B.3):
 // the message id stays the same on every resend so the cloud can
 // de-duplicate, and content type and encoding let IoT Hub route on the body.
 func hubMessage(m agent.Queued) iothub.Message {
@@ -121,7 +121,7 @@ func (d *Daemon) onDesired(u iothub.Desired) {
 const CommandTimeout = 30 * time.Second
 
 // onC2D carries out a cloud-to-device command. Its nil return lets the
-// hub client acknowledge the message, which completes it (spec B.4).
+// hub client acknowledge the message, which completes it (docs/protocol.md B.4).
 func (d *Daemon) onC2D(m iothub.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
 	defer cancel()

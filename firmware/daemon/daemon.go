@@ -33,7 +33,7 @@ const QueueFile = "queue.db"
 // interval override set by command and the last command's outcome.
 const CommandFile = "commands.json"
 
-// Direct methods the daemon answers (spec B.6).
+// Direct methods the daemon answers (docs/protocol.md B.6).
 const (
 	MethodGetStatus = "getStatus"
 	MethodSendNow   = "sendNow"
@@ -392,7 +392,7 @@ func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Se
 	cfg.Hub, cfg.DeviceID = as.Hub, as.DeviceID
 	cfg.TLS = d.p.dev.TLS
 	if cfg.ModelID == "" {
-		cfg.ModelID = model.ID // announced at CONNECT (spec B.1)
+		cfg.ModelID = model.ID // announced at CONNECT (docs/protocol.md B.1)
 	}
 	cfg.Logger = d.log
 	cfg.OnDesired = d.onDesired

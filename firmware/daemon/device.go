@@ -68,7 +68,7 @@ func (dev *Device) WaitForClock(ctx context.Context, now func() time.Time, poll 
 // Provisioner returns the device's lifecycle: lc with the identity, TLS,
 // DPS endpoint and ID scope and state directory filled in, and, unless lc
 // has a payload, the registration payload announcing the Plug and Play
-// model (spec A.3).
+// model (docs/protocol.md A.3).
 func (dev *Device) Provisioner(lc lifecycle.Config) (*lifecycle.Provisioner, error) {
 	lc.Identity, lc.TLS = dev.Identity, dev.TLS
 	lc.DPS.Endpoint, lc.DPS.IDScope = dev.tc.DPSEndpoint, dev.tc.IDScope

@@ -45,7 +45,7 @@ func TestTrackerMatchesItsModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the tracker hands the DPS client (whose tests show the payload
-	// on the wire, spec A.3).
+	// on the wire, docs/protocol.md A.3).
 	var payloads sync.Map
 	startTracker(t, cfg, id, func(_ *config.Config, dc *daemon.Config) {
 		dc.Lifecycle.Register = func(ctx context.Context, c dps.Config) (*dps.Result, error) {

@@ -10,6 +10,6 @@
 // doctor` prints the Report, and the agent's getStatus method can embed one
 // run with the slow checks (sensors, network) skipped.
 //
-// Doctor never registers with DPS (registrations are billable, spec F) and
-// never takes over the hub connection of a running tracker (spec B.7).
+// Doctor never registers with DPS (registrations are billable, docs/protocol.md F) and
+// never takes over the hub connection of a running tracker (docs/protocol.md B.7).
 package doctor

@@ -39,7 +39,7 @@ const firewallFix = "outbound TCP 8883 must be open (mobile APN, ship's firewall
 // CheckDPS resolves the DPS endpoint (host:port) and makes a TLS handshake
 // with it using tlsCfg (the device certificate and trust roots the tracker
 // uses, ServerName set). It sends no MQTT at all: registering is billable
-// (spec F), and a handshake is enough to prove DNS, the route, the server's
+// (docs/protocol.md F), and a handshake is enough to prove DNS, the route, the server's
 // certificate against our roots, and the clock.
 func CheckDPS(ctx context.Context, endpoint string, tlsCfg *tls.Config, r Resolver, d Dialer, timeout time.Duration) Check {
 	ck := Check{Name: "dps endpoint"}
@@ -140,7 +140,7 @@ func tlsProblem(endpoint string, err error) (detail, fix string) {
 
 // ErrHubRefused means the hub answered CONNECT with "not authorized"
 // (CONNACK 5, or 4): the identity is deleted or disabled, or holds another
-// certificate's thumbprint (spec B.7). It is iothub's refusal.
+// certificate's thumbprint (docs/protocol.md B.7). It is iothub's refusal.
 var ErrHubRefused = iothub.ErrNotAuthorized
 
 // HubProbe makes one connection attempt to hub as deviceID and closes it;

@@ -171,7 +171,7 @@ func Run(ctx context.Context, in Inputs) Report {
 	case a == nil:
 		r.skip("hub", "no cached assignment for this certificate")
 	case running:
-		// Spec B.7: a second connection as the same device knocks the
+		// docs/protocol.md B.7: a second connection as the same device knocks the
 		// tracker's own off.
 		r.skip("hub", "the running tracker is connected as this device; a second connection would knock it off")
 	case tlsCfg == nil:

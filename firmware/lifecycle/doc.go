@@ -20,12 +20,12 @@
 // Retry policy, by cause:
 //
 //   - IoT Hub refuses the device (iothub.ErrNotAuthorized: identity deleted
-//     or disabled, certificate changed; spec B.7): drop the cache and
+//     or disabled, certificate changed; docs/protocol.md B.7): drop the cache and
 //     register with DPS again at once, as the Azure SDKs advise. If a fresh
 //     DPS assignment is refused again, DPS cannot help (the identity is
 //     disabled in the hub): wait on the long schedule.
 //   - DPS answers "disabled" or refuses the certificate (dps.ErrDisabled,
-//     dps.ErrUnauthorized; spec A.4, C): an operator must act; log what it
+//     dps.ErrUnauthorized; docs/protocol.md A.4, C): an operator must act; log what it
 //     means and retry on the long jittered schedule (config
 //     reprovisionRetry, minutes to an hour), never giving up.
 //   - Throttling (honouring retry-after) and network or server failures:

@@ -79,7 +79,7 @@ func (w *world) device(t *testing.T, cn string) *device {
 	dir := t.TempDir()
 	d := &device{cn: cn, leaf: w.inter.Leaf(t, cn, certstest.Options{}), stateDir: filepath.Join(dir, "state"), changed: make(chan struct{}, 1)}
 	certFile, keyFile := filepath.Join(dir, cn+"-chain.pem"), filepath.Join(dir, cn+".key")
-	certstest.WriteCerts(t, certFile, d.leaf.Cert, w.inter.Cert) // spec C: leaf + intermediate
+	certstest.WriteCerts(t, certFile, d.leaf.Cert, w.inter.Cert) // docs/protocol.md C: leaf + intermediate
 	certstest.WriteKey(t, keyFile, d.leaf.Key, certstest.PKCS8)
 	if err := os.Mkdir(d.stateDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -366,7 +366,7 @@ func TestEmulatorGroupDisabledDeletedRestored(t *testing.T) {
 }
 
 // A device disabled in the hub itself: DPS assigns it again (it does not
-// re-enable hub identities, spec C), the hub still refuses, so the tracker
+// re-enable hub identities, docs/protocol.md C), the hub still refuses, so the tracker
 // waits on the long schedule instead of ping-ponging; re-enabling the
 // identity brings it back.
 func TestEmulatorHubIdentityDisabled(t *testing.T) {

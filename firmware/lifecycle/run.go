@@ -129,7 +129,7 @@ func (p *Provisioner) Run(ctx context.Context, conn Connector) error {
 			force = true
 			p.invalidate()
 			if !fresh {
-				// Spec B.7 and the SDKs' guidance: a refused device (deleted,
+				// docs/protocol.md B.7 and the SDKs' guidance: a refused device (deleted,
 				// disabled, certificate changed) goes back to DPS, at once.
 				p.log.Warn("hub refused the device; registering with DPS again", "hub", a.Hub, "err", err)
 				p.update(func(s *Status) { s.Err, s.LastError, s.Advice = err, err.Error(), Explain(err) })
@@ -187,7 +187,7 @@ func (p *Provisioner) afterDPSFailure(ctx context.Context, err error, transient,
 	)
 	switch {
 	case errors.Is(err, dps.ErrDisabled), errors.Is(err, dps.ErrUnauthorized):
-		// Spec A.4, C: final until an operator acts; retry rarely, forever.
+		// docs/protocol.md A.4, C: final until an operator acts; retry rarely, forever.
 		phase = PhaseRefusedUnauthorized
 		if errors.Is(err, dps.ErrDisabled) {
 			phase = PhaseRefusedDisabled
@@ -196,13 +196,13 @@ func (p *Provisioner) afterDPSFailure(ctx context.Context, err error, transient,
 		*refused++
 		p.log.Error("DPS refused the device", "meaning", Explain(err), "retry_in", d.Round(time.Second), "err", err)
 	case errors.Is(err, dps.ErrFailed), errors.Is(err, dps.ErrBadRequest), errors.Is(err, dps.ErrNotFound):
-		// Spec A.4: do not retry unchanged; the configuration must change,
+		// docs/protocol.md A.4: do not retry unchanged; the configuration must change,
 		// which the long schedule will notice.
 		d = p.long(*refused)
 		*refused++
 		p.log.Error("DPS registration failed", "meaning", Explain(err), "retry_in", d.Round(time.Second), "err", err)
 	default:
-		// Throttled (spec A.4: honour retry-after), network, 5xx, timeouts.
+		// Throttled (docs/protocol.md A.4: honour retry-after), network, 5xx, timeouts.
 		var floor time.Duration
 		var de *dps.Error
 		if errors.As(err, &de) && errors.Is(err, dps.ErrThrottled) {

@@ -67,7 +67,7 @@ func (in *Interface) CheckTelemetry(body []byte) error {
 // twin's reported section: members starting with "$" are the hub's and
 // are skipped): every member must be a declared Property and its value
 // must fit the schema. null is accepted anywhere: in a patch it deletes
-// the member (spec B.5).
+// the member (docs/protocol.md B.5).
 func (in *Interface) CheckReported(doc []byte) error {
 	return in.checkDoc(doc, "Property", true)
 }

@@ -29,7 +29,7 @@ var document []byte
 func JSON() []byte { return append([]byte(nil), document...) }
 
 // DPSPayload is the registration payload that announces the model to DPS
-// (spec A.3): {"modelId": ID}.
+// (docs/protocol.md A.3): {"modelId": ID}.
 func DPSPayload() json.RawMessage {
 	b, _ := json.Marshal(map[string]string{"modelId": ID})
 	return b

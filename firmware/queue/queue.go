@@ -1,7 +1,7 @@
 // Package queue is the tracker's on-disk store-and-forward queue.
 //
 // Every reading is written to the queue before it is sent, and removed only
-// after the hub acknowledged it (the QoS 1 PUBACK, spec B.2/B.3), so a
+// after the hub acknowledged it (the QoS 1 PUBACK, docs/protocol.md B.2/B.3), so a
 // tracker that loses its uplink at sea, or its power, keeps what it measured.
 // The queue is a bbolt database in the state directory.
 //

@@ -9,7 +9,7 @@ import (
 
 // Application properties of an alert message. IoT Hub message routing
 // filters on application properties by name (a route query such as
-// messageType = 'alert': spec B.3, [hub-routing]), without reading the body.
+// messageType = 'alert': docs/protocol.md B.3, [hub-routing]), without reading the body.
 const (
 	MessageTypeProperty = "messageType" // "alert" on alert messages
 	MessageTypeAlert    = "alert"

@@ -18,7 +18,7 @@ import (
 )
 
 // Property names and values set on every message. Content type and encoding
-// let IoT Hub route on the body (spec B.3).
+// let IoT Hub route on the body (docs/protocol.md B.3).
 const (
 	ContentType     = "application/json"
 	ContentEncoding = "utf-8"

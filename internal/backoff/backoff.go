@@ -28,7 +28,7 @@ func Jitter(ceil time.Duration, keep, rnd float64) time.Duration {
 // Delay is the wait before retry number attempt (0 for the first retry):
 // full jitter under Ceiling(attempt, base, limit).
 //
-// floor is the server's retry-after when it sent one (spec A.4: honour
+// floor is the server's retry-after when it sent one (docs/protocol.md A.4: honour
 // retry-after on 429); pass 0 for none. The jitter then goes on top of it,
 // over a window at least as long as the floor: a throttled fleet is told the
 // same retry-after, and waiting exactly that long would bring every device

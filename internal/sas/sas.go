@@ -1,5 +1,5 @@
 // Package sas makes the shared access signatures of the Azure IoT service
-// APIs (spec D "Service SAS token"). The DPS and IoT Hub service sides take
+// APIs (docs/protocol.md D "Service SAS token"). The DPS and IoT Hub service sides take
 // the same token, so the operator tool signs with it and the emulator
 // checks with it: one implementation of the signature for both.
 package sas

@@ -1,6 +1,6 @@
 // Package cache persists the DPS assignment (hub, device id) in the state
 // directory so a restarted tracker goes straight to its hub instead of
-// registering again (DPS registrations are billable and rate-limited, spec F).
+// registering again (DPS registrations are billable and rate-limited, docs/protocol.md F).
 //
 // The file is written atomically: a temporary file in the same directory is
 // written, fsynced and renamed over the old one, then the directory is
@@ -133,7 +133,7 @@ func Remove(dir string) error {
 
 // Valid reports whether a may be used with the certificate whose SHA-256
 // fingerprint is given. A renewed certificate needs a fresh DPS run: the hub
-// identity stores the old thumbprint and refuses the new one (spec B.1).
+// identity stores the old thumbprint and refuses the new one (docs/protocol.md B.1).
 func Valid(a *Assignment, fingerprintSHA256 string) bool {
 	if a == nil || a.validate() != nil || fingerprintSHA256 == "" {
 		return false

@@ -1,6 +1,6 @@
 // Package certs is the device's X.509 identity: it loads the certificate
 // chain and private key an operator made with deploy/certs, checks them the
-// way DPS and IoT Hub will (spec A.1, B.1, C) so that a bad file fails here
+// way DPS and IoT Hub will (docs/protocol.md A.1, B.1, C) so that a bad file fails here
 // with a fix instead of as an opaque TLS error, and builds the TLS client
 // configuration. The private key never leaves the device. No network.
 package certs
@@ -43,10 +43,10 @@ var (
 	ErrBadRegistrationID = errors.New("invalid registration id")
 )
 
-// maxRegistrationIDX509 is the X.509 limit (spec C): the CN is at most 64.
+// maxRegistrationIDX509 is the X.509 limit (docs/protocol.md C): the CN is at most 64.
 const maxRegistrationIDX509 = 64
 
-// ValidateRegistrationID checks id against spec C "Identity rules" for
+// ValidateRegistrationID checks id against docs/protocol.md C "Identity rules" for
 // X.509 devices: lowercase letters, digits and - . _ :, at most 64
 // characters, the last one a letter, digit or '-'. DPS itself is
 // case-insensitive, but the IoT Hub device id taken from the CN is not, so
@@ -78,7 +78,7 @@ func ValidateRegistrationID(id string) error {
 // Identity is the device's TLS client identity.
 type Identity struct {
 	// Cert is what the device presents in TLS: leaf first, then every
-	// other certificate of the file in order (spec C), with Leaf set.
+	// other certificate of the file in order (docs/protocol.md C), with Leaf set.
 	Cert tls.Certificate
 	// Leaf is the device certificate.
 	Leaf *x509.Certificate
@@ -86,10 +86,10 @@ type Identity struct {
 	// A root appended after the leaf (see LoadIdentity) is included.
 	Intermediates []*x509.Certificate
 	// RegistrationID is the leaf subject CN: the DPS registration id and
-	// the IoT Hub device id (spec A.1, C).
+	// the IoT Hub device id (docs/protocol.md A.1, C).
 	RegistrationID string
 	// FingerprintSHA256 is the lower-case hex SHA-256 of the leaf DER: the
-	// thumbprint IoT Hub stores for DPS-created identities (spec B.1).
+	// thumbprint IoT Hub stores for DPS-created identities (docs/protocol.md B.1).
 	FingerprintSHA256 string
 }
 
@@ -111,7 +111,7 @@ type Identity struct {
 // A lone leaf issued by someone else is refused even though it might be
 // signed directly by a root that DPS holds: from the file alone that is
 // indistinguishable from the common mistake of deploying ID.pem instead of
-// ID-chain.pem, which DPS rejects (spec C). An operator whose leaves come
+// ID-chain.pem, which DPS rejects (docs/protocol.md C). An operator whose leaves come
 // straight from a root appends the root after the leaf; sending the root
 // is harmless. A chain may stop at an intermediate verified in DPS.
 func LoadIdentity(certFile, keyFile string, now time.Time) (*Identity, error) {
@@ -252,7 +252,7 @@ func describe(i int, c *x509.Certificate) string {
 	return fmt.Sprintf("certificate %d (CN %q)", i+1, c.Subject.CommonName)
 }
 
-// checkOrder enforces spec C "Chain the device must present": leaf, then
+// checkOrder enforces docs/protocol.md C "Chain the device must present": leaf, then
 // each issuer in turn.
 func checkOrder(certFile string, chain []*x509.Certificate) error {
 	const fix = "put the device certificate first, then its issuer, then that issuer's issuer"

@@ -11,11 +11,11 @@ import (
 	"os"
 )
 
-// Azure's server roots (spec A.1, B.1): DigiCert Global Root G2 and
+// Azure's server roots (docs/protocol.md A.1, B.1): DigiCert Global Root G2 and
 // Microsoft RSA Root Certificate Authority 2017 for DPS and IoT Hub, and
 // DigiCert Global Root G3 for hubs with ECC certificates. Copied from
 // Debian's ca-certificates. Intermediates and leaves are not pinned: Azure
-// rotates them (spec A.1).
+// rotates them (docs/protocol.md A.1).
 //
 //go:embed roots/*.pem
 var rootsFS embed.FS
@@ -103,9 +103,9 @@ func ParsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 }
 
 // TLSConfig is the client configuration for DPS and IoT Hub: TLS 1.2 or
-// later (spec A.1, B.1), the server verified against roots, SNI and name
-// check against serverName (spec A.1: send SNI), and the device chain as
-// client certificate (mutual TLS, spec B.1). It never skips verification.
+// later (docs/protocol.md A.1, B.1), the server verified against roots, SNI and name
+// check against serverName (docs/protocol.md A.1: send SNI), and the device chain as
+// client certificate (mutual TLS, docs/protocol.md B.1). It never skips verification.
 // id may be nil for a connection without a client certificate.
 func TLSConfig(id *Identity, roots *x509.CertPool, serverName string) *tls.Config {
 	cfg := &tls.Config{

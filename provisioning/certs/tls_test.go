@@ -21,7 +21,7 @@ import (
 
 func TestEmbeddedRoots(t *testing.T) {
 	t.Parallel()
-	// Spec A.1, B.1. Fingerprints as published by DigiCert and Microsoft.
+	// docs/protocol.md A.1, B.1. Fingerprints as published by DigiCert and Microsoft.
 	want := map[string]string{
 		"CN=DigiCert Global Root G2,OU=www.digicert.com,O=DigiCert Inc,C=US":            "cb3ccbb76031e5e0138f8dd39a23f9de47ffc35e43c1144cea27d46a5ab1cb5f",
 		"CN=DigiCert Global Root G3,OU=www.digicert.com,O=DigiCert Inc,C=US":            "31ad6648f8104138c738f39ea4320133393e3a18cc02296ef97c2ac9ef6731d0",

@@ -1,6 +1,6 @@
 // Package dps registers a device with Azure IoT Hub Device Provisioning
 // Service over MQTT with an X.509 client certificate and returns the IoT Hub
-// it is assigned to (spec A and C of docs/protocol.md).
+// it is assigned to (docs/protocol.md A and C of docs/protocol.md).
 //
 // Register is one blocking call: connect, subscribe, register, poll until a
 // terminal status, disconnect. Throttling (429), server errors (5xx) and
@@ -28,11 +28,11 @@ import (
 	"github.com/reefer/tracker/internal/ctxtime"
 )
 
-// DefaultEndpoint is the global device endpoint (spec A.1).
+// DefaultEndpoint is the global device endpoint (docs/protocol.md A.1).
 const DefaultEndpoint = "global.azure-devices-provisioning.net:8883"
 
 const (
-	// Spec A.4: DPS allows 5 polls per 10 s per device; never poll faster than every 2 s.
+	// docs/protocol.md A.4: DPS allows 5 polls per 10 s per device; never poll faster than every 2 s.
 	minPollInterval = 2 * time.Second
 	// Clamp retry-after like the C SDK does, so a bogus value cannot park the device.
 	maxRetryAfter = 300 * time.Second
@@ -44,12 +44,12 @@ type Config struct {
 	// Endpoint is host[:port]; DefaultEndpoint when empty, port 8883 when absent.
 	Endpoint string
 	IDScope  string
-	// RegistrationID must equal the leaf certificate's subject CN (spec A.1, C).
+	// RegistrationID must equal the leaf certificate's subject CN (docs/protocol.md A.1, C).
 	RegistrationID string
 	// TLS carries the client certificate chain (leaf + intermediates) and the
 	// roots to trust. ServerName defaults to the endpoint host when empty.
 	TLS *tls.Config
-	// Payload is optional JSON handed to a custom-allocation webhook (spec A.3).
+	// Payload is optional JSON handed to a custom-allocation webhook (docs/protocol.md A.3).
 	Payload json.RawMessage
 	Logger  *slog.Logger
 
@@ -82,7 +82,7 @@ type Result struct {
 	DeviceID    string
 	Status      string // "assigned"
 	// Substatus is initialAssignment, deviceDataMigrated, deviceDataReset or
-	// reprovisionedToInitialAssignment (spec A.4).
+	// reprovisionedToInitialAssignment (docs/protocol.md A.4).
 	Substatus   string
 	OperationID string
 	// RegistrationState is the raw registrationState object, for logging.
@@ -135,7 +135,7 @@ func (c *Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
-// validRegistrationID applies spec C: alphanumeric plus "- . _ :", the last
+// validRegistrationID applies docs/protocol.md C: alphanumeric plus "- . _ :", the last
 // character alphanumeric or "-", at most 128 characters (64 for X.509, which
 // the certificate's CN limit already enforces). It also keeps "/", "+" and
 // "#" out of the MQTT user name and topics.
@@ -286,16 +286,16 @@ func (cn *conn) wait(ctx context.Context, tok mqtt.Token, timeout time.Duration)
 func session(ctx context.Context, cfg Config, host, port string, log *slog.Logger) (*Result, error) {
 	tlsCfg := cfg.TLS.Clone()
 	if tlsCfg.ServerName == "" {
-		tlsCfg.ServerName = host // SNI and verification (spec A.1)
+		tlsCfg.ServerName = host // SNI and verification (docs/protocol.md A.1)
 	}
 	cn := &conn{responses: make(chan mqtt.Message, 8), lost: make(chan struct{})}
 	opts := mqtt.NewClientOptions().
 		AddBroker("tls://" + net.JoinHostPort(host, port)).
 		SetTLSConfig(tlsCfg).
-		SetClientID(cfg.RegistrationID).                        // spec A.1
+		SetClientID(cfg.RegistrationID).                        // docs/protocol.md A.1
 		SetUsername(Username(cfg.IDScope, cfg.RegistrationID)). // no password for X.509
 		SetProtocolVersion(4).                                  // 3.1.1 only; stops paho falling back to 3.1
-		SetCleanSession(true).                                  // DPS keeps no session (spec A.1)
+		SetCleanSession(true).                                  // DPS keeps no session (docs/protocol.md A.1)
 		SetKeepAlive(cfg.KeepAlive).
 		SetConnectTimeout(cfg.ConnectTimeout).
 		SetAutoReconnect(false).
@@ -327,7 +327,7 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 	}()
 	log.Debug("dps connected")
 
-	// Spec A.2: subscribe before publishing. A nil callback routes to the
+	// docs/protocol.md A.2: subscribe before publishing. A nil callback routes to the
 	// default handler above.
 	stok := cn.cli.Subscribe(responseFilter, 1, nil)
 	if err := cn.wait(ctx, stok, cfg.ResponseTimeout); err != nil {
@@ -365,7 +365,7 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 		if r.Status == 429 && op == "poll" && throttledPolls < maxThrottledPolls {
 			// A throttled status poll: poll the same operation again rather
 			// than registering anew. Registrations are billable and have
-			// their own rate limit; status polls are neither (spec F).
+			// their own rate limit; status polls are neither (docs/protocol.md F).
 			throttledPolls++
 			wait := min(max(r.RetryAfter, minPollInterval*time.Duration(1<<throttledPolls)), maxRetryAfter)
 			log.Warn("dps poll throttled; polling the operation again", "operation_id", opID, "wait", wait)
@@ -386,7 +386,7 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 		if out.Done {
 			return out.Result, nil
 		}
-		// Spec A.4: wait retry-after (but never less than 2 s), then poll.
+		// docs/protocol.md A.4: wait retry-after (but never less than 2 s), then poll.
 		wait := min(max(r.RetryAfter, minPollInterval), maxRetryAfter)
 		log.Debug("dps assigning", "operation_id", out.OperationID, "wait", wait)
 		if err := cfg.Sleep(ctx, wait); err != nil {
@@ -396,7 +396,7 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 		op = "poll"
 		opID = out.OperationID
 		topic = PollTopic(strconv.Itoa(rid), opID)
-		payload = nil // spec A.2: the poll body is empty
+		payload = nil // docs/protocol.md A.2: the poll body is empty
 	}
 }
 

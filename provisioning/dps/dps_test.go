@@ -65,7 +65,7 @@ func TestRegisterAssignedAfterPolling(t *testing.T) {
 		t.Errorf("Register = %+v", res)
 	}
 
-	// Connection options (spec A.1).
+	// Connection options (docs/protocol.md A.1).
 	o := f.opts[0]
 	if got := o.Servers[0].String(); got != "tls://127.0.0.1:40001" {
 		t.Errorf("broker = %q; want tls://127.0.0.1:40001", got)
@@ -205,7 +205,7 @@ func TestRegisterRetriesThrottleWithRetryAfterFloor(t *testing.T) {
 
 // When MaxWait runs out during the back-off after a 429, the error must
 // still say "throttled" and carry the retry-after: the caller's next
-// attempt is what honours it (spec A.4). A plain transient timeout would
+// attempt is what honours it (docs/protocol.md A.4). A plain transient timeout would
 // let lifecycle retry after a short jitter and hammer a throttled DPS.
 func TestRegisterMaxWaitDuringThrottleBackoffKeepsRetryAfter(t *testing.T) {
 	t.Parallel()

@@ -13,12 +13,12 @@ import (
 // test with errors.Is.
 var (
 	// ErrDisabled: the most specific enrollment for this device is disabled
-	// (terminal status "disabled", spec A.4, C). Retrying will not help until
+	// (terminal status "disabled", docs/protocol.md A.4, C). Retrying will not help until
 	// an operator re-enables it; back off for a long time.
 	ErrDisabled = errors.New("enrollment disabled")
 	// ErrUnauthorized: attestation failed. No enrollment matches the chain,
 	// an intermediate is missing, or the CA is unknown: 401/403, CONNACK 4/5
-	// or a TLS alert from the server (spec A.4, G.2).
+	// or a TLS alert from the server (docs/protocol.md A.4, G.2).
 	ErrUnauthorized = errors.New("not authorized")
 	// ErrThrottled: DPS answered 429. Error.RetryAfter carries its hint.
 	ErrThrottled = errors.New("throttled")
@@ -83,7 +83,7 @@ func (e *Error) Unwrap() []error {
 }
 
 // retriable reports whether Register should try again after a back-off.
-// Spec A.4: only 429, 5xx and network errors are retried; a 404 on a poll
+// docs/protocol.md A.4: only 429, 5xx and network errors are retried; a 404 on a poll
 // means the operation was forgotten, so the device registers again.
 func retriable(err error) bool {
 	if errors.Is(err, ErrThrottled) || errors.Is(err, ErrTransient) {
@@ -94,7 +94,7 @@ func retriable(err error) bool {
 }
 
 // classifyConnect maps a paho Connect error to an outcome. CONNACK 4/5 and a
-// TLS alert from the server mean the server refused our identity (spec A.4,
+// TLS alert from the server mean the server refused our identity (docs/protocol.md A.4,
 // G.2); CONNACK 1/2 a bad request; anything else on the way (DNS, TCP,
 // timeouts, CONNACK 3, our own certificate checks) is transient.
 func classifyConnect(err error) error {

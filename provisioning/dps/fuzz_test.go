@@ -11,7 +11,7 @@ import (
 	"github.com/reefer/tracker/provisioning/internal/restopic"
 )
 
-// The DPS response topic and body come from the network (spec A.2, A.4).
+// The DPS response topic and body come from the network (docs/protocol.md A.2, A.4).
 // Seeds: testdata/fuzz/Fuzz*/, real topics and bodies of the C SDK traces'
 // shape, plus the f.Add cases below.
 

@@ -9,29 +9,29 @@ import (
 	"github.com/reefer/tracker/provisioning/internal/restopic"
 )
 
-// APIVersion is the DPS api-version the SDKs put in the MQTT user name (spec A.1).
+// APIVersion is the DPS api-version the SDKs put in the MQTT user name (docs/protocol.md A.1).
 const APIVersion = "2019-03-31"
 
 const (
-	// Spec A.2: subscribe to this filter before publishing anything.
+	// docs/protocol.md A.2: subscribe to this filter before publishing anything.
 	responseFilter = "$dps/registrations/res/#"
 	responsePrefix = "$dps/registrations/res/"
 	registerPrefix = "$dps/registrations/PUT/iotdps-register/?$rid="
 	pollPrefix     = "$dps/registrations/GET/iotdps-get-operationstatus/?$rid="
 )
 
-// Username is the MQTT user name for DPS (spec A.1). Unlike IoT Hub there is
+// Username is the MQTT user name for DPS (docs/protocol.md A.1). Unlike IoT Hub there is
 // no "?" before api-version.
 func Username(idScope, registrationID string) string {
 	return idScope + "/registrations/" + registrationID + "/api-version=" + APIVersion
 }
 
-// RegisterTopic is the topic of the register request (spec A.2).
+// RegisterTopic is the topic of the register request (docs/protocol.md A.2).
 func RegisterTopic(rid string) string {
 	return registerPrefix + restopic.Escape(rid)
 }
 
-// PollTopic is the topic of an operation-status poll (spec A.2). The
+// PollTopic is the topic of an operation-status poll (docs/protocol.md A.2). The
 // operation id comes from DPS; escaping keeps it one value of the query and
 // free of MQTT wildcards whatever it holds.
 func PollTopic(rid, operationID string) string {
@@ -47,7 +47,7 @@ type response struct {
 }
 
 // parseResponseTopic splits a response topic the way the C SDK does
-// (spec A.2): the status is the integer between "res/" and the next "/",
+// (docs/protocol.md A.2): the status is the integer between "res/" and the next "/",
 // and retry-after is optional, defaulting to 0.
 func parseResponseTopic(topic string) (response, error) {
 	status, vals, err := restopic.Parse(topic, responsePrefix, "DPS response")
@@ -65,7 +65,7 @@ func parseResponseTopic(topic string) (response, error) {
 	return r, nil
 }
 
-// registerBody is the JSON body of the register request (spec A.3).
+// registerBody is the JSON body of the register request (docs/protocol.md A.3).
 func registerBody(registrationID string, payload json.RawMessage) ([]byte, error) {
 	req := struct {
 		RegistrationID string          `json:"registrationId"`
@@ -74,7 +74,7 @@ func registerBody(registrationID string, payload json.RawMessage) ([]byte, error
 	return json.Marshal(req)
 }
 
-// operationStatus is RegistrationOperationStatus (spec A.4).
+// operationStatus is RegistrationOperationStatus (docs/protocol.md A.4).
 type operationStatus struct {
 	OperationID       string          `json:"operationId"`
 	Status            string          `json:"status"`
@@ -92,14 +92,14 @@ type registrationState struct {
 	ErrorMessage   string `json:"errorMessage"`
 }
 
-// errorDetails is ProvisioningServiceErrorDetails (spec A.4).
+// errorDetails is ProvisioningServiceErrorDetails (docs/protocol.md A.4).
 type errorDetails struct {
 	ErrorCode  int    `json:"errorCode"`
 	TrackingID string `json:"trackingId"`
 	Message    string `json:"message"`
 }
 
-// Terminal and intermediate statuses (spec A.4).
+// Terminal and intermediate statuses (docs/protocol.md A.4).
 const (
 	statusAssigned   = "assigned"
 	statusAssigning  = "assigning"
@@ -135,7 +135,7 @@ func interpretOperation(op string, r response) (outcome, error) {
 	if status == "" {
 		status = rs.Status
 	}
-	// Spec A.4: a successful parse needs both assignedHub and deviceId, or neither.
+	// docs/protocol.md A.4: a successful parse needs both assignedHub and deviceId, or neither.
 	if (rs.AssignedHub == "") != (rs.DeviceID == "") {
 		return outcome{}, malformed("assignedHub %q and deviceId %q must come together", rs.AssignedHub, rs.DeviceID)
 	}
@@ -164,7 +164,7 @@ func interpretOperation(op string, r response) (outcome, error) {
 		return outcome{Done: true}, &Error{Kind: ErrFailed, Op: op, Status: r.Status,
 			ErrorCode: rs.ErrorCode, Message: rs.ErrorMessage}
 	case statusAssigning, statusUnassigned:
-		// Spec A.2/A.4: keep polling with the operationId; it is required.
+		// docs/protocol.md A.2/A.4: keep polling with the operationId; it is required.
 		if st.OperationID == "" {
 			return outcome{}, malformed("status %q without operationId", status)
 		}
@@ -176,7 +176,7 @@ func interpretOperation(op string, r response) (outcome, error) {
 	}
 }
 
-// classifyStatus turns a non-200/202 response into a typed error (spec A.4
+// classifyStatus turns a non-200/202 response into a typed error (docs/protocol.md A.4
 // status table). The body is ProvisioningServiceErrorDetails when present;
 // an unreadable body does not hide the status.
 func classifyStatus(op string, r response) error {

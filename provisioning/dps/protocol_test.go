@@ -76,7 +76,7 @@ func TestRegisterBody(t *testing.T) {
 	}
 }
 
-// Bodies below are the spec A.4 examples.
+// Bodies below are the docs/protocol.md A.4 examples.
 const (
 	body202          = `{"operationId":"4.d0a671905ea5b2c8.e7173b7b-0e54-4aa0-9d20-aeb1b89e6c7d","status":"assigning"}`
 	body202WithState = `{"operationId":"4.a.b","status":"assigning","registrationState":{"registrationId":"dev-0001","status":"assigning"}}`

@@ -27,12 +27,12 @@ func TestDPSAssigned(t *testing.T) {
 		res.Substatus != "initialAssignment" || res.OperationID == "" {
 		t.Errorf("Register = %+v; want dev-0001 assigned to %s (initialAssignment)", res, e.HubHost(0))
 	}
-	// The emulator sends retry-after=0 in tests; spec A.4 says never poll
+	// The emulator sends retry-after=0 in tests; docs/protocol.md A.4 says never poll
 	// faster than every 2 s, so the one wait before the poll is 2 s.
 	if got := s.Got(); len(got) != 1 || got[0] != 2*time.Second {
 		t.Errorf("waits = %v; want [2s] before the one poll", got)
 	}
-	// DPS created the hub identity (spec B.1, G.11).
+	// DPS created the hub identity (docs/protocol.md B.1, G.11).
 	if _, err := e.Store().GetDevice(res.AssignedHub, "dev-0001"); err != nil {
 		t.Errorf("hub identity after assignment: %v", err)
 	}
@@ -53,7 +53,7 @@ func TestDPSRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One device of the enabled group blocked by a disabled individual
-	// enrollment (spec C: "Blocking one device in a group").
+	// enrollment (docs/protocol.md C: "Blocking one device in a group").
 	blocked := f.device(t, "blocked-1")
 	if _, err := e.EnrollDevice(blocked.Cert, func(en *store.IndividualEnrollment) {
 		en.ProvisioningStatus = store.StatusDisabled
@@ -110,7 +110,7 @@ func TestDPSRefusals(t *testing.T) {
 }
 
 // TestDPSThrottledThenAssigned: over the registration rate limit DPS
-// answers 429 with retry-after (spec A.4, F); the client waits at least
+// answers 429 with retry-after (docs/protocol.md A.4, F); the client waits at least
 // that long and registers again. The emulator has no injectable clock and
 // its limit window is a minute, so the test lets the minute pass by
 // restarting the emulator (same data dir, same ports, state kept) while

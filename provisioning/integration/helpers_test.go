@@ -35,7 +35,7 @@ func (f *fleet) device(t *testing.T, cn string) *certstest.Cert {
 	return f.inter.Leaf(t, cn, certstest.Options{})
 }
 
-// chain is what the device presents: leaf, then the intermediate (spec C).
+// chain is what the device presents: leaf, then the intermediate (docs/protocol.md C).
 func (f *fleet) chain(leaf *certstest.Cert) tls.Certificate {
 	return tlsCert(leaf, f.inter)
 }

@@ -38,9 +38,9 @@ func isDisconnected(s iothub.StateChange) bool {
 }
 
 // TestHubDeletedDeviceReprovisions: the hub refuses a deleted device with
-// CONNACK 5 (spec B.7, G.3), the client ends with ErrNotAuthorized after
+// CONNACK 5 (docs/protocol.md B.7, G.3), the client ends with ErrNotAuthorized after
 // NotAuthorizedLimit refusals, and a fresh DPS registration re-creates the
-// identity (spec C, G.13) so the device connects again.
+// identity (docs/protocol.md C, G.13) so the device connects again.
 func TestHubDeletedDeviceReprovisions(t *testing.T) {
 	t.Parallel()
 	e, _, res, cc := provisioned(t, "dev-del")
@@ -70,7 +70,7 @@ func TestHubDeletedDeviceReprovisions(t *testing.T) {
 		t.Fatalf("Send after re-provisioning: %v", err)
 	}
 	// The emulator forgets a deleted device's recorded telemetry (a real
-	// hub keeps D2C messages 7 days, spec F), so only "after" is there.
+	// hub keeps D2C messages 7 days, docs/protocol.md F), so only "after" is there.
 	msgs, err := e.WaitTelemetry(testCtx(t), res.AssignedHub, res.DeviceID, 1)
 	if err != nil || string(msgs[len(msgs)-1].Body) != "after" {
 		t.Errorf("telemetry = %v, %v; want the message sent after re-provisioning", msgs, err)
@@ -79,7 +79,7 @@ func TestHubDeletedDeviceReprovisions(t *testing.T) {
 
 // TestHubTwinAcrossReconnect: GET on connect, reported patches, and
 // desired patches in $version order across a reconnect during which the
-// twin changed (spec B.5: subscribe, GET, drop patches <= GET's version).
+// twin changed (docs/protocol.md B.5: subscribe, GET, drop patches <= GET's version).
 func TestHubTwinAcrossReconnect(t *testing.T) {
 	t.Parallel()
 	e, _, res, cc := provisioned(t, "dev-twin")
@@ -165,7 +165,7 @@ func TestHubTwinAcrossReconnect(t *testing.T) {
 }
 
 // TestHubDuplicateConnection: a second client with the same device id
-// takes over; the first sees its connection closed (spec B.7). Left to
+// takes over; the first sees its connection closed (docs/protocol.md B.7). Left to
 // reconnect, the two knock each other off and report ErrTakenOver.
 func TestHubDuplicateConnection(t *testing.T) {
 	t.Parallel()
@@ -195,7 +195,7 @@ func TestHubDuplicateConnection(t *testing.T) {
 }
 
 // TestHubTelemetryProperties: what the client encodes is what the hub
-// decodes (spec B.3): spaces as %20, unicode, and the bag's own
+// decodes (docs/protocol.md B.3): spaces as %20, unicode, and the bag's own
 // delimiters inside names and values.
 func TestHubTelemetryProperties(t *testing.T) {
 	t.Parallel()
@@ -253,7 +253,7 @@ func TestHubTelemetryProperties(t *testing.T) {
 }
 
 // TestHubDirectMethod: a method invoked through the emulator's service
-// side reaches the handler and its answer comes back (spec B.6, E).
+// side reaches the handler and its answer comes back (docs/protocol.md B.6, E).
 func TestHubDirectMethod(t *testing.T) {
 	t.Parallel()
 	e, _, res, cc := provisioned(t, "dev-meth")
@@ -276,7 +276,7 @@ func TestHubDirectMethod(t *testing.T) {
 		t.Errorf("method result = %d %s", r.Status, r.Payload)
 	}
 	// No payload either way: the device gets an empty body and answers
-	// with one, which the service side reports as null (spec B.6, E).
+	// with one, which the service side reports as null (docs/protocol.md B.6, E).
 	d.c.HandleMethod("ping", func(_ context.Context, p json.RawMessage) (int, any) {
 		if p != nil {
 			return 400, map[string]string{"error": "unexpected payload " + string(p)}
@@ -294,7 +294,7 @@ func TestHubDirectMethod(t *testing.T) {
 }
 
 // TestHubC2D: a queued cloud-to-device message is delivered with its
-// properties and completed by the PUBACK (spec B.4).
+// properties and completed by the PUBACK (docs/protocol.md B.4).
 func TestHubC2D(t *testing.T) {
 	t.Parallel()
 	e, _, res, cc := provisioned(t, "dev-c2d")
@@ -321,7 +321,7 @@ func TestHubC2D(t *testing.T) {
 
 // TestHubC2DQueuedWhileOffline: with CleanSession 0 (the client's
 // default) a message queued while the device was offline arrives after
-// the reconnect (spec B.2, B.4).
+// the reconnect (docs/protocol.md B.2, B.4).
 func TestHubC2DQueuedWhileOffline(t *testing.T) {
 	t.Parallel()
 	e, _, res, cc := provisioned(t, "dev-c2d-off")

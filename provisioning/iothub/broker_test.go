@@ -114,7 +114,7 @@ func TestClientAgainstBroker(t *testing.T) {
 		defer hook.mu.Unlock()
 		return len(hook.methodRes) == 1
 	})
-	// The broker closes the socket, as the hub does on takeover (spec B.7).
+	// The broker closes the socket, as the hub does on takeover (docs/protocol.md B.7).
 	cl, ok := srv.Clients.Get("sensor-thl-001")
 	if !ok {
 		t.Fatal("client not known to the broker")

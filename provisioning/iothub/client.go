@@ -1,5 +1,5 @@
 // Package iothub is the device side of Azure IoT Hub over MQTT 3.1.1 with an
-// X.509 client certificate (spec B of docs/protocol.md): telemetry with
+// X.509 client certificate (docs/protocol.md B of docs/protocol.md): telemetry with
 // PUBACK, the device twin (desired patches in version order, reported
 // updates), direct methods and cloud-to-device messages, with its own
 // reconnect loop.
@@ -14,7 +14,7 @@
 //
 // Takeover detection is a heuristic with a known limit. When a second client
 // connects with the same device id the hub just closes the first socket
-// (spec B.7); MQTT 3.1.1 carries no reason, so one such close looks exactly
+// (docs/protocol.md B.7); MQTT 3.1.1 carries no reason, so one such close looks exactly
 // like any other server-side close (maintenance, idle timeout 404104, a
 // device disabled while connected). What is observable is the pattern of two
 // instances knocking each other off: connections accepted with CONNACK 0
@@ -95,14 +95,14 @@ type Config struct {
 	DeviceID string
 	// TLS carries the client certificate chain and the roots to trust.
 	TLS *tls.Config
-	// KeepAlive defaults to 240 s (the C SDK's); at most 1177 s (spec B.2).
+	// KeepAlive defaults to 240 s (the C SDK's); at most 1177 s (docs/protocol.md B.2).
 	KeepAlive time.Duration
 	// CleanSession false (the SDK default) keeps the hub session, so C2D
-	// messages queued while offline arrive on reconnect (spec B.2).
+	// messages queued while offline arrive on reconnect (docs/protocol.md B.2).
 	CleanSession bool
 	// DeviceClientType goes into the user name; default "reefer-tracker".
 	DeviceClientType string
-	// ModelID is an optional IoT Plug and Play DTMI (spec B.1).
+	// ModelID is an optional IoT Plug and Play DTMI (docs/protocol.md B.1).
 	ModelID string
 	Logger  *slog.Logger
 
@@ -110,7 +110,7 @@ type Config struct {
 	// order, one at a time, from a single goroutine.
 	OnDesired func(Desired)
 	// OnC2D receives cloud-to-device messages, each on its own goroutine.
-	// The PUBACK, which completes the message at the hub (spec B.4), is
+	// The PUBACK, which completes the message at the hub (docs/protocol.md B.4), is
 	// sent only when it returns nil: an error leaves the message
 	// unacknowledged, and the hub delivers it again (on the next
 	// connection, or once its lock expires). Without OnC2D no message is
@@ -145,7 +145,7 @@ type Config struct {
 	// and does not count towards takeover. Default 2 min.
 	StableAfter time.Duration
 	// NotAuthorizedLimit is how many CONNACK refusals in a row end the
-	// client with ErrNotAuthorized (spec B.7: a new device may be refused
+	// client with ErrNotAuthorized (docs/protocol.md B.7: a new device may be refused
 	// briefly). Default 3.
 	NotAuthorizedLimit int
 	// TakeoverThreshold is how many short remote closes in a row make a
@@ -163,7 +163,7 @@ type Config struct {
 	NewClient func(*mqtt.ClientOptions) mqtt.Client
 }
 
-// ValidateKeepAlive checks a keep-alive against spec B.2: the hub idles a
+// ValidateKeepAlive checks a keep-alive against docs/protocol.md B.2: the hub idles a
 // client out after 1.5× its keep-alive capped at 1767 s, so anything above
 // 1177 s is useless.
 func ValidateKeepAlive(k time.Duration) error {
@@ -171,7 +171,7 @@ func ValidateKeepAlive(k time.Duration) error {
 	case k < time.Second:
 		return fmt.Errorf("keep-alive %s: must be at least 1s", k)
 	case k > MaxKeepAlive:
-		return fmt.Errorf("keep-alive %s: above the useful maximum %s (spec B.2)", k, MaxKeepAlive)
+		return fmt.Errorf("keep-alive %s: above the useful maximum %s (docs/protocol.md B.2)", k, MaxKeepAlive)
 	case k%time.Second != 0:
 		return fmt.Errorf("keep-alive %s: MQTT counts whole seconds", k)
 	}
@@ -232,7 +232,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.NewClient = mqtt.NewClient
 	}
 	if n := len(subscriptions(c.DeviceID)); n > maxSubscriptions {
-		return c, fmt.Errorf("%d subscriptions exceed the hub's limit of %d (spec B.2)", n, maxSubscriptions)
+		return c, fmt.Errorf("%d subscriptions exceed the hub's limit of %d (docs/protocol.md B.2)", n, maxSubscriptions)
 	}
 	return c, nil
 }
@@ -295,8 +295,8 @@ func New(cfg Config) (*Client, error) {
 	}, nil
 }
 
-// HandleMethod registers h for the direct method name (spec B.6). Unknown
-// methods are answered 404. It panics on a name the hub cannot carry (spec F).
+// HandleMethod registers h for the direct method name (docs/protocol.md B.6). Unknown
+// methods are answered 404. It panics on a name the hub cannot carry (docs/protocol.md F).
 func (c *Client) HandleMethod(name string, h MethodHandler) {
 	if err := validMethodName(name); err != nil {
 		panic("iothub: HandleMethod: " + err.Error())
@@ -501,7 +501,7 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker("tls://" + c.addr).
 		SetTLSConfig(tlsCfg).
-		SetClientID(c.cfg.DeviceID). // spec B.1
+		SetClientID(c.cfg.DeviceID). // docs/protocol.md B.1
 		SetUsername(Username(c.cfg.Hub, c.cfg.DeviceID, c.cfg.DeviceClientType, c.cfg.ModelID)).
 		SetProtocolVersion(4). // 3.1.1 only; no fallback to 3.1
 		SetCleanSession(c.cfg.CleanSession).
@@ -522,7 +522,7 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 		// The CONNECT may still be in flight (ctx ended at Close or
 		// HubGiveUp, or our timer beat paho's). Left alone, paho would finish
 		// it in the background and keep a second connection with this device
-		// id, which the hub plays off against the next one (spec B.7).
+		// id, which the hub plays off against the next one (docs/protocol.md B.7).
 		// Disconnect waits for it and closes it; after a failed CONNECT it is
 		// a no-op.
 		s.cli.Disconnect(0)
@@ -536,7 +536,7 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 	c.seq.reset()
 	c.seqMu.Unlock()
 
-	// Spec B.5: subscribe (desired first), then GET, on every connect.
+	// docs/protocol.md B.5: subscribe (desired first), then GET, on every connect.
 	for _, sub := range subscriptions(c.cfg.DeviceID) {
 		tok := s.cli.Subscribe(sub.filter, sub.qos, nil) // nil: route to the default handler
 		if err := s.wait(ctx, tok, c.cfg.OperationTimeout); err != nil {
@@ -623,7 +623,7 @@ func (c *Client) supervise(s *session) {
 }
 
 // onMessage routes every incoming PUBLISH (paho calls it per message on its
-// own goroutine) and acknowledges it. Only C2D arrives at QoS 1 (spec B.2),
+// own goroutine) and acknowledges it. Only C2D arrives at QoS 1 (docs/protocol.md B.2),
 // and its PUBACK waits for OnC2D; twin and method traffic is QoS 0, where
 // Ack sends nothing.
 func (c *Client) onMessage(s *session, m mqtt.Message) {
@@ -667,7 +667,7 @@ func (c *Client) onC2D(topic string, payload []byte) bool {
 	msg, err := parseC2D(c.cfg.DeviceID, topic, payload)
 	if err != nil {
 		// It would fail the same way at every redelivery, and MQTT cannot
-		// reject (spec B.4): completing it is the only way out of the queue.
+		// reject (docs/protocol.md B.4): completing it is the only way out of the queue.
 		c.log.Warn("iothub bad c2d message completed unread", "err", err)
 		return true
 	}
@@ -696,7 +696,7 @@ func (c *Client) twinRequest(ctx context.Context, s *session, topicPrefix string
 		delete(c.pending, rid)
 		c.mu.Unlock()
 	}()
-	// QoS 0 like the SDKs (spec B.2); the response is the acknowledgement.
+	// QoS 0 like the SDKs (docs/protocol.md B.2); the response is the acknowledgement.
 	if err := s.wait(ctx, s.cli.Publish(topicPrefix+rid, 0, false, body), c.cfg.OperationTimeout); err != nil {
 		return twinResponse{}, err
 	}
@@ -725,7 +725,7 @@ func (c *Client) getTwin(ctx context.Context, s *session) (*Twin, error) {
 	return parseTwin(r.Body)
 }
 
-// GetTwin reads the full twin (spec B.5). It does not feed OnDesired.
+// GetTwin reads the full twin (docs/protocol.md B.5). It does not feed OnDesired.
 func (c *Client) GetTwin(ctx context.Context) (*Twin, error) {
 	s := c.current()
 	if s == nil {
@@ -739,7 +739,7 @@ func (c *Client) GetTwin(ctx context.Context) (*Twin, error) {
 }
 
 // UpdateReported merges patch into the reported properties and returns the
-// new reported $version (spec B.5: 204 with $version in the topic). patch is
+// new reported $version (docs/protocol.md B.5: 204 with $version in the topic). patch is
 // a JSON object: a json.RawMessage, []byte, or anything json.Marshal takes;
 // null members delete. Errors wrap ErrBadRequest, ErrThrottled, ErrServer,
 // ErrTooLarge, ErrNotConnected, ErrConnectionLost or ErrTimeout.
@@ -763,7 +763,7 @@ func (c *Client) UpdateReported(ctx context.Context, patch any) (int64, error) {
 }
 
 // Send publishes a telemetry message at QoS 1 and returns once the hub
-// PUBACKed it (spec B.3). Errors wrap ErrTooLarge or ErrInvalidProperty
+// PUBACKed it (docs/protocol.md B.3). Errors wrap ErrTooLarge or ErrInvalidProperty
 // (nothing sent), ErrNotConnected (nothing sent), ErrConnectionLost or
 // ErrTimeout (outcome unknown: resend, the hub deduplicates nothing, so
 // consumers should use MessageID).
@@ -777,7 +777,7 @@ func (c *Client) Send(ctx context.Context, m Message) error {
 
 // Publish hands a telemetry message to the connection at QoS 1 without
 // waiting for the hub, and returns a function that waits for its PUBACK
-// (spec B.3), for at most OperationTimeout from its call. Messages
+// (docs/protocol.md B.3), for at most OperationTimeout from its call. Messages
 // published one after another go out in that order, so a sender can keep
 // a whole batch in flight instead of paying a round trip per message. The
 // errors are Send's: Publish's mean nothing was sent, wait's that the
@@ -889,7 +889,7 @@ func (c *Client) deliverDesired() {
 }
 
 // onMethod runs a direct method and publishes the reply on the connection
-// the request came in on (spec B.6).
+// the request came in on (docs/protocol.md B.6).
 func (c *Client) onMethod(s *session, topic string, payload []byte) {
 	name, rid, err := parseMethodTopic(topic)
 	if err != nil {

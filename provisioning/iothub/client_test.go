@@ -478,7 +478,7 @@ func TestC2D(t *testing.T) {
 	}
 }
 
-// The PUBACK completes a C2D message at the hub (spec B.4), so it is sent
+// The PUBACK completes a C2D message at the hub (docs/protocol.md B.4), so it is sent
 // only once the handler accepted the message: a handler error or no handler
 // leaves it for the hub to deliver again. One that cannot be parsed would
 // fail at every redelivery and is completed.
@@ -609,7 +609,7 @@ func TestNotAuthorizedWhileRunningStopsClient(t *testing.T) {
 	if err := h.c.Connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// The device gets disabled: the hub drops it and refuses reconnects (spec B.7).
+	// The device gets disabled: the hub drops it and refuses reconnects (docs/protocol.md B.7).
 	h.hub.mu.Lock()
 	h.hub.connectErr = func(int) error { return packets.ErrorRefusedNotAuthorised }
 	h.hub.mu.Unlock()
@@ -718,7 +718,7 @@ func TestConnectCancelled(t *testing.T) {
 // A CONNECT abandoned half-way (ctx ended, or Close) must still be torn
 // down: paho finishes the handshake in the background, and a connection
 // left behind would keep the device id busy on the hub and knock off the
-// next one (spec B.7).
+// next one (docs/protocol.md B.7).
 func TestAbandonedConnectIsDisconnected(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)

@@ -11,12 +11,12 @@ import (
 var (
 	// ErrNotAuthorized: the hub refused the CONNECT (CONNACK 5, or 4, or a
 	// TLS alert) NotAuthorizedLimit times in a row: the device is disabled,
-	// deleted or unknown, or its certificate no longer matches (spec B.7,
+	// deleted or unknown, or its certificate no longer matches (docs/protocol.md B.7,
 	// B.1). The caller should go back to DPS.
 	ErrNotAuthorized = errors.New("not authorized by IoT Hub")
 	// ErrTakenOver: the connection keeps being closed by the hub shortly after
 	// it was accepted, the pattern of another client connecting with the same
-	// device id (spec B.7). A heuristic; see Client.
+	// device id (docs/protocol.md B.7). A heuristic; see Client.
 	ErrTakenOver = errors.New("connection repeatedly closed by the hub (another client with the same device id?)")
 	// ErrNotConnected: no connection at the moment; the call sent nothing.
 	ErrNotConnected = errors.New("not connected")
@@ -27,7 +27,7 @@ var (
 	ErrTimeout = errors.New("timed out")
 	// ErrBadRequest: the hub answered 400, or the request is invalid locally.
 	ErrBadRequest = errors.New("bad request")
-	// ErrThrottled: the hub answered 429 (spec B.5, B.7).
+	// ErrThrottled: the hub answered 429 (docs/protocol.md B.5, B.7).
 	ErrThrottled = errors.New("throttled")
 	// ErrServer: the hub answered 5xx; retry later.
 	ErrServer = errors.New("server error")
@@ -58,7 +58,7 @@ func statusError(op string, r twinResponse) error {
 	switch s := r.Status; {
 	case s == 400:
 		e.Kind = ErrBadRequest
-	case s == 413: // spec G.5: the code for an oversized patch is unconfirmed
+	case s == 413: // docs/protocol.md G.5: the code for an oversized patch is unconfirmed
 		e.Kind = ErrTooLarge
 	case s == 429:
 		e.Kind = ErrThrottled
@@ -69,7 +69,7 @@ func statusError(op string, r twinResponse) error {
 }
 
 // classifyConnect sorts a paho Connect error: refusal of our identity
-// (CONNACK 4/5 or a TLS alert, spec B.7), or nil for anything else, which
+// (CONNACK 4/5 or a TLS alert, docs/protocol.md B.7), or nil for anything else, which
 // the client treats as transient and retries.
 func classifyConnect(err error) error {
 	if retry.ClassifyConnect(err) == retry.Refused {

@@ -15,7 +15,7 @@ import (
 )
 
 // fakeHub scripts a paho client so the Client's logic can be driven without a
-// broker. It answers twin GET and reported PATCH like spec B.5 unless a test
+// broker. It answers twin GET and reported PATCH like docs/protocol.md B.5 unless a test
 // overrides it. Wire behaviour is tested against the emulator.
 
 type token struct {

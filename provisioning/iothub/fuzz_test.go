@@ -13,10 +13,10 @@ import (
 	"time"
 )
 
-// Everything the hub sends arrives as a topic and a payload (spec B.4-B.6).
+// Everything the hub sends arrives as a topic and a payload (docs/protocol.md B.4-B.6).
 // Seeds: testdata/fuzz/Fuzz*/ holds real hub topics and twin documents.
 
-// FuzzDecodePropertyBag: a C2D property bag (spec B.4) decodes without
+// FuzzDecodePropertyBag: a C2D property bag (docs/protocol.md B.4) decodes without
 // panicking, and once decoded, encoding and decoding it again changes
 // nothing: the client's own bag (B.3) says the same thing back.
 func FuzzDecodePropertyBag(f *testing.F) {
@@ -102,7 +102,7 @@ func checkTopicSafe(t *testing.T, bag string) {
 }
 
 // FuzzHubTopics feeds one topic to every parser of hub-to-device topics
-// (spec B.5, B.6): none panics; what they accept is well formed; and the
+// (docs/protocol.md B.5, B.6): none panics; what they accept is well formed; and the
 // reply topic for an accepted method request carries its $rid back.
 func FuzzHubTopics(f *testing.F) {
 	f.Add("$iothub/twin/res/200/?$rid=1")
@@ -140,7 +140,7 @@ func FuzzHubTopics(f *testing.F) {
 
 // FuzzMethod: a method request (topic and payload) reaches the handler and
 // the reply is an integer status with a JSON (or empty) body within the
-// 128 KB limit (spec B.6, F), whatever the payload. The handler here
+// 128 KB limit (docs/protocol.md B.6, F), whatever the payload. The handler here
 // answers with the payload it got, as an echo would.
 func FuzzMethod(f *testing.F) {
 	f.Add("$iothub/methods/POST/getStatus/?$rid=1", []byte(``))
@@ -179,7 +179,7 @@ func jsonEqual(a, b []byte) bool {
 	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
 }
 
-// FuzzTwinDocument: a twin GET body (spec B.5) parses or is refused; an
+// FuzzTwinDocument: a twin GET body (docs/protocol.md B.5) parses or is refused; an
 // accepted one has a JSON desired section whose $version is the one
 // reported, and handing it to a fresh sequencer delivers exactly it.
 func FuzzTwinDocument(f *testing.F) {
@@ -204,7 +204,7 @@ func FuzzTwinDocument(f *testing.F) {
 	})
 }
 
-// FuzzDesiredPatch: a desired notification's topic and body (spec B.5)
+// FuzzDesiredPatch: a desired notification's topic and body (docs/protocol.md B.5)
 // give a version the way onDesiredPatch reads them (the topic's $version,
 // else the body's), or an error, never a panic; and a sequencer that has
 // applied the version before delivers the patch as it came.
@@ -230,7 +230,7 @@ func FuzzDesiredPatch(f *testing.F) {
 
 // FuzzDesiredSequence drives the sequencer with a fuzzed mix of twin GETs
 // and patches (each byte pair is an operation and a version offset) and
-// checks spec B.5's rule: delivered versions only go up, a patch is
+// checks docs/protocol.md B.5's rule: delivered versions only go up, a patch is
 // delivered only right after its predecessor, and a resync is asked for
 // when, and only when, a gap is open.
 func FuzzDesiredSequence(f *testing.F) {
@@ -276,7 +276,7 @@ func FuzzDesiredSequence(f *testing.F) {
 }
 
 // FuzzReportedPatch: a reported patch is sent only when it is a JSON
-// object within 32 KB whose keys the hub takes (spec F); anything else is
+// object within 32 KB whose keys the hub takes (docs/protocol.md F); anything else is
 // refused with ErrBadRequest or ErrTooLarge before it leaves the device.
 func FuzzReportedPatch(f *testing.F) {
 	f.Add([]byte(`{"telemetryDelay":3,"temperatureAlertThreshold":30,"lastDesiredError":null}`))

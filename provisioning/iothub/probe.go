@@ -15,13 +15,13 @@ const ProbeClientType = "reefer-tracker-probe"
 
 // Probe makes one CONNECT to hub as deviceID with tlsCfg (the device chain
 // and the server roots) and disconnects at once: does the hub accept the
-// device? A refusal (CONNACK 5 or 4, or a TLS alert, spec B.7) wraps
+// device? A refusal (CONNACK 5 or 4, or a TLS alert, docs/protocol.md B.7) wraps
 // ErrNotAuthorized; anything else means the hub was not reached. The wait
 // is bounded by ctx.
 //
 // Unlike a Client, it uses a clean session and subscribes to nothing: a
 // probe that subscribed would receive a queued cloud-to-device message and
-// complete it (the PUBACK) before the tracker ever saw it (spec B.2, B.4).
+// complete it (the PUBACK) before the tracker ever saw it (docs/protocol.md B.2, B.4).
 // With a clean session nothing arrives until the device subscribes again,
 // which the tracker does on every connect.
 func Probe(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config) error {
@@ -40,7 +40,7 @@ func Probe(ctx context.Context, hub, deviceID string, tlsCfg *tls.Config) error 
 	opts := mqtt.NewClientOptions().
 		AddBroker("tls://" + net.JoinHostPort(host, port)).
 		SetTLSConfig(cfg).
-		SetClientID(deviceID). // spec B.1
+		SetClientID(deviceID). // docs/protocol.md B.1
 		SetUsername(Username(hub, deviceID, ProbeClientType, "")).
 		SetProtocolVersion(4).
 		SetCleanSession(true).

@@ -12,10 +12,10 @@ import (
 	"github.com/reefer/tracker/provisioning/internal/restopic"
 )
 
-// APIVersion is the IoT Hub api-version put in the MQTT user name (spec B.1).
+// APIVersion is the IoT Hub api-version put in the MQTT user name (docs/protocol.md B.1).
 const APIVersion = "2021-04-12"
 
-// Limits (spec F, B.2).
+// Limits (docs/protocol.md F, B.2).
 const (
 	MaxMessageSize    = 256 * 1024 // D2C body + properties
 	MaxMethodPayload  = 128 * 1024 // direct method request or response
@@ -34,7 +34,7 @@ const (
 	methodResTemplate = "$iothub/methods/res/%d/?$rid=%s"
 )
 
-// Username builds the IoT Hub MQTT user name (spec B.1). hub keeps its
+// Username builds the IoT Hub MQTT user name (docs/protocol.md B.1). hub keeps its
 // ":port" when it has one; the hub matches the name against its host name.
 func Username(hub, deviceID, clientType, modelID string) string {
 	u := hub + "/" + deviceID + "/?api-version=" + APIVersion
@@ -53,9 +53,9 @@ type subscription struct {
 	qos    byte
 }
 
-// subscriptions lists every filter. Spec B.2/F: at most 5 per device.
+// subscriptions lists every filter. docs/protocol.md B.2/F: at most 5 per device.
 // Twin and method traffic is QoS 0 like the SDKs; C2D is QoS 1 so the
-// PUBACK completes the message (spec B.4).
+// PUBACK completes the message (docs/protocol.md B.4).
 func subscriptions(deviceID string) []subscription {
 	return []subscription{
 		{twinResFilter, 0},
@@ -72,7 +72,7 @@ func c2dPrefix(deviceID string) string       { return "devices/" + deviceID + "/
 type Message struct {
 	Body []byte
 
-	// System properties (spec B.3). Empty means "not set".
+	// System properties (docs/protocol.md B.3). Empty means "not set".
 	MessageID       string    // $.mid, at most 128 ASCII characters
 	CorrelationID   string    // $.cid
 	UserID          string    // $.uid
@@ -113,7 +113,7 @@ var ErrInvalidProperty = errors.New("invalid property")
 
 // EncodePropertyBag renders the property bag of a message: system properties
 // first (as "$.x", the documented form), then application properties sorted
-// by name. Names and values are URL-encoded with %20 for spaces (spec B.3).
+// by name. Names and values are URL-encoded with %20 for spaces (docs/protocol.md B.3).
 func EncodePropertyBag(m *Message) (string, error) {
 	var b strings.Builder
 	sep := func() {
@@ -202,7 +202,7 @@ func DecodePropertyBag(bag string, m *Message) error {
 // ErrTooLarge is returned before sending anything that exceeds an IoT Hub limit.
 var ErrTooLarge = errors.New("too large")
 
-// messageSize is what the hub counts against the 256 KB limit (spec F): the
+// messageSize is what the hub counts against the 256 KB limit (docs/protocol.md F): the
 // body, system property values, and application property names and values.
 func messageSize(m *Message) int {
 	n := len(m.Body)
@@ -218,7 +218,7 @@ func messageSize(m *Message) int {
 // telemetryTopic builds devices/{id}/messages/events/{bag} and checks sizes.
 func telemetryTopic(deviceID string, m *Message) (string, error) {
 	if n := messageSize(m); n > MaxMessageSize {
-		return "", fmt.Errorf("%w: message is %d bytes, limit %d (spec F)", ErrTooLarge, n, MaxMessageSize)
+		return "", fmt.Errorf("%w: message is %d bytes, limit %d (docs/protocol.md F)", ErrTooLarge, n, MaxMessageSize)
 	}
 	if len(m.MessageID) > 128 {
 		return "", fmt.Errorf("%w: message id longer than 128 characters", ErrInvalidProperty)
@@ -255,7 +255,7 @@ type twinResponse struct {
 	Body    []byte
 }
 
-// parseTwinResponseTopic splits a twin response topic (spec B.5: the status
+// parseTwinResponseTopic splits a twin response topic (docs/protocol.md B.5: the status
 // segment must parse as an integer).
 func parseTwinResponseTopic(topic string) (twinResponse, error) {
 	status, vals, err := restopic.Parse(topic, twinResPrefix, "twin response")
@@ -318,13 +318,13 @@ func parseMethodTopic(topic string) (name, rid string, err error) {
 	return name, rid, nil
 }
 
-// methodResponseTopic is where a method reply goes (spec B.6). The rid is
+// methodResponseTopic is where a method reply goes (docs/protocol.md B.6). The rid is
 // echoed encoded, as it is a property value.
 func methodResponseTopic(status int, rid string) string {
 	return fmt.Sprintf(methodResTemplate, status, restopic.Escape(rid))
 }
 
-// validMethodName applies spec F: printable US-ASCII without
+// validMethodName applies docs/protocol.md F: printable US-ASCII without
 // $ ( ) < > @ , ; : \ " / [ ] ? = { }, space and tab.
 func validMethodName(name string) error {
 	if name == "" {

@@ -29,7 +29,7 @@ func TestSubscriptionsWithinLimit(t *testing.T) {
 	t.Parallel()
 	subs := subscriptions("sensor-thl-001")
 	if len(subs) > maxSubscriptions {
-		t.Fatalf("%d subscriptions; the hub allows %d (spec B.2)", len(subs), maxSubscriptions)
+		t.Fatalf("%d subscriptions; the hub allows %d (docs/protocol.md B.2)", len(subs), maxSubscriptions)
 	}
 	want := []subscription{
 		{"$iothub/twin/res/#", 0},
@@ -125,10 +125,10 @@ func TestDecodePropertyBag(t *testing.T) {
 		want Message
 	}{
 		{"", Message{}},
-		// The C SDK's escaped system-property form (spec B.3).
+		// The C SDK's escaped system-property form (docs/protocol.md B.3).
 		{"%24.mid=7&%24.to=%2Fdevices%2Fd%2Fmessages%2FdeviceBound&%24.ct=text%2Fplain",
 			Message{MessageID: "7", To: "/devices/d/messages/deviceBound", ContentType: "text/plain"}},
-		// Spec B.4: a bare key is null, "k=" is empty.
+		// docs/protocol.md B.4: a bare key is null, "k=" is empty.
 		{"nullkey&emptykey=&k=v", Message{Properties: map[string]string{"nullkey": "", "emptykey": "", "k": "v"}}},
 		{"$.sub=thermostat1&a=1", Message{Properties: map[string]string{"$.sub": "thermostat1", "a": "1"}}},
 		{"$.ctime=not-a-time", Message{Properties: map[string]string{"$.ctime": "not-a-time"}}},
@@ -177,7 +177,7 @@ func TestTelemetryTopicAndSize(t *testing.T) {
 		t.Errorf("telemetryTopic(no props) = %q", got)
 	}
 
-	// Spec F: 256 KB counts body, system values, app names and values.
+	// docs/protocol.md F: 256 KB counts body, system values, app names and values.
 	tests := []struct {
 		name    string
 		m       Message

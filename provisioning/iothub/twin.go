@@ -12,14 +12,14 @@ type Desired struct {
 	Version int64
 	// Full is true when Props is the whole desired section (the twin GET after
 	// every connect, or a resync); false for a patch, where null means the key
-	// was deleted (spec B.5).
+	// was deleted (docs/protocol.md B.5).
 	Full bool
 	// Props is the desired properties, a JSON object, without the
 	// protocol's "$version" (that is Version) and "$metadata" members.
 	Props json.RawMessage
 }
 
-// Twin is the device's view of its twin (spec B.5: only the two sections).
+// Twin is the device's view of its twin (docs/protocol.md B.5: only the two sections).
 type Twin struct {
 	Desired         json.RawMessage
 	Reported        json.RawMessage
@@ -66,7 +66,7 @@ func sectionVersion(section []byte) (int64, error) {
 }
 
 // properties drops the protocol's members ("$version", "$metadata") from a
-// desired section or patch, leaving the properties alone (spec B.5). What
+// desired section or patch, leaving the properties alone (docs/protocol.md B.5). What
 // is not a JSON object is passed on as it is.
 func properties(section json.RawMessage) json.RawMessage {
 	var m map[string]json.RawMessage
@@ -82,7 +82,7 @@ func properties(section json.RawMessage) json.RawMessage {
 	return b
 }
 
-// desiredSeq orders desired-property updates (spec B.5). paho delivers each
+// desiredSeq orders desired-property updates (docs/protocol.md B.5). paho delivers each
 // message on its own goroutine (SetOrderMatters(false)), so patches can
 // arrive out of order; and after a (re)connect patches can race the twin
 // GET. The sequencer delivers strictly increasing versions:
@@ -120,7 +120,7 @@ func (q *desiredSeq) full(version int64, desired json.RawMessage) (out []Desired
 // patch applies a notification with the given version.
 func (q *desiredSeq) patch(version int64, body json.RawMessage) (out []Desired, resync bool) {
 	if q.delivered && version <= q.last {
-		return nil, false // stale: spec B.5
+		return nil, false // stale: docs/protocol.md B.5
 	}
 	if q.pending == nil {
 		q.pending = make(map[int64]json.RawMessage)
@@ -160,7 +160,7 @@ func (q *desiredSeq) pendingVersions() []int64 {
 	return vs
 }
 
-// reportedPatch validates and encodes a reported-properties patch. Spec F:
+// reportedPatch validates and encodes a reported-properties patch. docs/protocol.md F:
 // the reported section is at most 32 KB; a patch larger than that can only
 // be rejected, so refuse it before sending.
 func reportedPatch(patch any) ([]byte, error) {
@@ -181,7 +181,7 @@ func reportedPatch(patch any) ([]byte, error) {
 		return nil, fmt.Errorf("%w: reported patch must be a JSON object", ErrBadRequest)
 	}
 	if len(b) > MaxReportedSize {
-		return nil, fmt.Errorf("%w: reported patch is %d bytes, limit %d (spec F)", ErrTooLarge, len(b), MaxReportedSize)
+		return nil, fmt.Errorf("%w: reported patch is %d bytes, limit %d (docs/protocol.md F)", ErrTooLarge, len(b), MaxReportedSize)
 	}
 	for k := range obj {
 		if err := validTwinKey(k); err != nil {
@@ -191,7 +191,7 @@ func reportedPatch(patch any) ([]byte, error) {
 	return b, nil
 }
 
-// validTwinKey applies spec F to top-level keys: no control characters,
+// validTwinKey applies docs/protocol.md F to top-level keys: no control characters,
 // ".", "$" or space, at most 1 KB.
 func validTwinKey(k string) error {
 	if k == "" || len(k) > 1024 {

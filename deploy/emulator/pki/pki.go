@@ -134,14 +134,14 @@ func NewSelfSigned(cn string, o Options) (*Cert, error) {
 }
 
 // NewVerification issues the proof-of-possession certificate for a CA: CN =
-// the verification code, signed by the CA's key (spec C).
+// the verification code, signed by the CA's key (docs/protocol.md C).
 func (c *Cert) NewVerification(code string) (*Cert, error) { return c.NewClient(code, Options{}) }
 
 // PEM returns the certificate as PEM.
 func (c *Cert) PEM() string { return CertPEM(c.Cert) }
 
 // ChainPEM returns the certificate followed by its chain, as PEM, excluding
-// the self-signed root (a device need not send it, spec C).
+// the self-signed root (a device need not send it, docs/protocol.md C).
 func (c *Cert) ChainPEM() string {
 	s := c.PEM()
 	for _, x := range c.Chain {
@@ -163,7 +163,7 @@ func (c *Cert) KeyPEM() (string, error) {
 }
 
 // TLS returns a tls.Certificate presenting the leaf and its intermediates
-// (leaf first, no root): the chain a device sends (spec C).
+// (leaf first, no root): the chain a device sends (docs/protocol.md C).
 func (c *Cert) TLS() tls.Certificate {
 	t := tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}
 	for _, x := range c.Chain {

@@ -9,7 +9,7 @@ import (
 
 // certRoutes registers CA certificate management, modelled on ARM's
 // .../certificates/{name} resources but relative to the service host. On
-// the DPS host the owner is the DPS (spec C "Group enrollment from a CA");
+// the DPS host the owner is the DPS (docs/protocol.md C "Group enrollment from a CA");
 // on a hub host it is that hub.
 func (s *Service) certRoutes(t *target) {
 	owner := store.DPSOwner
@@ -109,7 +109,7 @@ func (c *certAPI) delete(w http.ResponseWriter, r *http.Request) {
 	c.s.replyDeleted(w, r, c.s.st.DeleteCACertificate(c.owner, r.PathValue("name"), r.Header.Get("If-Match")))
 }
 
-// generateCode issues the proof-of-possession code (spec C, step 1); it is
+// generateCode issues the proof-of-possession code (docs/protocol.md C, step 1); it is
 // in properties.verificationCode of the answer.
 func (c *certAPI) generateCode(w http.ResponseWriter, r *http.Request) {
 	out, err := c.s.st.GenerateVerificationCode(c.owner, r.PathValue("name"), r.Header.Get("If-Match"))
@@ -117,7 +117,7 @@ func (c *certAPI) generateCode(w http.ResponseWriter, r *http.Request) {
 }
 
 // verify takes the proof certificate (CN = code, signed by the CA key) and
-// marks the CA verified (spec C, steps 2-3).
+// marks the CA verified (docs/protocol.md C, steps 2-3).
 func (c *certAPI) verify(w http.ResponseWriter, r *http.Request) {
 	cert, _, err := readCert(r)
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package service is the HTTPS service side of the local DPS + IoT Hub
-// emulator: the DPS service REST API (spec D), the IoT Hub registry, twin
-// and direct-method API (spec E), CA certificate management, and the
+// emulator: the DPS service REST API (docs/protocol.md D), the IoT Hub registry, twin
+// and direct-method API (docs/protocol.md E), CA certificate management, and the
 // emulator's own monitoring and cloud-to-device routes. It serves the
 // state of a [store.Store] with Azure's request and response shapes, so
 // curl and the request shapes of Azure's service SDKs work against it.
@@ -35,7 +35,7 @@
 // exist for the target service, sig must equal base64(HMAC-SHA256(
 // base64decode(key), urlencode(sr) + "\n" + se)) (compared in constant
 // time), se must be in the future, and sr must cover the request's
-// host + path per path segment (spec D). Failures answer 401 401002.
+// host + path per path segment (docs/protocol.md D). Failures answer 401 401002.
 // [SASToken] builds tokens.
 //
 // # Permissions
@@ -81,13 +81,13 @@
 //
 // DPS errors are ProvisioningServiceErrorDetails
 // {"errorCode","trackingId","message","timestampUtc"} with the header
-// x-ms-error-code (spec D). Hub errors are {"Message":"<the same JSON as a
+// x-ms-error-code (docs/protocol.md D). Hub errors are {"Message":"<the same JSON as a
 // string>","ExceptionMessage":""} with the header iothub-errorcode: <name>,
 // the shape current hubs send. The HTTP status is errorCode/1000. Bad JSON
 // is 400 400004, bodies over Config.MaxBodyBytes 413 413001, a panic in a
 // handler 500 500001 (logged with its stack).
 //
-// # DPS routes (on the DPS host, spec D)
+// # DPS routes (on the DPS host, docs/protocol.md D)
 //
 //	PUT|GET|DELETE /enrollmentGroups/{id}               If-Match honoured, 412 on mismatch
 //	POST /enrollmentGroups/{id}/attestationmechanism
@@ -103,7 +103,7 @@
 // X.509 certificates in enrollments are PEM or base64 DER (as the az CLI
 // sends them), or caReferences naming an uploaded CA.
 //
-// # Hub routes (on a hub host, spec E)
+// # Hub routes (on a hub host, docs/protocol.md E)
 //
 //	PUT|GET|DELETE /devices/{id}                        409001, 412001, 404001
 //	GET /devices?top=N
@@ -134,7 +134,7 @@
 //	POST /devices/{id}/messages/deviceBound                  enqueue C2D; 403004 when the queue is full
 //
 // The telemetry of a deleted identity stays readable (IoT Hub retains
-// messages, spec F).
+// messages, docs/protocol.md F).
 //
 // The C2D body is the message; iothub-messageid, iothub-correlationid,
 // iothub-userid, iothub-contenttype, iothub-contentencoding, iothub-ttl

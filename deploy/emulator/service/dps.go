@@ -12,11 +12,11 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
-// dpsRoutes registers the DPS service API (spec D).
+// dpsRoutes registers the DPS service API (docs/protocol.md D).
 func (s *Service) dpsRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /$emulator", s.info) // any policy
 
-	// Spec D permissions: enrollments and groups need EnrollmentRead or
+	// docs/protocol.md D permissions: enrollments and groups need EnrollmentRead or
 	// EnrollmentWrite (the attestation mechanism, which can hold keys, is
 	// a read), registration records RegistrationStatusRead or
 	// RegistrationStatusWrite.
@@ -155,7 +155,7 @@ func (s *Service) deleteRegistration(w http.ResponseWriter, r *http.Request) {
 }
 
 // queryRegistrations lists the records made through a group. The group
-// need not exist any more: deleting a group keeps its records (spec C).
+// need not exist any more: deleting a group keeps its records (docs/protocol.md C).
 func (s *Service) queryRegistrations(w http.ResponseWriter, r *http.Request) {
 	if err := checkQuery(r, "enrollmentGroups"); err != nil {
 		s.fail(w, r, err)
@@ -174,7 +174,7 @@ func (s *Service) queryRegistrations(w http.ResponseWriter, r *http.Request) {
 
 // ---- queries and paging ----
 
-// querySpec is the body of the query calls (spec D).
+// querySpec is the body of the query calls (docs/protocol.md D).
 type querySpec struct {
 	Query *string `json:"query"`
 }
@@ -252,7 +252,7 @@ func (s *Service) writePage(w http.ResponseWriter, r *http.Request, itemType str
 
 // ---- bulk operations ----
 
-// Bulk operation modes (spec D).
+// Bulk operation modes (docs/protocol.md D).
 const (
 	bulkCreate      = "create"
 	bulkUpdate      = "update"
@@ -323,7 +323,7 @@ func bulkFailure(err error) (int, string) {
 }
 
 // bulkGroups is POST /enrollmentGroups with
-// {"enrollmentGroups":[...],"mode":...} (spec D).
+// {"enrollmentGroups":[...],"mode":...} (docs/protocol.md D).
 func (s *Service) bulkGroups(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		EnrollmentGroups []store.EnrollmentGroup `json:"enrollmentGroups"`

@@ -292,7 +292,7 @@ func TestRegistrationRecords(t *testing.T) {
 	}
 	want(t, "missing registration", e.do("GET", dpsPath("/registrations/nobody"), tok, nil), 404, 404203)
 
-	// The group need not exist: its records outlive it (spec C).
+	// The group need not exist: its records outlive it (docs/protocol.md C).
 	r = e.do("POST", dpsPath("/registrations/fleet/query"), tok, nil)
 	want(t, "query group registrations", r, 200, 0)
 	var list []store.DeviceRegistrationState

@@ -103,7 +103,7 @@ func FuzzSASRoundTrip(f *testing.F) {
 // and hub service APIs (the selector picks one) with a valid token, the
 // way az and the SDKs call them. Properties: no internal error (5xx) and
 // no panic whatever the body; every answer is JSON, errors in the
-// service's documented error shape with a code (spec D, E); and what a
+// service's documented error shape with a code (docs/protocol.md D, E); and what a
 // PUT or PATCH accepted is what a GET returns afterwards.
 func FuzzServiceBodies(f *testing.F) {
 	f.Add(uint8(0), []byte(`{"enrollmentGroupId":"g","attestation":{"type":"x509","x509":{"caReferences":{"primary":"groupCA-sensors"}}},"provisioningStatus":"enabled","initialTwin":{"properties":{"desired":{"telemetryDelay":1}}}}`))

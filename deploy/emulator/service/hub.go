@@ -14,7 +14,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
-// hubRoutes registers the IoT Hub service API of one hub (spec E) plus the
+// hubRoutes registers the IoT Hub service API of one hub (docs/protocol.md E) plus the
 // emulator's monitoring and C2D routes.
 func (s *Service) hubRoutes(m *http.ServeMux, hub string) {
 	h := &hubAPI{s: s, hub: hub}
@@ -79,7 +79,7 @@ func (h *hubAPI) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	h.s.replyDeleted(w, r, h.s.st.DeleteDevice(h.hub, r.PathValue("id"), r.Header.Get("If-Match")))
 }
 
-// listDevices is the deprecated GET /devices?top=N (spec E); top defaults
+// listDevices is the deprecated GET /devices?top=N (docs/protocol.md E); top defaults
 // to and is capped at 1000 as on IoT Hub.
 func (h *hubAPI) listDevices(w http.ResponseWriter, r *http.Request) {
 	top := 1000
@@ -104,7 +104,7 @@ func (h *hubAPI) listDevices(w http.ResponseWriter, r *http.Request) {
 
 // deviceQueryRe is the subset of the IoT Hub query language the emulator
 // answers: SELECT * FROM devices, optionally WHERE one or more conditions
-// joined by AND (spec E, query).
+// joined by AND (docs/protocol.md E, query).
 var deviceQueryRe = regexp.MustCompile(`(?is)^\s*select\s+\*\s+from\s+devices(?:\s+where\s+(.+?))?\s*$`)
 
 // condRe is one condition: <field> = <literal>, the field deviceId,
@@ -255,7 +255,7 @@ func (h *hubAPI) patchTwin(w http.ResponseWriter, r *http.Request)   { h.changeT
 func (h *hubAPI) replaceTwin(w http.ResponseWriter, r *http.Request) { h.changeTwin(w, r, true) }
 
 // changeTwin applies PATCH (merge, null deletes) or PUT (replace) to the
-// tags and desired properties (spec E). Reported properties belong to the
+// tags and desired properties (docs/protocol.md E). Reported properties belong to the
 // device and are refused. A desired change reaches a connected device
 // through the store's observers.
 func (h *hubAPI) changeTwin(w http.ResponseWriter, r *http.Request, replace bool) {
@@ -334,13 +334,13 @@ func decodeTwinPatch(r *http.Request, replace bool) (store.TwinPatch, error) {
 
 // ---- direct methods ----
 
-// Limits of direct methods (spec B.6, E, F).
+// Limits of direct methods (docs/protocol.md B.6, E, F).
 const (
 	maxMethodPayload       = 128 << 10
 	defaultResponseTimeout = 30
 )
 
-// invokeMethod is POST /twins/{id}/methods (spec E).
+// invokeMethod is POST /twins/{id}/methods (docs/protocol.md E).
 func (h *hubAPI) invokeMethod(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var req store.MethodRequest
@@ -411,8 +411,8 @@ func (h *hubAPI) invokeMethod(w http.ResponseWriter, r *http.Request) {
 }
 
 // validMethodName: printable US-ASCII without $ ( ) < > @ , ; : \ " / [ ] ?
-// = { }, space and tab (spec F). '*' stays allowed for Plug and Play
-// component commands (spec B.6).
+// = { }, space and tab (docs/protocol.md F). '*' stays allowed for Plug and Play
+// component commands (docs/protocol.md B.6).
 func validMethodName(n string) bool {
 	if n == "" || len(n) > 128 {
 		return false

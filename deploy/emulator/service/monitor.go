@@ -104,7 +104,7 @@ func (h *hubAPI) deviceEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // knownDevice accepts an existing identity or a deleted one whose
-// telemetry is still retained (spec F), else reports 404001.
+// telemetry is still retained (docs/protocol.md F), else reports 404001.
 func (h *hubAPI) knownDevice(id string, msgs []store.Message) error {
 	if len(msgs) > 0 {
 		return nil
@@ -253,14 +253,14 @@ type C2DEnvelope struct {
 	Properties      map[string]string `json:"properties,omitempty"`
 }
 
-// C2D TTL range (spec B.4): 1 minute to 2 days, default 1 hour.
+// C2D TTL range (docs/protocol.md B.4): 1 minute to 2 days, default 1 hour.
 const (
 	minC2DTTL = 60
 	maxC2DTTL = 2 * 24 * 3600
 )
 
 // sendC2D is POST /devices/{id}/messages/deviceBound. IoT Hub sends C2D
-// only over AMQP (spec E), so this is the emulator's own trigger. The body
+// only over AMQP (docs/protocol.md E), so this is the emulator's own trigger. The body
 // is the message; system properties come from the headers iothub-messageid,
 // iothub-correlationid, iothub-userid, iothub-contenttype,
 // iothub-contentencoding and iothub-ttl (seconds), application properties

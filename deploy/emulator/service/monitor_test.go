@@ -86,7 +86,7 @@ func TestDeviceEvents(t *testing.T) {
 	want(t, "bad top", e.do("GET", hubPath("/devices/dev-1/messages/events?top=-1"), tok, nil), 400, 400004)
 	want(t, "unknown device", e.do("GET", hubPath("/devices/nope/messages/events"), tok, nil), 404, 404001)
 
-	// Spec F: messages are retained after the identity is deleted.
+	// docs/protocol.md F: messages are retained after the identity is deleted.
 	if err := e.st.DeleteDevice(hub1, "dev-1", "*"); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestCloudToDevice(t *testing.T) {
 	want(t, "bad base64", e.do("POST", hubPath("/devices/dev-1/messages/deviceBound"), tok, `{"bodyBase64":"!!"}`, "Content-Type", service.C2DEnvelopeType), 400, 400004)
 	want(t, "over 64 KB", e.do("POST", hubPath("/devices/dev-1/messages/deviceBound"), tok, strings.Repeat("x", 65*1024)), 413, 413001)
 
-	// Fill the queue to 50 (spec B.4); the next one is refused.
+	// Fill the queue to 50 (docs/protocol.md B.4); the next one is refused.
 	for i := 3; i < store.MaxC2DQueue; i++ {
 		want(t, "fill", e.do("POST", hubPath("/devices/dev-1/messages/deviceBound"), tok, "x"), 200, 0)
 	}

@@ -7,10 +7,10 @@ import (
 )
 
 // Permission is a set of shared access policy rights. IoT Hub has
-// RegistryRead, RegistryWrite, ServiceConnect and DeviceConnect (spec E;
+// RegistryRead, RegistryWrite, ServiceConnect and DeviceConnect (docs/protocol.md E;
 // Azure's "Control access to IoT Hub"); DPS has ServiceConfig,
 // EnrollmentRead, EnrollmentWrite, RegistrationStatusRead and
-// RegistrationStatusWrite (spec D).
+// RegistrationStatusWrite (docs/protocol.md D).
 type Permission uint16
 
 // The rights a policy can grant.
@@ -63,7 +63,7 @@ func BuiltinHubPolicies() map[string]Permission {
 }
 
 // BuiltinDPSPolicies returns the shared access policies a new DPS has:
-// only provisioningserviceowner, with every right (spec D). The map is a
+// only provisioningserviceowner, with every right (docs/protocol.md D). The map is a
 // copy.
 func BuiltinDPSPolicies() map[string]Permission {
 	return map[string]Permission{"provisioningserviceowner": DPSAll}

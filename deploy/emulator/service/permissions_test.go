@@ -76,7 +76,7 @@ func TestHubPolicyPermissions(t *testing.T) {
 
 func TestDPSPolicyPermissions(t *testing.T) {
 	t.Parallel()
-	// A new DPS only has provisioningserviceowner (spec D); the others
+	// A new DPS only has provisioningserviceowner (docs/protocol.md D); the others
 	// are custom policies with one right each.
 	perms := map[string]service.Permission{
 		"provisioningserviceowner": service.DPSAll,

@@ -15,7 +15,7 @@ import (
 )
 
 // SASToken returns a service SAS token for resource, signed with policy's
-// base64 key and valid until expiry (spec D "Service SAS token"); see
+// base64 key and valid until expiry (docs/protocol.md D "Service SAS token"); see
 // [sas.Token].
 func SASToken(resource, policy, key string, expiry time.Time) string {
 	return sas.Token(resource, policy, key, expiry)
@@ -48,7 +48,7 @@ var (
 )
 
 // parseSAS parses "SharedAccessSignature sr=..&sig=..&se=..&skn=.." with
-// the fields in any order (spec D).
+// the fields in any order (docs/protocol.md D).
 func parseSAS(header string) (*sasToken, error) {
 	header = strings.TrimSpace(header)
 	if header == "" {
@@ -166,7 +166,7 @@ func lowerHexEscapes(s string) string {
 
 // covers reports whether the token's resource is a prefix of the request
 // resource (host + path) per path segment, case-insensitively: "/a/b"
-// covers "/a/b/c" but not "/a/bc" (spec D).
+// covers "/a/b/c" but not "/a/bc" (docs/protocol.md D).
 func (t *sasToken) covers(host, path string) bool {
 	tok := strings.Split(strings.Trim(strings.ToLower(t.resource), "/"), "/")
 	req := strings.Split(strings.Trim(strings.ToLower(host+"/"+strings.TrimPrefix(path, "/")), "/"), "/")

@@ -65,7 +65,7 @@ type Config struct {
 	MaxBodyBytes int64
 }
 
-// Accepted api-version values (spec D, E). Older and newer values that the
+// Accepted api-version values (docs/protocol.md D, E). Older and newer values that the
 // SDKs send are included; anything else is refused with 400 400001.
 var (
 	DPSAPIVersions = []string{"2018-09-01-preview", "2019-03-31", "2021-06-01", "2021-10-01", "2025-07-01-preview", "2026-04-01", "2026-11-02-preview"}
@@ -314,7 +314,7 @@ func trackingID() string {
 	return strings.ToUpper(hex.EncodeToString(b))
 }
 
-// dpsErrorBody is ProvisioningServiceErrorDetails (spec D).
+// dpsErrorBody is ProvisioningServiceErrorDetails (docs/protocol.md D).
 type dpsErrorBody struct {
 	ErrorCode    int    `json:"errorCode"`
 	TrackingID   string `json:"trackingId"`

@@ -89,7 +89,7 @@ func newTLSServer(t *testing.T, svc *service.Service) *httptest.Server {
 }
 
 // inlineToken signs a token independently of service.SASToken, with the
-// fields in a different order (spec D).
+// fields in a different order (docs/protocol.md D).
 func inlineToken(sr, skn, key string, expiry time.Time) string {
 	k, _ := base64.StdEncoding.DecodeString(key)
 	mac := hmac.New(sha256.New, k)

@@ -12,7 +12,7 @@ import (
 )
 
 // ParseCertificatePEM parses the first certificate in a PEM string. The
-// Azure CLI also sends base64 DER without armour (spec D sources), so that is
+// Azure CLI also sends base64 DER without armour (docs/protocol.md D sources), so that is
 // accepted too.
 func ParseCertificatePEM(s string) (*x509.Certificate, error) {
 	s = strings.TrimSpace(s)
@@ -47,7 +47,7 @@ func ThumbprintSHA256(c *x509.Certificate) string {
 }
 
 // ThumbprintMatches reports whether want (hex SHA-1 or SHA-256, any case,
-// colons allowed) is the thumbprint of c. Spec B.1: the hub accepts either.
+// colons allowed) is the thumbprint of c. docs/protocol.md B.1: the hub accepts either.
 func ThumbprintMatches(want string, c *x509.Certificate) bool {
 	w := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(want), ":", ""))
 	if w == "" {
@@ -93,7 +93,7 @@ func newVerificationCode() string {
 }
 
 // checkProofOfPossession verifies that proof is signed by ca's key and has
-// subject CN equal to code (spec C: proof of possession).
+// subject CN equal to code (docs/protocol.md C: proof of possession).
 func checkProofOfPossession(ca, proof *x509.Certificate, code string) error {
 	if code == "" {
 		return ErrInvalid.With("no verification code was generated for this certificate")

@@ -23,7 +23,7 @@ func decodeBase64Loose(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
-// Spec C: registration ID is alphanumeric plus - . _ :, case-insensitive,
+// docs/protocol.md C: registration ID is alphanumeric plus - . _ :, case-insensitive,
 // last character alphanumeric or '-', at most 128 characters.
 var registrationIDRe = regexp.MustCompile(`^[A-Za-z0-9\-._:]*[A-Za-z0-9\-]$`)
 
@@ -36,7 +36,7 @@ func ValidRegistrationID(id string) bool {
 
 // PutCACertificate uploads (or replaces) a CA certificate for owner
 // (DPSOwner or a hub host name). verified marks it "verified on upload"
-// (spec C). Replacing the certificate text resets verification.
+// (docs/protocol.md C). Replacing the certificate text resets verification.
 func (s *Store) PutCACertificate(owner, name, certPEM string, verified bool, ifMatch string) (CACertificate, error) {
 	if name == "" {
 		return CACertificate{}, ErrInvalid.With("certificate name is required")
@@ -143,7 +143,7 @@ func (s *Store) DeleteCACertificate(owner, name, ifMatch string) error {
 }
 
 // GenerateVerificationCode issues a proof-of-possession code for a CA
-// certificate (spec C, step 1). The returned certificate carries it in
+// certificate (docs/protocol.md C, step 1). The returned certificate carries it in
 // Properties.VerificationCode.
 func (s *Store) GenerateVerificationCode(owner, name, ifMatch string) (CACertificate, error) {
 	s.mu.Lock()
@@ -168,7 +168,7 @@ func (s *Store) GenerateVerificationCode(owner, name, ifMatch string) (CACertifi
 
 // VerifyCACertificate checks the proof of possession: proofPEM must have
 // subject CN equal to the issued verification code and be signed by the CA's
-// key (spec C, steps 2-3). On success the CA is marked verified.
+// key (docs/protocol.md C, steps 2-3). On success the CA is marked verified.
 func (s *Store) VerifyCACertificate(owner, name, proofPEM, ifMatch string) (CACertificate, error) {
 	proof, err := ParseCertificatePEM(proofPEM)
 	if err != nil {
@@ -219,7 +219,7 @@ func (s *Store) verifiedCAs(owner string) []*x509.Certificate {
 // ---- enrollments ----
 
 // enrollmentFields points into the fields that enrollment groups and
-// individual enrollments share (spec D), so one piece of code validates,
+// individual enrollments share (docs/protocol.md D), so one piece of code validates,
 // stamps and stores both.
 type enrollmentFields struct {
 	att              *AttestationMechanism
@@ -381,7 +381,7 @@ func (s *Store) normalizeCommon(f enrollmentFields) error {
 
 // fillCertInfo requires a primary certificate (else ErrInvalid with
 // missing) and fills in the info of primary and secondary: clients write
-// the certificate, the service adds its info (spec D).
+// the certificate, the service adds its info (docs/protocol.md D).
 func fillCertInfo(c *X509Certificates, missing string) error {
 	if c == nil || c.Primary == nil || c.Primary.Certificate == "" {
 		return ErrInvalid.With("%s", missing)
@@ -394,7 +394,7 @@ func fillCertInfo(c *X509Certificates, missing string) error {
 	return nil
 }
 
-// PutEnrollmentGroup creates or updates an enrollment group (spec D). An
+// PutEnrollmentGroup creates or updates an enrollment group (docs/protocol.md D). An
 // If-Match other than "" or "*" requires the group to exist with that etag.
 // The group's X.509 attestation needs signingCertificates or caReferences
 // naming an uploaded DPS CA; certificate info is filled in.
@@ -458,7 +458,7 @@ func (s *Store) ListEnrollmentGroups() []EnrollmentGroup {
 }
 
 // DeleteEnrollmentGroup removes a group. Its registration records stay
-// (spec C: "Deleting a group doesn't delete its registration records").
+// (docs/protocol.md C: "Deleting a group doesn't delete its registration records").
 func (s *Store) DeleteEnrollmentGroup(id, ifMatch string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -466,7 +466,7 @@ func (s *Store) DeleteEnrollmentGroup(id, ifMatch string) error {
 }
 
 // PutIndividualEnrollment creates or updates an individual enrollment
-// (spec D). X.509 attestation uses clientCertificates (the device leaf).
+// (docs/protocol.md D). X.509 attestation uses clientCertificates (the device leaf).
 func (s *Store) PutIndividualEnrollment(e IndividualEnrollment, ifMatch string) (IndividualEnrollment, error) {
 	if !ValidRegistrationID(e.RegistrationID) {
 		return IndividualEnrollment{}, ErrInvalid.With("invalid registrationId %q", e.RegistrationID)
@@ -477,7 +477,7 @@ func (s *Store) PutIndividualEnrollment(e IndividualEnrollment, ifMatch string) 
 	e = cloneEnrollment(e)
 	e.RegistrationState = nil // read-only
 	if e.Attestation.Type == AttestationX509 && e.Attestation.X509 != nil {
-		// Spec D: individual X.509 uses clientCertificates. CA
+		// docs/protocol.md D: individual X.509 uses clientCertificates. CA
 		// references on an individual enrollment are accepted by the
 		// real service too; we support clientCertificates only, which
 		// is what devices use.
@@ -537,7 +537,7 @@ func (s *Store) DeleteIndividualEnrollment(registrationID, ifMatch string) error
 
 // ---- registration records ----
 
-// GetRegistration returns a DPS registration record (spec D).
+// GetRegistration returns a DPS registration record (docs/protocol.md D).
 func (s *Store) GetRegistration(registrationID string) (DeviceRegistrationState, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -563,7 +563,7 @@ func (s *Store) ListRegistrations(groupID string) []DeviceRegistrationState {
 }
 
 // DeleteRegistration removes a registration record. The hub identity is
-// left alone (spec C: disenrolling does not deprovision).
+// left alone (docs/protocol.md C: disenrolling does not deprovision).
 func (s *Store) DeleteRegistration(registrationID, ifMatch string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -5,8 +5,8 @@ import (
 	"fmt"
 )
 
-// Error is a domain error carrying an Azure 6-digit error code (spec D, E).
-// The HTTP-like status is Code/1000, as the SDKs derive it (spec A.4).
+// Error is a domain error carrying an Azure 6-digit error code (docs/protocol.md D, E).
+// The HTTP-like status is Code/1000, as the SDKs derive it (docs/protocol.md A.4).
 type Error struct {
 	Code    int    // e.g. 404001
 	Name    string // e.g. "DeviceNotFound"
@@ -66,7 +66,7 @@ var (
 	ErrTooLarge            = &Error{Code: 413001, Name: "MessageTooLarge"}
 	ErrThrottled           = &Error{Code: 429001, Name: "ThrottlingException"}
 	ErrInternal            = &Error{Code: 500001, Name: "ServerError"}
-	// ErrMethodTimeout is the direct-method timeout. Spec G.6: 504101 is
+	// ErrMethodTimeout is the direct-method timeout. docs/protocol.md G.6: 504101 is
 	// widely cited but unconfirmed; we use it.
 	ErrMethodTimeout = &Error{Code: 504101, Name: "GatewayTimeout"}
 )

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// ValidDeviceID reports whether id follows the IoT Hub rules (spec E):
+// ValidDeviceID reports whether id follows the IoT Hub rules (docs/protocol.md E):
 // case-sensitive, at most 128 characters of 7-bit ASCII alphanumerics and
 // - . + % _ # * ? ! ( ) , = @ $ '.
 func ValidDeviceID(id string) bool {
@@ -134,9 +134,9 @@ func cloneDevice(d Device) *Device {
 	return &c
 }
 
-// PutDevice creates or updates a device identity (spec E, PUT
+// PutDevice creates or updates a device identity (docs/protocol.md E, PUT
 // /devices/{id}). ifMatch "" creates and fails with ErrDeviceExists (409001)
-// when the id exists (spec G.12); "*" creates or updates; an etag updates
+// when the id exists (docs/protocol.md G.12); "*" creates or updates; an etag updates
 // only when it matches (ErrPrecondition, 412001). Server-managed fields
 // (generationId, etag, connection state, counters) are ignored in d.
 func (s *Store) PutDevice(hub string, d Device, ifMatch string) (Device, error) {
@@ -247,7 +247,7 @@ func (s *Store) ListDevices(hub string) ([]Device, error) {
 	return out, nil
 }
 
-// DeleteDevice removes an identity with its twin and C2D queue (spec E);
+// DeleteDevice removes an identity with its twin and C2D queue (docs/protocol.md E);
 // its telemetry history stays.
 // A connected device is disconnected by the observer.
 func (s *Store) DeleteDevice(hub, id, ifMatch string) error {
@@ -276,14 +276,14 @@ func (s *Store) deleteDeviceLocked(h *hubState, r *deviceRecord) ([]func(Observe
 		return nil, ErrInternal.With("%v", err)
 	}
 	delete(h.devices, id)
-	// The telemetry history stays: IoT Hub retains messages (spec F).
+	// The telemetry history stays: IoT Hub retains messages (docs/protocol.md F).
 	old := cloneDevice(r.Device)
 	host := h.HostName
 	return []func(Observer){func(o Observer) { o.DeviceChanged(host, id, old, nil) }}, nil
 }
 
 // SetConnectionState records a device connecting or disconnecting. It is
-// kept in memory only (spec E: connectionState is best-effort); after a
+// kept in memory only (docs/protocol.md E: connectionState is best-effort); after a
 // restart every device is Disconnected.
 func (s *Store) SetConnectionState(hub, id string, connected bool) {
 	s.mu.Lock()
@@ -305,7 +305,7 @@ func (s *Store) SetConnectionState(hub, id string, connected bool) {
 }
 
 // SetModelID records the Plug and Play model id a device declared at
-// CONNECT (spec B.1, model-id). In memory only.
+// CONNECT (docs/protocol.md B.1, model-id). In memory only.
 func (s *Store) SetModelID(hub, id, modelID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -351,7 +351,7 @@ func (s *Store) twinOf(r *deviceRecord) Twin {
 	return t
 }
 
-// GetTwin returns the service view of a twin (spec E).
+// GetTwin returns the service view of a twin (docs/protocol.md E).
 func (s *Store) GetTwin(hub, id string) (Twin, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -362,7 +362,7 @@ func (s *Store) GetTwin(hub, id string) (Twin, error) {
 	return s.twinOf(r), nil
 }
 
-// DeviceTwinView is the twin a device gets from GET (spec B.5): the desired
+// DeviceTwinView is the twin a device gets from GET (docs/protocol.md B.5): the desired
 // and reported sections with $version, no tags, no $metadata.
 type DeviceTwinView struct {
 	Desired  map[string]any `json:"desired"`
@@ -387,14 +387,14 @@ func checkTags(tags map[string]any) error {
 	return nil
 }
 
-// UpdateTwin merges tags and desired properties into a twin (spec E, PATCH
+// UpdateTwin merges tags and desired properties into a twin (docs/protocol.md E, PATCH
 // /twins/{id}): objects merge, null deletes. A desired change bumps
 // desired.$version and notifies observers with the patch.
 func (s *Store) UpdateTwin(hub, id string, patch TwinPatch, ifMatch string) (Twin, error) {
 	return s.changeTwin(hub, id, patch, ifMatch, false)
 }
 
-// ReplaceTwin replaces the tags and desired properties of a twin (spec E,
+// ReplaceTwin replaces the tags and desired properties of a twin (docs/protocol.md E,
 // PUT /twins/{id}). Observers get a patch that nulls removed keys.
 func (s *Store) ReplaceTwin(hub, id string, patch TwinPatch, ifMatch string) (Twin, error) {
 	return s.changeTwin(hub, id, patch, ifMatch, true)
@@ -434,7 +434,7 @@ func (s *Store) changeTwin(hub, id string, patch TwinPatch, ifMatch string, repl
 }
 
 // applyTwinLocked changes tags/desired of r (nil leaves a section alone),
-// checks size limits (spec F), persists, and returns the notifications.
+// checks size limits (docs/protocol.md F), persists, and returns the notifications.
 func (s *Store) applyTwinLocked(h *hubState, r *deviceRecord, tags, desired map[string]any, replace bool) ([]func(Observer), error) {
 	now := s.now()
 	n := *r
@@ -514,9 +514,9 @@ func normalizeMap(m map[string]any) map[string]any {
 	return normalize(m).(map[string]any)
 }
 
-// PatchReported merges a device's reported-properties patch (spec B.5) and
+// PatchReported merges a device's reported-properties patch (docs/protocol.md B.5) and
 // returns the new reported $version. Invalid keys/values give
-// ErrTwinInvalid; a result over 32 KB gives ErrTooLarge (spec G.5: the real
+// ErrTwinInvalid; a result over 32 KB gives ErrTooLarge (docs/protocol.md G.5: the real
 // status is unconfirmed; the MQTT layer answers 400 for both).
 func (s *Store) PatchReported(hub, id string, patch map[string]any) (int64, error) {
 	patch = normalizeMap(patch)
@@ -550,14 +550,14 @@ func (s *Store) PatchReported(hub, id string, patch map[string]any) (int64, erro
 
 // ---- cloud-to-device ----
 
-// C2D limits (spec B.4, F).
+// C2D limits (docs/protocol.md B.4, F).
 const (
 	MaxC2DQueue   = 50
 	MaxC2DBytes   = 64 * 1024
 	DefaultC2DTTL = time.Hour
 )
 
-// EnqueueC2D queues a cloud-to-device message (spec B.4). MessageID is
+// EnqueueC2D queues a cloud-to-device message (docs/protocol.md B.4). MessageID is
 // generated when empty; ExpiryTime defaults to now + 1 h. A full queue
 // gives ErrQueueFull (403004), a body over 64 KB ErrTooLarge.
 func (s *Store) EnqueueC2D(hub, id string, m C2DMessage) (C2DMessage, error) {
@@ -623,7 +623,7 @@ func (s *Store) PendingC2D(hub, id string) ([]C2DMessage, error) {
 	return out, nil
 }
 
-// CompleteC2D removes a delivered message (a PUBACK completes it, spec B.4).
+// CompleteC2D removes a delivered message (a PUBACK completes it, docs/protocol.md B.4).
 func (s *Store) CompleteC2D(hub, id, messageID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

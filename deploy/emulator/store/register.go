@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// RegisterRequest is an X.509 device registration (spec A.3, C).
+// RegisterRequest is an X.509 device registration (docs/protocol.md A.3, C).
 type RegisterRequest struct {
 	// RegistrationID from the request body / user name.
 	RegistrationID string
@@ -20,18 +20,18 @@ type RegisterRequest struct {
 	Payload json.RawMessage
 }
 
-// Register runs a DPS registration to its terminal state (spec A.4, C) and
+// Register runs a DPS registration to its terminal state (docs/protocol.md A.4, C) and
 // returns the device-facing registration state, whose Status is assigned,
 // disabled or failed.
 //
 // It returns ErrInvalid (400) when the registration id is malformed or does
 // not equal the leaf CN, and ErrUnauthorized (401002) when no enrollment
 // matches the certificate or the chain does not roll up to a verified CA
-// (spec G.2: 401002 assumed).
+// (docs/protocol.md G.2: 401002 assumed).
 //
 // On assignment the hub identity is created or updated as selfSigned with
-// the leaf's SHA-256 thumbprint (spec B.1, G.11), and re-created when it was
-// deleted (spec G.13). The initial twin is applied on first assignment and
+// the leaf's SHA-256 thumbprint (docs/protocol.md B.1, G.11), and re-created when it was
+// deleted (docs/protocol.md G.13). The initial twin is applied on first assignment and
 // on a reset.
 func (s *Store) Register(req RegisterRequest) (DeviceRegistrationResult, error) {
 	if len(req.Chain) == 0 {
@@ -41,7 +41,7 @@ func (s *Store) Register(req RegisterRequest) (DeviceRegistrationResult, error) 
 	if !ValidRegistrationID(req.RegistrationID) {
 		return DeviceRegistrationResult{}, ErrInvalid.With("invalid registration id %q", req.RegistrationID)
 	}
-	// Spec A.1, C: registration id = leaf CN (registration ids are
+	// docs/protocol.md A.1, C: registration id = leaf CN (registration ids are
 	// case-insensitive).
 	if !strings.EqualFold(leaf.Subject.CommonName, req.RegistrationID) {
 		return DeviceRegistrationResult{}, ErrInvalid.With("registration id %q does not match certificate CN %q", req.RegistrationID, leaf.Subject.CommonName)
@@ -120,15 +120,15 @@ func (s *Store) groupCerts(g *EnrollmentGroup) []*x509.Certificate {
 	return out
 }
 
-// matchEnrollmentLocked applies the precedence of spec C. Caller holds mu.
+// matchEnrollmentLocked applies the precedence of docs/protocol.md C. Caller holds mu.
 func (s *Store) matchEnrollmentLocked(rid string, presented []*x509.Certificate) (*enrollmentMatch, error) {
 	leaf := presented[0]
-	// 1. Individual enrollment for the leaf. Spec C rule 4: the leaf in
+	// 1. Individual enrollment for the leaf. docs/protocol.md C rule 4: the leaf in
 	// any disabled individual entry blocks.
 	var ind *IndividualEnrollment
 	// A disabled individual enrollment of another attestation type under
 	// the same registration id also blocks an X.509 device: the way to
-	// disenroll one device of a group without its certificate (spec C
+	// disenroll one device of a group without its certificate (docs/protocol.md C
 	// "Blocking one device in a group").
 	if e := s.enrollments[strings.ToLower(rid)]; e != nil && e.Attestation.Type != AttestationX509 && e.ProvisioningStatus == StatusDisabled {
 		return &enrollmentMatch{individual: e, disabled: true}, nil
@@ -169,7 +169,7 @@ func (s *Store) matchEnrollmentLocked(rid string, presented []*x509.Certificate)
 				continue
 			}
 			if g.ProvisioningStatus == StatusDisabled {
-				// Spec C rule 4: a disabled entry with this
+				// docs/protocol.md C rule 4: a disabled entry with this
 				// certificate blocks even if another is enabled.
 				return &enrollmentMatch{group: g, signer: chain[i], disabled: true}, nil
 			}
@@ -180,7 +180,7 @@ func (s *Store) matchEnrollmentLocked(rid string, presented []*x509.Certificate)
 		if found == nil {
 			continue
 		}
-		// Spec C: the chain must roll up to a verified certificate.
+		// docs/protocol.md C: the chain must roll up to a verified certificate.
 		verified := s.verifiedCAs(DPSOwner)
 		for _, c := range chain[i:] {
 			if slices.ContainsFunc(verified, func(v *x509.Certificate) bool { return sameCert(v, c) }) {
@@ -195,7 +195,7 @@ func (s *Store) matchEnrollmentLocked(rid string, presented []*x509.Certificate)
 // effectiveChainLocked keeps the presented chain as long as each link is
 // signed by the next, then extends it upward with certificates the DPS
 // knows (group signing certificates and uploaded CAs), because a device may
-// omit the root (spec C). Caller holds mu.
+// omit the root (docs/protocol.md C). Caller holds mu.
 func (s *Store) effectiveChainLocked(presented []*x509.Certificate) []*x509.Certificate {
 	chain := []*x509.Certificate{presented[0]}
 	for i := 1; i < len(presented); i++ {
@@ -233,7 +233,7 @@ func (s *Store) effectiveChainLocked(presented []*x509.Certificate) []*x509.Cert
 	return chain
 }
 
-// allocate picks the hub (spec C, allocation policy).
+// allocate picks the hub (docs/protocol.md C, allocation policy).
 func (s *Store) allocate(rid, alloc, hubHost string, hubs []string) (string, *Error) {
 	switch alloc {
 	case AllocationCustom:
@@ -295,8 +295,8 @@ func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, now time.T
 	status, policy, alloc, hubHost, hubs, twin, caps := m.common()
 	switch {
 	case m.disabled || status == StatusDisabled:
-		// Spec A.4: a disabled enrollment completes with status
-		// disabled. The hub identity is left alone (spec C).
+		// docs/protocol.md A.4: a disabled enrollment completes with status
+		// disabled. The hub identity is left alone (docs/protocol.md C).
 		rec.State.Status = RegDisabled
 		rec.State.AssignedHub, rec.State.DeviceID = "", ""
 	default:
@@ -388,11 +388,11 @@ func (s *Store) provisionIdentityLocked(hub, deviceID string, leaf *x509.Certifi
 		Authentication: AuthenticationMechanism{Type: AuthSelfSigned, X509Thumbprint: X509Thumbprint{PrimaryThumbprint: &thumb}}}
 	if old != nil {
 		// Keep the hub's own status: DPS does not re-enable a device
-		// an operator disabled in the hub (spec C).
+		// an operator disabled in the hub (docs/protocol.md C).
 		d.Status = old.Device.Status
 		d.StatusReason = old.Device.StatusReason
 	} else {
-		// Spec G.13: a deleted identity is re-created with the
+		// docs/protocol.md G.13: a deleted identity is re-created with the
 		// initial twin.
 		reset = reset || migrate == nil
 	}
@@ -409,7 +409,7 @@ func (s *Store) provisionIdentityLocked(hub, deviceID string, leaf *x509.Certifi
 	r := h.devices[deviceID]
 	switch {
 	case migrate != nil:
-		// Spec C: migrate copies twin data to the new hub.
+		// docs/protocol.md C: migrate copies twin data to the new hub.
 		n := *r
 		n.Tags = cloneMap(migrate.Tags)
 		n.Desired = migrate.Desired.clone()

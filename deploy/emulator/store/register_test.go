@@ -176,7 +176,7 @@ func TestRegisterPrecedence(t *testing.T) {
 	if err != nil || res.Status != RegDisabled || res.AssignedHub != "" {
 		t.Fatalf("Register with disabled individual = %+v, %v; want disabled", res.DeviceRegistrationState, err)
 	}
-	// The hub identity is not touched by disenrolling (spec C).
+	// The hub identity is not touched by disenrolling (docs/protocol.md C).
 	if _, err := f.s.GetDevice(firstHub(f, "dev-1"), "dev-1"); err != nil {
 		t.Errorf("hub identity after disenroll: %v", err)
 	}
@@ -201,7 +201,7 @@ func TestRegisterPrecedence(t *testing.T) {
 
 // Disenrolling without the device certificate: a disabled symmetric-key
 // individual enrollment under the registration id blocks the X.509 device
-// of a group (spec C); deleting it re-admits the device, and an enabled one
+// of a group (docs/protocol.md C); deleting it re-admits the device, and an enabled one
 // decides nothing for an X.509 device.
 func TestRegisterBlockedBySymmetricKeyEntry(t *testing.T) {
 	t.Parallel()

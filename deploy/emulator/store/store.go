@@ -206,12 +206,12 @@ func (s *Store) HasHub(hostName string) bool {
 type Observer interface {
 	// DesiredChanged: the desired properties of a twin changed; patch is
 	// what a device receives (null for deleted keys) and version the new
-	// desired $version (spec B.5).
+	// desired $version (docs/protocol.md B.5).
 	DesiredChanged(hub, deviceID string, patch map[string]any, version int64)
 	// DeviceChanged: an identity was created, updated or deleted. old is
 	// nil on create, new is nil on delete. A protocol layer disconnects
 	// the device when new is nil or disabled, or the generation changed
-	// (spec B.7).
+	// (docs/protocol.md B.7).
 	DeviceChanged(hub, deviceID string, old, new *Device)
 	// C2DEnqueued: a cloud-to-device message was queued for the device.
 	C2DEnqueued(hub, deviceID string)
@@ -294,7 +294,7 @@ func (s *Store) unlockAndNotify(events []func(Observer)) {
 
 // ---- direct methods ----
 
-// MethodRequest is the body of POST /twins/{id}/methods (spec E).
+// MethodRequest is the body of POST /twins/{id}/methods (docs/protocol.md E).
 type MethodRequest struct {
 	MethodName               string          `json:"methodName"`
 	Payload                  json.RawMessage `json:"payload,omitempty"`
@@ -302,7 +302,7 @@ type MethodRequest struct {
 	ConnectTimeoutInSeconds  int             `json:"connectTimeoutInSeconds,omitempty"`
 }
 
-// MethodResult is what the device answered (spec E): its status and JSON
+// MethodResult is what the device answered (docs/protocol.md E): its status and JSON
 // payload (null when the device sent an empty body).
 type MethodResult struct {
 	Status  int             `json:"status"`
@@ -332,11 +332,11 @@ func newGUID() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// newQuotedETag is the DPS enrollment style: a quoted GUID (spec D).
+// newQuotedETag is the DPS enrollment style: a quoted GUID (docs/protocol.md D).
 func newQuotedETag() string { return `"` + newGUID() + `"` }
 
 // newBase64ETag is the style of live DPS registration and hub etags: base64
-// of a quoted token (spec A.4, E).
+// of a quoted token (docs/protocol.md A.4, E).
 func newBase64ETag() string {
 	return base64.StdEncoding.EncodeToString([]byte(`"` + newGUID() + `"`))
 }
@@ -386,7 +386,7 @@ func fileName(id string) string { return escapeID(id) + ".json" }
 
 // escapeID escapes an id for use in a file name: ASCII letters, digits,
 // '-' and '_' pass, everything else becomes %XX (ids may hold '.', '%',
-// '*', '?' and more, spec E).
+// '*', '?' and more, docs/protocol.md E).
 func escapeID(id string) string {
 	var b strings.Builder
 	for i := 0; i < len(id); i++ {

@@ -19,7 +19,7 @@ import (
 	"github.com/reefer/tracker/internal/atomicfile"
 )
 
-// Telemetry history (spec B.3, F). IoT Hub retains device-to-cloud messages
+// Telemetry history (docs/protocol.md B.3, F). IoT Hub retains device-to-cloud messages
 // for days, whatever happens to the identity afterwards, so the history of
 // a device outlives its deletion here too. The emulator keeps the most
 // recent messages per device, bounded by count and bytes, in memory and on
@@ -102,7 +102,7 @@ func (h *hubState) addTelemetry(l *telemetryLog, m Message, maxN, maxBytes int) 
 	h.telLive.bytes += d.bytes
 }
 
-// MessageSize is the size of a D2C message as IoT Hub counts it (spec F):
+// MessageSize is the size of a D2C message as IoT Hub counts it (docs/protocol.md F):
 // the body, the values of system properties, and the names and values of
 // application properties.
 func MessageSize(m Message) int {
@@ -151,7 +151,7 @@ func (s *Store) needsCompaction(h *hubState, add telSize) bool {
 }
 
 // RecordTelemetry appends a device-to-cloud message to the device's bounded
-// history (spec B.3). EnqueuedTime is set when zero. The message reaches
+// history (docs/protocol.md B.3). EnqueuedTime is set when zero. The message reaches
 // the disk within Options.TelemetryFlushInterval.
 func (s *Store) RecordTelemetry(m Message) error {
 	s.mu.Lock()
@@ -186,7 +186,7 @@ func (s *Store) RecordTelemetry(m Message) error {
 }
 
 // Telemetry returns the recorded messages of a device, oldest first. The
-// history stays after the identity is deleted (spec F: retained messages).
+// history stays after the identity is deleted (docs/protocol.md F: retained messages).
 func (s *Store) Telemetry(hub, id string) []Message {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -55,7 +55,7 @@ func TestTelemetrySurvivesRestartAndDelete(t *testing.T) {
 	record(t, s, "d.1", "2") // this one is appended by Close
 	record(t, s, "keep", "k")
 	before := s.Telemetry("localhost:1", "d.1")
-	// Spec F: deleting the identity keeps its messages.
+	// docs/protocol.md F: deleting the identity keeps its messages.
 	if err := s.DeleteDevice("localhost:1", "d.1", "*"); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 // TwinCollection is one twin section (desired or reported): its properties,
 // its $version and its $metadata. It marshals the way IoT Hub shows it to
-// the service: properties plus "$metadata" and "$version" (spec E).
+// the service: properties plus "$metadata" and "$version" (docs/protocol.md E).
 type TwinCollection struct {
 	Props    map[string]any
 	Version  int64
@@ -57,7 +57,7 @@ func (c *TwinCollection) UnmarshalJSON(b []byte) error {
 }
 
 // DeviceView returns the section as a device sees it in a twin GET: the
-// properties plus "$version", no $metadata (spec B.5).
+// properties plus "$version", no $metadata (docs/protocol.md B.5).
 func (c TwinCollection) DeviceView() map[string]any {
 	m := make(map[string]any, len(c.Props)+1)
 	for k, v := range c.Props {
@@ -166,7 +166,7 @@ func cloneValue(v any) any {
 
 // mergePatch merges patch into dst (JSON merge-patch: objects merge, null
 // deletes, anything else replaces) and records $lastUpdated metadata for
-// every touched node (spec B.5, E).
+// every touched node (docs/protocol.md B.5, E).
 func mergePatch(dst, meta, patch map[string]any, now time.Time, version int64) {
 	ts := now.UTC().Format(azureTimeLayout)
 	for k, pv := range patch {
@@ -220,7 +220,7 @@ func (c *TwinCollection) replace(props map[string]any, now time.Time) {
 	c.Metadata["$lastUpdatedVersion"] = c.Version
 }
 
-// Twin limits (spec F).
+// Twin limits (docs/protocol.md F).
 const (
 	MaxTagsBytes    = 8 * 1024
 	MaxSectionBytes = 32 * 1024
@@ -232,7 +232,7 @@ const (
 )
 
 // ValidateTwinPatch checks a twin patch against the key and value rules of
-// spec F. It returns an ErrTwinInvalid-wrapping *Error.
+// docs/protocol.md F. It returns an ErrTwinInvalid-wrapping *Error.
 func ValidateTwinPatch(patch map[string]any) error {
 	return validateObject(patch, 1)
 }
@@ -306,7 +306,7 @@ func validateValue(k string, v any, depth int) error {
 }
 
 // sectionSize is the JSON size of a section's properties, excluding
-// $version and $metadata (spec F).
+// $version and $metadata (docs/protocol.md F).
 func sectionSize(props map[string]any) int {
 	b, _ := json.Marshal(props)
 	return len(b)

@@ -7,7 +7,7 @@ import (
 )
 
 // Time marshals as UTC with 7 fractional digits, the way the Azure services
-// print timestamps (spec A.4). The zero value marshals as
+// print timestamps (docs/protocol.md A.4). The zero value marshals as
 // "0001-01-01T00:00:00Z", as IoT Hub does for never-set times.
 type Time struct{ time.Time }
 
@@ -36,7 +36,7 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ---- DPS (spec C, D) ----
+// ---- DPS (docs/protocol.md C, D) ----
 
 // X509CertificateInfo is filled in by the service from a certificate.
 type X509CertificateInfo struct {
@@ -76,7 +76,7 @@ type X509Attestation struct {
 	CAReferences        *X509CAReferences `json:"caReferences,omitempty"`
 }
 
-// Attestation types (spec D).
+// Attestation types (docs/protocol.md D).
 const (
 	AttestationX509         = "x509"
 	AttestationSymmetricKey = "symmetricKey"
@@ -94,7 +94,7 @@ type AttestationMechanism struct {
 	TPM          json.RawMessage `json:"tpm,omitempty"`
 }
 
-// ReprovisionPolicy (spec C). Both fields default to true.
+// ReprovisionPolicy (docs/protocol.md C). Both fields default to true.
 type ReprovisionPolicy struct {
 	UpdateHubAssignment bool `json:"updateHubAssignment"`
 	MigrateDeviceData   bool `json:"migrateDeviceData"`
@@ -134,7 +134,7 @@ const (
 	AllocationCustom     = "custom"
 )
 
-// EnrollmentGroup (spec D).
+// EnrollmentGroup (docs/protocol.md D).
 type EnrollmentGroup struct {
 	EnrollmentGroupID          string                      `json:"enrollmentGroupId"`
 	Attestation                AttestationMechanism        `json:"attestation"`
@@ -151,7 +151,7 @@ type EnrollmentGroup struct {
 	CustomAllocationDefinition *CustomAllocationDefinition `json:"customAllocationDefinition,omitempty"`
 }
 
-// IndividualEnrollment (spec D).
+// IndividualEnrollment (docs/protocol.md D).
 type IndividualEnrollment struct {
 	RegistrationID             string                      `json:"registrationId"`
 	DeviceID                   string                      `json:"deviceId,omitempty"`
@@ -171,7 +171,7 @@ type IndividualEnrollment struct {
 	OptionalDeviceInformation  map[string]any              `json:"optionalDeviceInformation,omitempty"`
 }
 
-// Registration statuses (spec A.4).
+// Registration statuses (docs/protocol.md A.4).
 const (
 	RegUnassigned = "unassigned"
 	RegAssigning  = "assigning"
@@ -185,7 +185,7 @@ const (
 	SubReprovisioned     = "reprovisionedToInitialAssignment"
 )
 
-// DeviceRegistrationState is a DPS registration record (service view, spec D).
+// DeviceRegistrationState is a DPS registration record (service view, docs/protocol.md D).
 type DeviceRegistrationState struct {
 	RegistrationID         string          `json:"registrationId"`
 	CreatedDateTimeUTC     *Time           `json:"createdDateTimeUtc,omitempty"`
@@ -201,7 +201,7 @@ type DeviceRegistrationState struct {
 }
 
 // X509RegistrationResult is the x509 part of the device-facing registration
-// state (spec A.4).
+// state (docs/protocol.md A.4).
 type X509RegistrationResult struct {
 	EnrollmentGroupID      string               `json:"enrollmentGroupId,omitempty"`
 	CertificateInfo        *X509CertificateInfo `json:"certificateInfo,omitempty"`
@@ -209,7 +209,7 @@ type X509RegistrationResult struct {
 }
 
 // DeviceRegistrationResult is the registration state as a device sees it in
-// a RegistrationOperationStatus (spec A.4).
+// a RegistrationOperationStatus (docs/protocol.md A.4).
 type DeviceRegistrationResult struct {
 	X509 *X509RegistrationResult `json:"x509,omitempty"`
 	DeviceRegistrationState
@@ -239,9 +239,9 @@ type CACertificateProperties struct {
 	VerificationCode string `json:"verificationCode,omitempty"`
 }
 
-// ---- IoT Hub (spec E) ----
+// ---- IoT Hub (docs/protocol.md E) ----
 
-// Device statuses and authentication types (spec E).
+// Device statuses and authentication types (docs/protocol.md E).
 const (
 	AuthSelfSigned           = "selfSigned"
 	AuthCertificateAuthority = "certificateAuthority"
@@ -271,7 +271,7 @@ type AuthenticationMechanism struct {
 	X509Thumbprint X509Thumbprint `json:"x509Thumbprint"`
 }
 
-// Device is a hub device identity (spec E).
+// Device is a hub device identity (docs/protocol.md E).
 type Device struct {
 	DeviceID                   string                  `json:"deviceId"`
 	GenerationID               string                  `json:"generationId"`
@@ -294,7 +294,7 @@ type TwinProperties struct {
 	Reported TwinCollection `json:"reported"`
 }
 
-// Twin is the service view of a device twin (spec E).
+// Twin is the service view of a device twin (docs/protocol.md E).
 type Twin struct {
 	DeviceID                  string             `json:"deviceId"`
 	ETag                      string             `json:"etag"`
@@ -323,7 +323,7 @@ type TwinPatch struct {
 	} `json:"properties"`
 }
 
-// Message is a device-to-cloud message as the hub recorded it (spec B.3).
+// Message is a device-to-cloud message as the hub recorded it (docs/protocol.md B.3).
 type Message struct {
 	DeviceID     string `json:"deviceId"`
 	Hub          string `json:"hub"`
@@ -341,7 +341,7 @@ type Message struct {
 	Properties map[string]string `json:"properties"`
 }
 
-// C2DMessage is a queued cloud-to-device message (spec B.4).
+// C2DMessage is a queued cloud-to-device message (docs/protocol.md B.4).
 type C2DMessage struct {
 	MessageID       string            `json:"messageId"`
 	CorrelationID   string            `json:"correlationId,omitempty"`

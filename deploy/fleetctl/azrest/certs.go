@@ -52,7 +52,7 @@ func (d *DPS) GetCA(ctx context.Context, name string) (CACertificate, error) {
 }
 
 // VerificationCode is POST /certificates/{name}/generateVerificationCode:
-// the code the proof-of-possession certificate's CN must carry (spec C).
+// the code the proof-of-possession certificate's CN must carry (docs/protocol.md C).
 func (d *DPS) VerificationCode(ctx context.Context, name string) (CACertificate, error) {
 	var c CACertificate
 	err := d.c.do(ctx, request{method: http.MethodPost, path: "/certificates/" + escape(name) + "/generateVerificationCode", header: ifMatch("*"), out: &c})

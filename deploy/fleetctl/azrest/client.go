@@ -19,7 +19,7 @@ import (
 )
 
 // API versions the client speaks: the stable DPS service API and the
-// current IoT Hub service API (spec D, E). The emulator accepts both.
+// current IoT Hub service API (docs/protocol.md D, E). The emulator accepts both.
 const (
 	DPSAPIVersion = "2021-10-01"
 	HubAPIVersion = "2021-04-12"
@@ -46,7 +46,7 @@ type APIError struct {
 	Method  string
 	Path    string
 	Status  int
-	Code    int    // 6-digit errorCode (spec D, E), 0 if none
+	Code    int    // 6-digit errorCode (docs/protocol.md D, E), 0 if none
 	Name    string // iothub-errorcode, when the hub sends one
 	Message string
 	// RetryAfter is the service's Retry-After on a 429, else 0.
@@ -207,7 +207,7 @@ func (c *client) do(ctx context.Context, r request) error {
 	return nil
 }
 
-// tokenFor signs a fresh service SAS token for the client's host (spec D).
+// tokenFor signs a fresh service SAS token for the client's host (docs/protocol.md D).
 func tokenFor(c *client) string {
 	return sas.Token(c.cs.HostName, c.cs.KeyName, c.cs.Key, c.opts.Now().Add(tokenLifetime))
 }
@@ -224,7 +224,7 @@ func unwrapURLError(err error) error {
 
 // apiError reads both error shapes: DPS's ProvisioningServiceErrorDetails
 // with x-ms-error-code, and the hub's {"Message": "<JSON or text>",
-// "ExceptionMessage": ...} with iothub-errorcode (spec D, E).
+// "ExceptionMessage": ...} with iothub-errorcode (docs/protocol.md D, E).
 func (c *client) apiError(r request, resp *http.Response, b []byte) error {
 	e := &APIError{Service: c.service, Method: r.method, Path: r.path, Status: resp.StatusCode, Name: resp.Header.Get("iothub-errorcode")}
 	type details struct {
@@ -292,7 +292,7 @@ func (c *client) printDry(r request, target string, body []byte) {
 	_, _ = c.opts.DryRun.Write(w.Bytes())
 }
 
-// pages runs a query (spec D, E: POST .../query with x-ms-max-item-count,
+// pages runs a query (docs/protocol.md D, E: POST .../query with x-ms-max-item-count,
 // following x-ms-continuation) and calls each with every page's raw items.
 func (c *client) pages(ctx context.Context, path string, body any, each func(json.RawMessage) error) error {
 	cont := ""

@@ -13,7 +13,7 @@ var ErrBadConnectionString = errors.New("bad connection string")
 // ConnectionString is a service connection string,
 // "HostName=<host>;SharedAccessKeyName=<policy>;SharedAccessKey=<base64>",
 // as `az iot hub connection-string show` and `az iot dps connection-string
-// show` print it (spec D, E).
+// show` print it (docs/protocol.md D, E).
 type ConnectionString struct {
 	HostName string
 	KeyName  string

@@ -1,8 +1,8 @@
 // Package azrest is a client of the SAS-authenticated data-plane REST APIs
 // that Azure and the local emulator (azemu) share: the DPS service API
 // (enrollment groups, individual enrollments and their bulk operation,
-// registration records; spec D) and the IoT Hub service API (identities,
-// the twin query, twins, direct methods; spec E). Each request carries a
+// registration records; docs/protocol.md D) and the IoT Hub service API (identities,
+// the twin query, twins, direct methods; docs/protocol.md E). Each request carries a
 // fresh service SAS token signed with the connection string's policy key.
 //
 // Errors from the services are *APIError, which errors.Is matches against

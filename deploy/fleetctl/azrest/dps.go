@@ -7,7 +7,7 @@ import (
 	"net/http"
 )
 
-// Enrollment and registration shapes of the DPS service API (spec D),
+// Enrollment and registration shapes of the DPS service API (docs/protocol.md D),
 // with the fields the operator tool reads or writes; a read-modify-write
 // keeps the rest through Extra.
 
@@ -37,7 +37,7 @@ type X509Attestation struct {
 	CAReferences        *X509CAReferences `json:"caReferences,omitempty"`
 }
 
-// Attestation types (spec D).
+// Attestation types (docs/protocol.md D).
 const (
 	AttestationX509         = "x509"
 	AttestationSymmetricKey = "symmetricKey"
@@ -59,7 +59,7 @@ type InitialTwin struct {
 	} `json:"properties"`
 }
 
-// ReprovisionPolicy (spec C).
+// ReprovisionPolicy (docs/protocol.md C).
 type ReprovisionPolicy struct {
 	UpdateHubAssignment bool `json:"updateHubAssignment"`
 	MigrateDeviceData   bool `json:"migrateDeviceData"`
@@ -72,7 +72,7 @@ const (
 )
 
 // Enrollment holds what enrollment groups and individual enrollments
-// share (spec D).
+// share (docs/protocol.md D).
 type Enrollment struct {
 	Attestation            Attestation        `json:"attestation"`
 	IoTHubHostName         string             `json:"iotHubHostName,omitempty"`
@@ -88,13 +88,13 @@ type Enrollment struct {
 	CustomAllocation       json.RawMessage    `json:"customAllocationDefinition,omitempty"`
 }
 
-// EnrollmentGroup (spec D).
+// EnrollmentGroup (docs/protocol.md D).
 type EnrollmentGroup struct {
 	EnrollmentGroupID string `json:"enrollmentGroupId"`
 	Enrollment
 }
 
-// IndividualEnrollment (spec D).
+// IndividualEnrollment (docs/protocol.md D).
 type IndividualEnrollment struct {
 	RegistrationID    string          `json:"registrationId"`
 	DeviceID          string          `json:"deviceId,omitempty"`
@@ -116,7 +116,7 @@ type RegistrationState struct {
 	ETag                   string `json:"etag,omitempty"`
 }
 
-// Bulk operation modes (spec D).
+// Bulk operation modes (docs/protocol.md D).
 const (
 	BulkCreate = "create"
 	BulkUpdate = "update"
@@ -124,7 +124,7 @@ const (
 )
 
 // MaxBulk is the most enrollments one bulk operation takes: "Bulk device
-// enrollment operation with maximum of 10 enrollments" (spec D).
+// enrollment operation with maximum of 10 enrollments" (docs/protocol.md D).
 const MaxBulk = 10
 
 // BulkError is one failed item of a bulk operation.

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Device is a hub device identity (spec E), the fields the tool shows.
+// Device is a hub device identity (docs/protocol.md E), the fields the tool shows.
 type Device struct {
 	DeviceID                   string          `json:"deviceId"`
 	GenerationID               string          `json:"generationId,omitempty"`
@@ -24,7 +24,7 @@ type Device struct {
 	Authentication             json.RawMessage `json:"authentication,omitempty"`
 }
 
-// Twin is the service view of a device twin (spec E).
+// Twin is the service view of a device twin (docs/protocol.md E).
 type Twin struct {
 	DeviceID        string         `json:"deviceId"`
 	ETag            string         `json:"etag,omitempty"`
@@ -76,7 +76,7 @@ func (h *Hub) GetDevice(ctx context.Context, id string) (Device, error) {
 }
 
 // DeleteDevice is DELETE /devices/{id} with If-Match "*" unless an etag is
-// given (spec E: the hub wants an If-Match on delete). The twin goes with it.
+// given (docs/protocol.md E: the hub wants an If-Match on delete). The twin goes with it.
 func (h *Hub) DeleteDevice(ctx context.Context, id, etag string) error {
 	if etag == "" {
 		etag = "*"
@@ -85,7 +85,7 @@ func (h *Hub) DeleteDevice(ctx context.Context, id, etag string) error {
 }
 
 // Query is POST /devices/query with "SELECT * FROM devices [WHERE
-// where]", every page (spec E): the twins of the matching devices.
+// where]", every page (docs/protocol.md E): the twins of the matching devices.
 func (h *Hub) Query(ctx context.Context, where string) ([]Twin, error) {
 	q := "SELECT * FROM devices"
 	if w := strings.TrimSpace(where); w != "" {
@@ -111,7 +111,7 @@ func (h *Hub) GetTwin(ctx context.Context, id string) (Twin, error) {
 }
 
 // UpdateDesired is PATCH /twins/{id} with {"properties":{"desired":...}}:
-// a merge, null removes a property (spec E).
+// a merge, null removes a property (docs/protocol.md E).
 func (h *Hub) UpdateDesired(ctx context.Context, id string, desired map[string]any) (Twin, error) {
 	var t Twin
 	body := map[string]any{"properties": map[string]any{"desired": desired}}
@@ -119,7 +119,7 @@ func (h *Hub) UpdateDesired(ctx context.Context, id string, desired map[string]a
 	return t, err
 }
 
-// InvokeMethod is POST /twins/{id}/methods (spec E). responseTimeout is
+// InvokeMethod is POST /twins/{id}/methods (docs/protocol.md E). responseTimeout is
 // 5-300 s; connectTimeout 0 means the device must be connected now.
 func (h *Hub) InvokeMethod(ctx context.Context, id, method string, payload json.RawMessage, responseTimeout, connectTimeout time.Duration) (MethodResult, error) {
 	if len(payload) == 0 {

@@ -17,7 +17,7 @@ type Fleet struct {
 	DPS *azrest.DPS
 	Hub *azrest.Hub
 	// Parallel bounds the requests in flight in bulk work (default 4: the
-	// hub's registry throttle is per minute, spec F).
+	// hub's registry throttle is per minute, docs/protocol.md F).
 	Parallel int
 	// Progress, when set, is told how much of a bulk step is done.
 	Progress func(step string, done, total int)
@@ -116,7 +116,7 @@ func (f *Fleet) SetGroupStatus(ctx context.Context, id, status string) (azrest.E
 // disabledEnrollment blocks one device of a group: with its leaf
 // certificate an X.509 individual enrollment, without it a symmetric-key
 // one under the same registration id; either way disabled, which overrides
-// the group (spec C "Blocking one device in a group").
+// the group (docs/protocol.md C "Blocking one device in a group").
 func disabledEnrollment(id, leafPEM string) azrest.IndividualEnrollment {
 	e := azrest.IndividualEnrollment{RegistrationID: id, Enrollment: azrest.Enrollment{ProvisioningStatus: azrest.StatusDisabled,
 		Attestation: azrest.Attestation{Type: azrest.AttestationSymmetricKey}}}
@@ -138,7 +138,7 @@ type DisenrollResult struct {
 
 // Disenroll blocks one device: a disabled individual enrollment (kept:
 // deleting it re-admits the device), then the hub identity deleted,
-// because disenrolling in DPS alone leaves the device on the hub (spec C).
+// because disenrolling in DPS alone leaves the device on the hub (docs/protocol.md C).
 func (f *Fleet) Disenroll(ctx context.Context, id, leafPEM string) (DisenrollResult, error) {
 	res := DisenrollResult{ID: id, Enrollment: "created"}
 	e := disabledEnrollment(id, leafPEM)
@@ -171,7 +171,7 @@ func (f *Fleet) Disenroll(ctx context.Context, id, leafPEM string) (DisenrollRes
 }
 
 // Reenroll deletes the device's individual enrollment, so its group
-// admits it again at its next registration (spec C). A device without
+// admits it again at its next registration (docs/protocol.md C). A device without
 // one is already admitted: deleted is false then.
 func (f *Fleet) Reenroll(ctx context.Context, id string) (deleted bool, err error) {
 	err = f.DPS.DeleteEnrollment(ctx, id, "")
@@ -272,7 +272,7 @@ func (f *Fleet) DeleteIdentities(ctx context.Context, ids []string) (Summary, er
 
 // DeleteRegistrations deletes the registration records of ids (the
 // cleanup step: deleting a group keeps them, and they count against the
-// DPS quota, spec C); ids without one count as done.
+// DPS quota, docs/protocol.md C); ids without one count as done.
 func (f *Fleet) DeleteRegistrations(ctx context.Context, ids []string) (Summary, error) {
 	return f.perItem(ctx, "delete registration records", ids, func(id string) error {
 		err := f.DPS.DeleteRegistration(ctx, id, "")

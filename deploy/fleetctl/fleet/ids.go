@@ -10,7 +10,7 @@ import (
 )
 
 // Registration ids (= device ids of this fleet): alphanumeric plus - . _ :,
-// the last character alphanumeric or '-', at most 128 characters (spec C).
+// the last character alphanumeric or '-', at most 128 characters (docs/protocol.md C).
 var registrationIDRe = regexp.MustCompile(`^[A-Za-z0-9\-._:]*[A-Za-z0-9\-]$`)
 
 // ValidID reports whether id can be a DPS registration id.

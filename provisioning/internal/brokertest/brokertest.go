@@ -65,7 +65,7 @@ func New(t testing.TB, p *PKI) *Broker {
 }
 
 // Start adds the hooks and serves on a TLS listener that requires a client
-// certificate signed by the PKI's root, like DPS and IoT Hub (spec A.1,
+// certificate signed by the PKI's root, like DPS and IoT Hub (docs/protocol.md A.1,
 // B.1). What the broker accepts and answers is up to the hooks.
 func (b *Broker) Start(t testing.TB, hooks ...mqtt.Hook) {
 	t.Helper()

@@ -1,7 +1,7 @@
 // Package restopic reads and writes the query part of the topics DPS and
 // IoT Hub share the form of: PREFIX{status}/?{query}, as in
-// $dps/registrations/res/202/?$rid=1 (spec A.2) and
-// $iothub/twin/res/204/?$rid=1&$version=2 (spec B.5), and the property bags
+// $dps/registrations/res/202/?$rid=1 (docs/protocol.md A.2) and
+// $iothub/twin/res/204/?$rid=1&$version=2 (docs/protocol.md B.5), and the property bags
 // and request ids the device puts into its own topics.
 package restopic
 
@@ -37,7 +37,7 @@ func Parse(topic, prefix, what string) (status int, query url.Values, err error)
 	return status, query, nil
 }
 
-// Escape URL-encodes a value for a topic's query or property bag. Spec B.3:
+// Escape URL-encodes a value for a topic's query or property bag. docs/protocol.md B.3:
 // spaces are %20, never "+"; QueryEscape already turns a literal "+" into
 // %2B, so the only "+" left in its output stand for spaces. "#", "/", "&",
 // "=" and "$" come out percent-encoded too, so no value can add a level,
@@ -48,7 +48,7 @@ func Escape(s string) string {
 
 // CheckDeviceID accepts a device id the client can use inside its topics
 // (devices/{id}/messages/...): printable ASCII without "/", "+" or "#", at
-// most 128 characters (spec E). IoT Hub itself allows "+" and "#" in ids,
+// most 128 characters (docs/protocol.md E). IoT Hub itself allows "+" and "#" in ids,
 // but they cannot appear raw in an MQTT topic name; our ids never need them.
 func CheckDeviceID(id string) error {
 	if id == "" {

@@ -20,7 +20,7 @@ const (
 	Transient ConnectOutcome = iota
 	// Refused: the server refused our identity: CONNACK 5 (not authorized),
 	// CONNACK 4 (bad user name or password) or a TLS alert from the server
-	// (spec A.4, B.7, G.2, G.3).
+	// (docs/protocol.md A.4, B.7, G.2, G.3).
 	Refused
 	// Rejected: the server rejected the request itself: CONNACK 2 (client
 	// id rejected) or 1 (protocol version).
