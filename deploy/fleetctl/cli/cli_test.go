@@ -354,7 +354,11 @@ func TestMonitorMethodAndDeprovision(t *testing.T) {
 	if _, err := fe.register(t, "box-10"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := iothub.New(iothub.Config{Hub: res.AssignedHub, DeviceID: res.DeviceID, TLS: fe.e.ClientTLSConfig(leaf.TLS())})
+	// A short back-off: after the identity is deleted the client gives up
+	// only after NotAuthorizedLimit refused reconnects, which with the 1 s
+	// default (doubling, jittered) took more than the 10 s below under load.
+	c, err := iothub.New(iothub.Config{Hub: res.AssignedHub, DeviceID: res.DeviceID, TLS: fe.e.ClientTLSConfig(leaf.TLS()),
+		BackoffBase: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
