@@ -22,6 +22,12 @@ import (
 
 const waitTime = 5 * time.Second
 
+// connectTime bounds a test client's TLS handshake and CONNECT: 16 of them
+// at once under the race detector and the full make test load took over
+// waitTime (TestDPSConcurrentRegistrationsAcrossHubs failed on a connect
+// timeout). Only ever waited for success, so a longer bound costs nothing.
+const connectTime = 20 * time.Second
+
 // fleet is a root → intermediate CA pair issuing device leaves.
 type fleet struct {
 	root, inter *pki.Cert
@@ -100,12 +106,12 @@ func dial(t *testing.T, e *Emulator, addr string, o dialOpts) (*client, error) {
 		SetCleanSession(o.clean).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetConnectTimeout(waitTime).
+		SetConnectTimeout(connectTime).
 		SetOrderMatters(false).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { cl.msgs <- m }).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { cl.lost <- err }).
 		SetCustomOpenConnectionFn(func(u *url.URL, po paho.ClientOptions) (net.Conn, error) {
-			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTime}, "tcp", u.Host, po.TLSConfig)
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: connectTime}, "tcp", u.Host, po.TLSConfig)
 			if err != nil {
 				return nil, err
 			}
@@ -122,7 +128,7 @@ func dial(t *testing.T, e *Emulator, addr string, o dialOpts) (*client, error) {
 	}
 	cl.c = paho.NewClient(opts)
 	tok := cl.c.Connect()
-	if !tok.WaitTimeout(waitTime) {
+	if !tok.WaitTimeout(connectTime) {
 		return nil, errors.New("connect timed out")
 	}
 	if err := tok.Error(); err != nil {
