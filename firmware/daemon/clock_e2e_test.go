@@ -19,11 +19,8 @@ import (
 // readings reach the hub afterwards with their true times, in order.
 func TestBootIn1970HoldsSamplesUntilClockSet(t *testing.T) {
 	t.Parallel()
-	e := startEmu(t)
-	f := newFleet(t)
-	f.enroll(t, e, nil)
 	const id = "sensor-thl-001"
-	cfg := f.trackerConfig(t, e, id)
+	e, cfg := enrolledTracker(t, id)
 
 	// The fake clock drives the agent and the daemon's wall clock; it moves
 	// only when the test says so until the clock is set, then a goroutine

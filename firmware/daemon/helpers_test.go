@@ -393,3 +393,13 @@ func certOf(tr *tracker) (*x509.Certificate, error) {
 	}
 	return c.Cert, nil
 }
+
+// enrolledTracker is the start of most end-to-end tests: an emulator with
+// the fleet's group enrolled, and the config of tracker id against it.
+func enrolledTracker(t *testing.T, id string) (*emu, *config.Config) {
+	t.Helper()
+	e := startEmu(t)
+	f := newFleet(t)
+	f.enroll(t, e, nil)
+	return e, f.trackerConfig(t, e, id)
+}

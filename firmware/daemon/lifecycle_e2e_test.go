@@ -44,11 +44,8 @@ func checkDelivery(t *testing.T, e *emu, id string, last uint64) {
 // and the hub's return: nothing is lost and resends repeat id and seq.
 func TestOutageAndRestartLoseNothing(t *testing.T) {
 	t.Parallel()
-	e := startEmu(t)
-	f := newFleet(t)
-	f.enroll(t, e, nil)
 	const id = "sensor-thl-001"
-	cfg := f.trackerConfig(t, e, id)
+	e, cfg := enrolledTracker(t, id)
 	tr := startTracker(t, cfg, id)
 	hub := e.HubHost(0)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)

@@ -32,11 +32,8 @@ func TestTrackerMatchesItsModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := startEmu(t)
-	f := newFleet(t)
-	f.enroll(t, e, nil)
 	const id = "sensor-thl-014"
-	cfg := f.trackerConfig(t, e, id)
+	e, cfg := enrolledTracker(t, id)
 	// A damaged queue file makes the tracker report queueRecovered.
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		t.Fatal(err)

@@ -18,11 +18,8 @@ import (
 // its sequence numbers above every one it issued, and tells the cloud.
 func TestCorruptQueueIsRecovered(t *testing.T) {
 	t.Parallel()
-	e := startEmu(t)
-	f := newFleet(t)
-	f.enroll(t, e, nil)
 	const id = "sensor-thl-009"
-	cfg := f.trackerConfig(t, e, id)
+	e, cfg := enrolledTracker(t, id)
 	tr := startTracker(t, cfg, id)
 	before := tr.sendNow()
 	if err := tr.stop(); err != nil {

@@ -17,11 +17,8 @@ import (
 // (with doctor's FAIL and fix) report it.
 func TestMissingGPSPortKeepsSending(t *testing.T) {
 	t.Parallel()
-	e := startEmu(t)
-	f := newFleet(t)
-	f.enroll(t, e, nil)
 	const id = "sensor-thl-001"
-	cfg := f.trackerConfig(t, e, id)
+	e, cfg := enrolledTracker(t, id)
 	cfg.Sensors.GPS.Mode = drivers.HardwareOnly
 	cfg.Sensors.GPS.Port = filepath.Join(t.TempDir(), "ttyNoGPS")
 	tr := startTracker(t, cfg, id)

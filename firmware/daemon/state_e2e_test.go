@@ -22,11 +22,8 @@ import (
 // backlog along.
 func TestUnusableStateDirectoryKeepsSending(t *testing.T) {
 	t.Parallel()
-	e := startEmu(t)
-	f := newFleet(t)
-	f.enroll(t, e, nil)
 	const id = "sensor-thl-001"
-	cfg := f.trackerConfig(t, e, id)
+	e, cfg := enrolledTracker(t, id)
 	if err := os.WriteFile(cfg.StateDir, []byte("not a directory"), 0o600); err != nil {
 		t.Fatal(err)
 	}
