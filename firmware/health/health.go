@@ -60,19 +60,15 @@ type WatchdogOptions struct {
 	// Interval is the watchdog timeout. Zero reads WatchdogInterval(); if
 	// that is also zero the watchdog is disabled.
 	Interval time.Duration
-	// Now and NewTicker replace the clock in tests.
-	Now       func() time.Time
-	NewTicker func(d time.Duration) (c <-chan time.Time, stop func())
-	Logger    *slog.Logger // nil discards
+	Logger   *slog.Logger // nil discards
 }
 
 // Watchdog sends WATCHDOG=1 every Interval/2 while Beat was called within
-// the last Interval. Safe for concurrent use.
+// the last Interval. Safe for concurrent use. Its tests run it in a
+// testing/synctest bubble, whose fake clock drives its ticker and time.Now.
 type Watchdog struct {
-	interval  time.Duration
-	now       func() time.Time
-	newTicker func(time.Duration) (<-chan time.Time, func())
-	log       *slog.Logger
+	interval time.Duration
+	log      *slog.Logger
 
 	mu       sync.Mutex
 	lastBeat time.Time // keeps the monotonic reading: immune to NTP steps
@@ -82,12 +78,7 @@ type Watchdog struct {
 // NewWatchdog returns a Watchdog. Start counts as a beat, so the main loop
 // has one interval to reach its first Beat.
 func NewWatchdog(opts WatchdogOptions) (*Watchdog, error) {
-	w := &Watchdog{
-		interval:  opts.Interval,
-		now:       opts.Now,
-		newTicker: opts.NewTicker,
-		log:       opts.Logger,
-	}
+	w := &Watchdog{interval: opts.Interval, log: opts.Logger}
 	if w.interval == 0 {
 		d, err := WatchdogInterval()
 		if err != nil {
@@ -98,19 +89,10 @@ func NewWatchdog(opts WatchdogOptions) (*Watchdog, error) {
 	if w.interval < 0 {
 		return nil, fmt.Errorf("watchdog interval %v: must not be negative", w.interval)
 	}
-	if w.now == nil {
-		w.now = time.Now
-	}
-	if w.newTicker == nil {
-		w.newTicker = func(d time.Duration) (<-chan time.Time, func()) {
-			t := time.NewTicker(d)
-			return t.C, t.Stop
-		}
-	}
 	if w.log == nil {
 		w.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	w.lastBeat = w.now()
+	w.lastBeat = time.Now()
 	return w, nil
 }
 
@@ -121,7 +103,7 @@ func (w *Watchdog) Interval() time.Duration { return w.interval }
 // and from any wait longer than the interval.
 func (w *Watchdog) Beat() {
 	w.mu.Lock()
-	w.lastBeat = w.now()
+	w.lastBeat = time.Now()
 	w.mu.Unlock()
 }
 
@@ -133,7 +115,7 @@ func (w *Watchdog) Healthy() bool {
 }
 
 func (w *Watchdog) healthyLocked() bool {
-	return w.now().Sub(w.lastBeat) < w.interval
+	return time.Since(w.lastBeat) < w.interval
 }
 
 // Run pings systemd until ctx is done. It returns at once when the watchdog
@@ -142,14 +124,14 @@ func (w *Watchdog) Run(ctx context.Context) error {
 	if w.interval == 0 {
 		return nil
 	}
-	tick, stop := w.newTicker(w.interval / 2)
-	defer stop()
+	tick := time.NewTicker(w.interval / 2)
+	defer tick.Stop()
 	w.log.Info("systemd watchdog on", "interval", w.interval)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick:
+		case <-tick.C:
 			w.check()
 		}
 	}
@@ -159,7 +141,7 @@ func (w *Watchdog) Run(ctx context.Context) error {
 func (w *Watchdog) check() {
 	w.mu.Lock()
 	healthy := w.healthyLocked()
-	since := w.now().Sub(w.lastBeat)
+	since := time.Since(w.lastBeat)
 	wasStalled := w.stalled
 	w.stalled = !healthy
 	w.mu.Unlock()

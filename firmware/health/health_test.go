@@ -6,12 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
-	"github.com/reefer/tracker/internal/faketime"
 	"github.com/reefer/tracker/internal/syncbuf"
 )
 
@@ -29,16 +31,33 @@ func listen(t *testing.T) *net.UnixConn {
 	return conn
 }
 
-// recv returns the next datagram systemd would have received.
-func recv(t *testing.T, conn *net.UnixConn) string {
+// drain returns the datagrams systemd has received and not yet read, without
+// waiting: every notification is written before its call returns.
+func drain(t *testing.T, conn *net.UnixConn) []string {
 	t.Helper()
-	buf := make([]byte, 4096)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, err := conn.Read(buf)
+	raw, err := conn.SyscallConn()
 	if err != nil {
-		t.Fatalf("reading notify socket: %v", err)
+		t.Fatal(err)
 	}
-	return string(buf[:n])
+	var got []string
+	buf := make([]byte, 4096)
+	var rerr error
+	for {
+		var n int
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if rerr == syscall.EAGAIN {
+			return got
+		}
+		if rerr != nil {
+			t.Fatalf("reading notify socket: %v", rerr)
+		}
+		got = append(got, string(buf[:n]))
+	}
 }
 
 func TestNotifications(t *testing.T) {
@@ -58,7 +77,7 @@ func TestNotifications(t *testing.T) {
 			if err := tt.call(); err != nil {
 				t.Fatalf("%s() = %v", tt.name, err)
 			}
-			if got := recv(t, conn); got != tt.want {
+			if got := drain(t, conn); !slices.Equal(got, []string{tt.want}) {
 				t.Errorf("%s() sent %q; want %q", tt.name, got, tt.want)
 			}
 		})
@@ -146,103 +165,99 @@ func TestNewWatchdogFromEnvironment(t *testing.T) {
 
 func TestHealthyWithinInterval(t *testing.T) {
 	t.Parallel()
-	clk := faketime.NewClock(time.Unix(1000, 0))
-	w, err := NewWatchdog(WatchdogOptions{Interval: 10 * time.Second, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		sinceBeat time.Duration
-		want      bool
-	}{
-		{0, true},
-		{5 * time.Second, true},
-		{10*time.Second - 1, true},
-		{10 * time.Second, false},
-		{time.Hour, false},
-	}
-	for _, tt := range tests {
-		w.Beat()
-		clk.Advance(tt.sinceBeat)
-		if got := w.Healthy(); got != tt.want {
-			t.Errorf("Healthy() %v after Beat = %v; want %v", tt.sinceBeat, got, tt.want)
+	synctest.Test(t, func(t *testing.T) {
+		w, err := NewWatchdog(WatchdogOptions{Interval: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		tests := []struct {
+			sinceBeat time.Duration
+			want      bool
+		}{
+			{0, true},
+			{5 * time.Second, true},
+			{10*time.Second - 1, true},
+			{10 * time.Second, false},
+			{time.Hour, false},
+		}
+		for _, tt := range tests {
+			w.Beat()
+			time.Sleep(tt.sinceBeat)
+			if got := w.Healthy(); got != tt.want {
+				t.Errorf("Healthy() %v after Beat = %v; want %v", tt.sinceBeat, got, tt.want)
+			}
+		}
+	})
 }
 
+// TestWatchdogPingsOnlyWhileHealthy runs the watchdog in a synctest bubble:
+// time.Sleep moves the fake clock that drives its ticker, and synctest.Wait
+// returns once Run has handled every tick due, so what systemd received by
+// then is all it will receive.
 func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 	conn := listen(t)
-	clk := faketime.NewClock(time.Unix(1000, 0))
-	tick := make(chan time.Time) // unbuffered: a send returns once Run took it
-	var period time.Duration
-	stopped := make(chan struct{})
-	var logs syncbuf.Buffer
-	w, err := NewWatchdog(WatchdogOptions{
-		Interval: 10 * time.Second,
-		Now:      clk.Now,
-		NewTicker: func(d time.Duration) (<-chan time.Time, func()) {
-			period = d
-			return tick, func() { close(stopped) }
-		},
-		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncbuf.Buffer
+		w, err := NewWatchdog(WatchdogOptions{
+			Interval: 10 * time.Second,
+			Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // ends Run on a failure, so the bubble can end
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		// advance moves the clock by d and returns what systemd got meanwhile.
+		advance := func(d time.Duration) []string {
+			time.Sleep(d)
+			synctest.Wait()
+			return drain(t, conn)
+		}
+
+		// The ticker runs at half the interval, 5 s.
+		if got := advance(5*time.Second - time.Millisecond); len(got) != 0 {
+			t.Fatalf("before the first tick (half the interval) systemd got %q; want nothing", got)
+		}
+		if got := advance(time.Millisecond); !slices.Equal(got, []string{"WATCHDOG=1"}) {
+			t.Fatalf("first tick sent %q; want WATCHDOG=1 (start counts as a beat)", got)
+		}
+
+		advance(time.Second)
+		w.Beat()                        // at 6 s
+		got := advance(9 * time.Second) // ticks at 10 s and 15 s, 9 s after the beat: healthy
+		if want := []string{"WATCHDOG=1", "WATCHDOG=1"}; !slices.Equal(got, want) {
+			t.Fatalf("ticks 4s and 9s after Beat sent %q; want %q", got, want)
+		}
+
+		// The loop stalls: no Beat for a whole interval (ticks at 20 s and 25 s).
+		if got := advance(10 * time.Second); len(got) != 0 {
+			t.Fatalf("stalled loop: systemd received %q; want no WATCHDOG=1", got)
+		}
+		if w.Healthy() {
+			t.Error("Healthy() = true 19s after the last Beat; want false")
+		}
+
+		// The loop recovers.
+		w.Beat()
+		if got := advance(5 * time.Second); !slices.Equal(got, []string{"WATCHDOG=1"}) {
+			t.Fatalf("after recovery sent %q; want WATCHDOG=1", got)
+		}
+
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v after cancel; want nil", err)
+		}
+		w.Beat()
+		if got := advance(time.Minute); len(got) != 0 {
+			t.Errorf("after Run returned systemd got %q; want its ticker stopped", got)
+		}
+		if n := strings.Count(logs.String(), "stalled"); n != 1 {
+			t.Errorf("log mentions the stall %d times; want once per stall:\n%s", n, logs.String())
+		}
+		if !strings.Contains(logs.String(), "recovered") {
+			t.Errorf("log lacks the recovery:\n%s", logs.String())
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- w.Run(ctx) }()
-
-	tick <- clk.Now()
-	if got := recv(t, conn); got != "WATCHDOG=1" {
-		t.Fatalf("first tick sent %q; want WATCHDOG=1 (start counts as a beat)", got)
-	}
-	if period != 5*time.Second {
-		t.Errorf("ticker period = %v; want half the interval, 5s", period)
-	}
-
-	clk.Advance(4 * time.Second)
-	w.Beat()
-	clk.Advance(9 * time.Second) // 9 s since the last beat: still healthy
-	tick <- clk.Now()
-	if got := recv(t, conn); got != "WATCHDOG=1" {
-		t.Fatalf("tick 9s after Beat sent %q; want WATCHDOG=1", got)
-	}
-
-	// The loop stalls: no Beat for a whole interval.
-	clk.Advance(2 * time.Second)
-	tick <- clk.Now()
-	tick <- clk.Now() // returns only after the first stalled tick was handled
-	if w.Healthy() {
-		t.Error("Healthy() = true 11s after the last Beat; want false")
-	}
-	if err := Status("marker"); err != nil {
-		t.Fatal(err)
-	}
-	if got := recv(t, conn); got != "STATUS=marker" {
-		t.Fatalf("stalled loop: systemd received %q; want no WATCHDOG=1 before STATUS=marker", got)
-	}
-
-	// The loop recovers.
-	w.Beat()
-	tick <- clk.Now()
-	if got := recv(t, conn); got != "WATCHDOG=1" {
-		t.Fatalf("after recovery sent %q; want WATCHDOG=1", got)
-	}
-
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run() = %v after cancel; want nil", err)
-	}
-	select {
-	case <-stopped:
-	default:
-		t.Error("Run() returned without stopping its ticker")
-	}
-	if n := strings.Count(logs.String(), "stalled"); n != 1 {
-		t.Errorf("log mentions the stall %d times; want once per stall:\n%s", n, logs.String())
-	}
-	if !strings.Contains(logs.String(), "recovered") {
-		t.Errorf("log lacks the recovery:\n%s", logs.String())
-	}
 }
