@@ -61,6 +61,30 @@
 //     or $dps/{registrationId}/{random}), so no client can take over
 //     another's session.
 //
+// # Delivery
+//
+// The emulator, not mochi's router, sends every message a client receives
+// (hook.go, hub.go): a service queues the PUBLISH on the recipient's
+// session, and one goroutine per session, alive only while there is work,
+// writes the queue in order with mochi's Client.WritePacket and runs C2D
+// delivery. This stays so, deliberately:
+//   - Topic routing cannot isolate devices (see above). Twin responses,
+//     desired patches and method requests travel on $iothub topics that
+//     name no device, and mochi's per-delivery ACL check sees only the
+//     subscriber and the topic: it cannot tell which of two devices
+//     waiting on $iothub/twin/res/200/?$rid=1 a response belongs to.
+//   - It would cost a walk over every hub device per message: all of them
+//     hold the same $iothub filters, so each twin response or method call
+//     would visit every subscriber (10,000 in bench/fleet) to be refused
+//     by all but one. session.subscribed checks one client's at most five
+//     filters instead of mochi's topic index.
+//   - C2D follows IoT Hub, not MQTT: a message stays locked while in
+//     flight, the device's PUBACK of that packet id completes it, and it
+//     is delivered again after Config.C2DLockTimeout or on a reconnect
+//     (the lock belongs to the connection). The session maps its own packet
+//     ids to C2D message ids for that; mochi's in-flight store resends
+//     only to a resumed persistent session and knows no lock.
+//
 // # Throttling
 //
 // Config.TelemetryPerSecond sets the hub's device-to-cloud limit (docs/protocol.md F),
