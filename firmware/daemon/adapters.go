@@ -89,6 +89,7 @@ func (l hubLink) UpdateReported(ctx context.Context, patch map[string]any) error
 	}
 	patch = maps.Clone(patch)
 	patch[PropProvisioning] = l.d.p.prov.Status()
+	patch[PropCertificates] = l.d.certificates()
 	if r := l.d.p.queue.Recovered(); r != nil {
 		patch[PropQueueRecovered] = r
 	}

@@ -347,6 +347,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	aux.Go(func(ctx context.Context) error { d.statusLoop(ctx); return nil })
 	aux.Go(func(ctx context.Context) error { d.readyLoop(ctx); return nil })
 	aux.Go(func(ctx context.Context) error { d.probeState(ctx); return nil })
+	aux.Go(func(ctx context.Context) error { d.watchCertificates(ctx); return nil })
 
 	runErr := g.Wait(ctx)
 	n, _ := p.queue.Len()
@@ -560,6 +561,8 @@ type Status struct {
 	// QueueInMemory is set while the state directory is unusable and the
 	// readings are kept in memory only.
 	QueueInMemory *statequeue.Fallback `json:"queueInMemory,omitempty"`
+	// Certificates says when the device's certificates expire.
+	Certificates Certificates `json:"certificates"`
 }
 
 // Status returns the current state, or ErrNotStarted before Run set up
@@ -571,7 +574,7 @@ func (d *Daemon) Status() (Status, error) {
 		return Status{}, ErrNotStarted
 	}
 	return Status{StatusReport: d.p.agent.Status(), Lifecycle: d.p.prov.Status(), QueueRecovered: d.p.queue.Recovered(),
-		QueueInMemory: d.p.queue.Fallback()}, nil
+		QueueInMemory: d.p.queue.Fallback(), Certificates: d.certificates()}, nil
 }
 
 // SendNow samples at once and queues the message (the sendNow method).

@@ -141,7 +141,13 @@ func (f *fleet) enroll(t *testing.T, e *emu, mod func(*store.EnrollmentGroup)) {
 // with its state beside them.
 func (f *fleet) trackerConfig(t *testing.T, e *emu, id string) *config.Config {
 	t.Helper()
-	leaf, err := f.inter.NewClient(id, pki.Options{})
+	return f.trackerConfigWith(t, e, id, pki.Options{})
+}
+
+// trackerConfigWith is trackerConfig with the leaf's validity in o.
+func (f *fleet) trackerConfigWith(t *testing.T, e *emu, id string, o pki.Options) *config.Config {
+	t.Helper()
+	leaf, err := f.inter.NewClient(id, o)
 	if err != nil {
 		t.Fatal(err)
 	}

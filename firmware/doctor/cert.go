@@ -11,10 +11,6 @@ import (
 	"github.com/reefer/tracker/provisioning/certs"
 )
 
-// DefaultExpiryWarning is how long before a certificate expires doctor
-// starts to WARN: time for an operator to re-issue it.
-const DefaultExpiryWarning = 14 * 24 * time.Hour
-
 // CertResult is the outcome of CheckCertificate.
 type CertResult struct {
 	// Identity is the device identity, or nil when the files cannot be used
@@ -34,8 +30,9 @@ type CertResult struct {
 // problem does not hide the others: the key file's permissions and match
 // with the certificate; the leaf CN as DPS registration id; the chain order
 // (leaf, then its intermediate); and the validity dates against now,
-// warning when any certificate of the chain expires within warnWithin.
-func CheckCertificate(certFile, keyFile string, now time.Time, warnWithin time.Duration) (res CertResult) {
+// judged by certs.Judge for each certificate of the chain (WARN under
+// certs.ExpiryWarnWithin, FAIL under certs.ExpiryFailWithin or expired).
+func CheckCertificate(certFile, keyFile string, now time.Time) (res CertResult) {
 	keyCk := Check{Name: "key file", Status: OK}
 	idCk := Check{Name: "certificate id", Status: OK}
 	chainCk := Check{Name: "certificate chain", Status: OK}
@@ -59,7 +56,7 @@ func CheckCertificate(certFile, keyFile string, now time.Time, warnWithin time.D
 		} else {
 			idCk.Detail = fmt.Sprintf("CN %q (the DPS registration id and hub device id)", cn)
 		}
-		datesCk = checkDates(chain, now, warnWithin)
+		datesCk = checkDates(chain, now)
 	}
 
 	// The key file's permissions, before anything reads it.
@@ -165,7 +162,7 @@ func validMoment(chain []*x509.Certificate, now time.Time) time.Time {
 
 const day = 24 * time.Hour
 
-func checkDates(chain []*x509.Certificate, now time.Time, warnWithin time.Duration) Check {
+func checkDates(chain []*x509.Certificate, now time.Time) Check {
 	ck := Check{Name: "certificate dates", Status: OK}
 	leaf := chain[0]
 	date := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 MST") }
@@ -178,18 +175,23 @@ func checkDates(chain []*x509.Certificate, now time.Time, warnWithin time.Durati
 			what = fmt.Sprintf("the issuing CA %q", c.Subject.CommonName)
 			renew = "renew that CA and re-issue the device certificates signed by it"
 		}
-		switch left := c.NotAfter.Sub(now); {
+		left := c.NotAfter.Sub(now)
+		switch state := certs.Judge(c.NotAfter, now); {
 		case now.Before(c.NotBefore):
 			ck.Status = Fail
 			ck.Detail = fmt.Sprintf("%s is valid from %s, but the clock says %s", what, date(c.NotBefore), clock)
 			ck.Fix = "if the clock is wrong (see clock), wait for time synchronisation; otherwise the certificate was issued with a future start date: re-issue it"
 			return ck
-		case left < 0:
+		case state == certs.ExpiryExpired:
 			ck.Status = Fail
 			ck.Detail = fmt.Sprintf("%s expired on %s (clock says %s)", what, date(c.NotAfter), clock)
 			ck.Fix = renew
 			return ck
-		case left < warnWithin && ck.Status == OK:
+		case state == certs.ExpiryFail && ck.Status != Fail:
+			ck.Status = Fail
+			ck.Detail = fmt.Sprintf("%s expires on %s, in %s: the tracker goes dark then", what, date(c.NotAfter), humanDays(left))
+			ck.Fix = "now: " + renew
+		case state == certs.ExpiryWarn && ck.Status == OK:
 			ck.Status = Warn
 			ck.Detail = fmt.Sprintf("%s expires on %s, in %s", what, date(c.NotAfter), humanDays(left))
 			ck.Fix = "before then, " + renew

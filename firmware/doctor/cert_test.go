@@ -53,9 +53,18 @@ func TestCheckCertificate(t *testing.T) {
 		{name: "uppercase CN", cn: "Tracker-0042", opts: valid,
 			key: want{OK, "", ""}, id: want{Fail, "uppercase", "lowercase"},
 			chain: want{OK, "issued by", ""}, dates: want{OK, "", ""}},
+		{name: "expires in 31 days", cn: "tracker-0042", opts: certstest.Options{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(31*day + time.Hour)}, identity: true,
+			key: want{OK, "", ""}, id: want{OK, "", ""}, chain: want{OK, "", ""},
+			dates: want{OK, "(31 days left)", ""}},
+		{name: "expires in 29 days", cn: "tracker-0042", opts: certstest.Options{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(29*day + time.Hour)}, identity: true,
+			key: want{OK, "", ""}, id: want{OK, "", ""}, chain: want{OK, "", ""},
+			dates: want{Warn, "the device certificate expires on", "before then, issue a new device certificate (deploy/certs/device.sh --force tracker-0042)"}},
+		{name: "expires in 8 days", cn: "tracker-0042", opts: certstest.Options{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(8*day + time.Hour)}, identity: true,
+			key: want{OK, "", ""}, id: want{OK, "", ""}, chain: want{OK, "", ""},
+			dates: want{Warn, "in 8 days", "before then"}},
 		{name: "expires in 3 days", cn: "tracker-0042", opts: certstest.Options{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(3*day + time.Hour)}, identity: true,
 			key: want{OK, "", ""}, id: want{OK, "", ""}, chain: want{OK, "", ""},
-			dates: want{Warn, "the device certificate expires on", "device.sh --force tracker-0042"}},
+			dates: want{Fail, "the device certificate expires on", "now: issue a new device certificate (deploy/certs/device.sh --force tracker-0042)"}},
 		{name: "expired", cn: "tracker-0042", opts: certstest.Options{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)}, identity: true,
 			key: want{OK, "", ""}, id: want{OK, "", ""}, chain: want{OK, "", ""},
 			dates: want{Fail, "expired on", "issue a new device certificate"}},
@@ -88,7 +97,7 @@ func TestCheckCertificate(t *testing.T) {
 			if !tt.now.IsZero() {
 				at = tt.now
 			}
-			res := CheckCertificate(d.certFile, d.keyFile, at, DefaultExpiryWarning)
+			res := CheckCertificate(d.certFile, d.keyFile, at)
 			if len(res.Checks) != 4 {
 				t.Fatalf("CheckCertificate gave %d checks; want 4", len(res.Checks))
 			}
@@ -117,14 +126,21 @@ func TestCheckCertificateIntermediateExpiring(t *testing.T) {
 	d := &device{root: root, inter: inter, leaf: leaf, certFile: t.TempDir() + "/c.pem"}
 	d.keyFile = d.certFile + ".key"
 	d.write(t, leaf.Key, leaf.Cert, inter.Cert)
-	// The leaf expires first, so it is what the warning names.
-	ck := CheckCertificate(d.certFile, d.keyFile, now, DefaultExpiryWarning).Checks[3]
-	wantCheck(t, ck, "certificate dates", Warn, "the device certificate expires", "before then")
+	// The leaf expires first, so it is what the failure names.
+	ck := CheckCertificate(d.certFile, d.keyFile, now).Checks[3]
+	wantCheck(t, ck, "certificate dates", Fail, "the device certificate expires", "now: issue")
 
 	leaf = inter.Leaf(t, "tracker-7", certstest.Options{NotBefore: now.Add(-day), NotAfter: now.Add(300 * day)})
 	d.write(t, leaf.Key, leaf.Cert, inter.Cert)
-	ck = CheckCertificate(d.certFile, d.keyFile, now, DefaultExpiryWarning).Checks[3]
-	wantCheck(t, ck, "certificate dates", Warn, `the issuing CA "Fleet CA 2026" expires`, "renew that CA")
+	ck = CheckCertificate(d.certFile, d.keyFile, now).Checks[3]
+	wantCheck(t, ck, "certificate dates", Fail, `the issuing CA "Fleet CA 2026" expires`, "renew that CA")
+
+	// Under a month left on the CA alone is a warning.
+	inter = root.Intermediate(t, "Fleet CA 2026", certstest.Options{NotBefore: now.Add(-day), NotAfter: now.Add(20 * day)})
+	leaf = inter.Leaf(t, "tracker-7", certstest.Options{NotBefore: now.Add(-day), NotAfter: now.Add(19 * day)})
+	d.write(t, leaf.Key, leaf.Cert, inter.Cert)
+	ck = CheckCertificate(d.certFile, d.keyFile, now).Checks[3]
+	wantCheck(t, ck, "certificate dates", Warn, "the device certificate expires on", "before then")
 }
 
 func chmod(t *testing.T, path string, mode os.FileMode) {

@@ -50,10 +50,7 @@ type Inputs struct {
 	RunningQueue *QueueFigures
 	// Timeout bounds each network check; 0 is DefaultTimeout.
 	Timeout time.Duration
-	// ExpiryWarning is how early to warn of certificate expiry; 0 is
-	// DefaultExpiryWarning.
-	ExpiryWarning time.Duration
-	Logger        *slog.Logger // nil discards
+	Logger  *slog.Logger // nil discards
 }
 
 // Run runs the checks in order: config; key file and certificate (id,
@@ -69,10 +66,6 @@ func Run(ctx context.Context, in Inputs) Report {
 	log := in.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	warn := in.ExpiryWarning
-	if warn <= 0 {
-		warn = DefaultExpiryWarning
 	}
 	r := Report{Time: now().UTC()}
 
@@ -100,7 +93,7 @@ func Run(ctx context.Context, in Inputs) Report {
 	}
 
 	// 2. Key and certificate.
-	cr := CheckCertificate(c.CertFile, c.KeyFile, now(), warn)
+	cr := CheckCertificate(c.CertFile, c.KeyFile, now())
 	for _, ck := range cr.Checks {
 		r.add(ck)
 	}

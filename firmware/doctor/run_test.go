@@ -38,7 +38,7 @@ func provisioned(t *testing.T) (cfgPath, stateDir string) {
 	t.Helper()
 	dev := newDevice(t, "tracker-0042", certstest.Options{NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * day)})
 	stateDir = t.TempDir()
-	id := CheckCertificate(dev.certFile, dev.keyFile, time.Now(), DefaultExpiryWarning).Identity
+	id := CheckCertificate(dev.certFile, dev.keyFile, time.Now()).Identity
 	save(t, stateDir, &cache.Assignment{Hub: "hub.test", DeviceID: "tracker-0042", CertFingerprintSHA256: id.FingerprintSHA256, AssignedAt: time.Now()})
 	cfgPath = filepath.Join(t.TempDir(), "tracker.json")
 	writeConfig(t, cfgPath, map[string]any{"idScope": "0ne00000A0A", "certFile": dev.certFile, "keyFile": dev.keyFile,

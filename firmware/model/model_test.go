@@ -2,6 +2,8 @@ package model_test
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -228,6 +230,17 @@ func TestReportedPropertiesFitTheModel(t *testing.T) {
 	}
 	if err := in.CheckReported(fb); err != nil {
 		t.Errorf("queueInMemory %s:\n%v", fb, err)
+	}
+	// certificates with a DPS-issued hub certificate, one of them expired.
+	now := time.Now()
+	onb := &x509.Certificate{Subject: pkix.Name{CommonName: "sensor-thl-001"}, NotAfter: now.Add(400 * 24 * time.Hour)}
+	op := &x509.Certificate{Subject: pkix.Name{CommonName: "sensor-thl-001"}, NotAfter: now.Add(-time.Hour)}
+	cd, err := json.Marshal(map[string]any{daemon.PropCertificates: daemon.CertificatesAt(onb, op, now)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.CheckReported(cd); err != nil {
+		t.Errorf("certificates %s:\n%v", cd, err)
 	}
 	for _, name := range []string{agent.PropFirmwareVersion, agent.PropSensors, agent.PropLastProvisioned, agent.PropQueueBytes} {
 		if _, ok := rep.Last()[name]; !ok {
