@@ -65,9 +65,9 @@ func (s *setting) UnmarshalJSON(b []byte) error {
 // ApplyDesired applies a desired-properties patch (docs/protocol.md B.5): the JSON
 // object the hub sent, without its $version, which is version.
 //
-//   - A version older than one already applied is ignored: docs/protocol.md B.5 drops
-//     notifications older than the GET's version; an equal one is applied
-//     again, which is harmless (a GET after a reconnect).
+//   - Patches are applied in the order they come: ordering them is the hub
+//     client's job (iothub.Config.OnDesired hands over strictly increasing
+//     versions, each connection's full twin first, and never a stale one).
 //   - telemetryDelay: seconds, a number or a numeric string ("1" in the
 //     reference flow), 1..3600; temperatureAlertThreshold: °C, -40..85.
 //     Both take effect at once. A null value (a deleted property) restores
@@ -86,12 +86,11 @@ func (a *Agent) ApplyDesired(version int64, props json.RawMessage) error {
 }
 
 // ApplyTwin applies the desired section of a full twin read (the GET after
-// every connect, docs/protocol.md B.5). Unlike a patch it is authoritative whatever its
-// $version: a device identity that DPS re-created after a deletion starts
-// its versions again, and its initial twin must not be ignored as stale.
-// A property the section lacks is treated as deleted (null): the configured
-// value returns. Call it from the goroutine that delivers desired updates,
-// so that no patch of the same connection overtakes it.
+// every connect, docs/protocol.md B.5). It is authoritative whatever its
+// $version (a device identity that DPS re-created after a deletion starts
+// its versions again): a property the section lacks is treated as deleted
+// (null), and the configured value returns. Call it from the goroutine
+// that delivers desired updates, so that no patch overtakes it.
 func (a *Agent) ApplyTwin(version int64, props json.RawMessage) error {
 	d, err := decodeDesired(version, props)
 	if err != nil {
@@ -99,9 +98,6 @@ func (a *Agent) ApplyTwin(version int64, props json.RawMessage) error {
 	}
 	d.TelemetryDelay.Present, d.AlertThreshold.Present = true, true
 	d.Hysteresis.Present, d.MinDuration.Present = true, true
-	a.mu.Lock()
-	a.st.desiredVersion = 0
-	a.mu.Unlock()
 	return a.apply(version, d)
 }
 
@@ -129,12 +125,6 @@ func decodeDesired(version int64, props json.RawMessage) (desired, error) {
 
 func (a *Agent) apply(version int64, d desired) error {
 	a.mu.Lock()
-	if version > 0 && version < a.st.desiredVersion {
-		cur := a.st.desiredVersion
-		a.mu.Unlock()
-		a.log.Info("stale desired properties ignored", "version", version, "applied_version", cur)
-		return nil
-	}
 	var errs []error
 	oldInterval := a.st.interval
 	if d.TelemetryDelay.Present {
@@ -165,9 +155,7 @@ func (a *Agent) apply(version int64, d desired) error {
 			a.st.alerts.minDuration = time.Duration(math.Round(v*1000)) * time.Millisecond
 		}
 	}
-	if version > a.st.desiredVersion {
-		a.st.desiredVersion = version
-	}
+	a.st.desiredVersion = version
 	err := errors.Join(errs...)
 	a.st.desiredErr = ""
 	if err != nil {

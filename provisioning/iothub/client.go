@@ -107,7 +107,10 @@ type Config struct {
 	Logger  *slog.Logger
 
 	// OnDesired receives desired-property updates in increasing version
-	// order, one at a time, from a single goroutine.
+	// order, one at a time, from a single goroutine: each connection's full
+	// twin first, and never a patch at or below a version already handed
+	// over (desiredSeq). This is the only place that orders them; the
+	// receiver applies what it gets.
 	OnDesired func(Desired)
 	// OnC2D receives cloud-to-device messages, each on its own goroutine.
 	// The PUBACK, which completes the message at the hub (docs/protocol.md B.4), is
