@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/reefer/tracker/internal/syncbuf"
@@ -60,8 +61,9 @@ func (s *fakeSession) Close() error {
 	return nil
 }
 
-// harness runs a Provisioner against scripted fakes with a fake clock. When
-// a script runs out, or stop says so, it cancels the run.
+// harness runs a Provisioner against scripted fakes. Build it inside a
+// testing/synctest bubble, whose fake clock runs the waits at once. When a
+// script runs out, or stop says so, it cancels the run.
 type harness struct {
 	t      *testing.T
 	dir    string
@@ -70,14 +72,15 @@ type harness struct {
 	p      *Provisioner
 	logs   *syncbuf.Buffer
 
+	start      time.Time // the bubble's time at newHarness: the wall clock reads t0 then
 	mu         sync.Mutex
-	now        time.Time
 	regs       []regStep
 	regCfgs    []dps.Config
 	conns      []connStep
 	connected  []cache.Assignment
 	sessions   []*fakeSession
-	sleeps     []time.Duration
+	sleeps     []time.Duration // waits announced by a status
+	wakeAt     time.Time       // the next attempt after the last wait
 	statuses   []Status
 	stop       func(Status) bool
 	randValues []float64
@@ -85,7 +88,7 @@ type harness struct {
 
 func newHarness(t *testing.T, regs []regStep, conns []connStep) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), now: t0, regs: regs, conns: conns, logs: &syncbuf.Buffer{}}
+	h := &harness{t: t, dir: t.TempDir(), start: time.Now(), regs: regs, conns: conns, logs: &syncbuf.Buffer{}}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	t.Cleanup(h.cancel)
 	p, err := New(Config{
@@ -100,7 +103,6 @@ func newHarness(t *testing.T, regs []regStep, conns []connStep) *harness {
 		HubGiveUp:   20 * time.Millisecond,
 		Logger:      slog.New(slog.NewTextHandler(h.logs, nil)),
 		Now:         h.clock,
-		Sleep:       h.sleep,
 		Rand:        h.rand,
 		Register:    h.register,
 		OnStatus:    h.onStatus,
@@ -112,19 +114,8 @@ func newHarness(t *testing.T, regs []regStep, conns []connStep) *harness {
 	return h
 }
 
-func (h *harness) clock() time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.now
-}
-
-func (h *harness) sleep(ctx context.Context, d time.Duration) error {
-	h.mu.Lock()
-	h.sleeps = append(h.sleeps, d)
-	h.now = h.now.Add(d)
-	h.mu.Unlock()
-	return ctx.Err()
-}
+// clock is the wall clock: t0 plus the time the bubble has moved on.
+func (h *harness) clock() time.Time { return t0.Add(time.Since(h.start)) }
 
 func (h *harness) rand() float64 {
 	h.mu.Lock()
@@ -137,9 +128,21 @@ func (h *harness) rand() float64 {
 	return 0.5
 }
 
+// attemptLocked checks that an attempt after a wait comes when the wait
+// said it would: the Provisioner slept what it announced.
+func (h *harness) attemptLocked() {
+	if !h.wakeAt.IsZero() {
+		if now := h.clock(); !now.Equal(h.wakeAt) {
+			h.t.Errorf("attempt at %v; the wait before it announced %v", now, h.wakeAt)
+		}
+		h.wakeAt = time.Time{}
+	}
+}
+
 func (h *harness) register(ctx context.Context, cfg dps.Config) (*dps.Result, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.attemptLocked()
 	h.regCfgs = append(h.regCfgs, cfg)
 	if len(h.regs) == 0 {
 		h.cancel()
@@ -156,6 +159,7 @@ func (h *harness) register(ctx context.Context, cfg dps.Config) (*dps.Result, er
 func (h *harness) Connect(ctx context.Context, a cache.Assignment) (Session, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.attemptLocked()
 	h.connected = append(h.connected, a)
 	if len(h.conns) == 0 {
 		h.cancel()
@@ -180,9 +184,15 @@ func (h *harness) Connect(ctx context.Context, a cache.Assignment) (Session, err
 	return sess, nil
 }
 
+// onStatus records s, and a wait that starts now (a next attempt after
+// now: the Provisioner reports it just before it sleeps).
 func (h *harness) onStatus(s Status) {
 	h.mu.Lock()
 	h.statuses = append(h.statuses, s)
+	if d := s.NextAttempt.Sub(h.clock()); d > 0 {
+		h.sleeps = append(h.sleeps, d)
+		h.wakeAt = s.NextAttempt
+	}
 	stop := h.stop
 	h.mu.Unlock()
 	if stop != nil && stop(s) {
@@ -195,13 +205,8 @@ func (h *harness) run() {
 	h.t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- h.p.Run(h.ctx, h) }()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			h.t.Errorf("Run = %v; want context.Canceled", err)
-		}
-	case <-time.After(10 * time.Second):
-		h.t.Fatal("Run did not return")
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		h.t.Errorf("Run = %v; want context.Canceled", err)
 	}
 }
 
@@ -403,8 +408,7 @@ func TestRunTransitions(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
+		t.Run(tt.name, bubbled(func(t *testing.T) {
 			h := newHarness(t, tt.regs, tt.conns)
 			if tt.cache != "" {
 				h.saveCache(hubA, tt.cache)
@@ -449,107 +453,118 @@ func TestRunTransitions(t *testing.T) {
 					t.Errorf("session %d not closed", i)
 				}
 			}
-		})
+		}))
+	}
+}
+
+// bubbled runs a parallel subtest in a testing/synctest bubble.
+func bubbled(f func(t *testing.T)) func(t *testing.T) {
+	return func(t *testing.T) {
+		t.Parallel()
+		synctest.Test(t, f)
 	}
 }
 
 func TestRunDisabledStatusAndLog(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []regStep{{err: dpsErr(dps.ErrDisabled, 0)}}, nil)
-	var refused Status
-	h.stop = func(s Status) bool {
-		if s.Phase == PhaseRefusedDisabled {
-			refused = s
-			return true
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, []regStep{{err: dpsErr(dps.ErrDisabled, 0)}}, nil)
+		var refused Status
+		h.stop = func(s Status) bool {
+			if s.Phase == PhaseRefusedDisabled {
+				refused = s
+				return true
+			}
+			return false
 		}
-		return false
-	}
-	h.run()
-	if !errors.Is(refused.Err, dps.ErrDisabled) {
-		t.Errorf("status err = %v; want ErrDisabled", refused.Err)
-	}
-	if refused.Advice != AdviceDisabled {
-		t.Errorf("advice = %q; want %q", refused.Advice, AdviceDisabled)
-	}
-	if want := t0.Add(7*time.Minute + 30*time.Second); !refused.NextAttempt.Equal(want) {
-		t.Errorf("next attempt = %v; want %v", refused.NextAttempt, want)
-	}
-	line := refused.String()
-	for _, want := range []string{"refused-disabled", "enrollment disabled: re-enable it or delete the disabling individual enrollment", "next attempt 2026-06-01T12:07:30Z"} {
-		if !strings.Contains(line, want) {
-			t.Errorf("Status.String() = %q; want it to contain %q", line, want)
+		h.run()
+		if !errors.Is(refused.Err, dps.ErrDisabled) {
+			t.Errorf("status err = %v; want ErrDisabled", refused.Err)
 		}
-	}
-	if logs := h.logs.String(); !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "enrollment disabled: re-enable it or delete the disabling individual enrollment") {
-		t.Errorf("log lacks an error line with the operator advice:\n%s", logs)
-	}
+		if refused.Advice != AdviceDisabled {
+			t.Errorf("advice = %q; want %q", refused.Advice, AdviceDisabled)
+		}
+		if want := t0.Add(7*time.Minute + 30*time.Second); !refused.NextAttempt.Equal(want) {
+			t.Errorf("next attempt = %v; want %v", refused.NextAttempt, want)
+		}
+		line := refused.String()
+		for _, want := range []string{"refused-disabled", "enrollment disabled: re-enable it or delete the disabling individual enrollment", "next attempt 2026-06-01T12:07:30Z"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("Status.String() = %q; want it to contain %q", line, want)
+			}
+		}
+		if logs := h.logs.String(); !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "enrollment disabled: re-enable it or delete the disabling individual enrollment") {
+			t.Errorf("log lacks an error line with the operator advice:\n%s", logs)
+		}
+	})
 }
 
 func TestRunStatusAfterRecovery(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []regStep{{err: dpsErr(dps.ErrTransient, 0)}, {hub: hubA}}, []connStep{{hold: true}})
-	h.stop = stopOnConnected(1)
-	h.run()
-	s := h.p.Status()
-	if s.Phase != PhaseConnected || s.Hub != hubA || s.DeviceID != regID || s.FromCache {
-		t.Errorf("status = %+v; want connected to %s as %s, not from cache", s, hubA, regID)
-	}
-	if !s.LastProvisioned.Equal(t0.Add(5 * time.Second)) {
-		t.Errorf("last provisioned = %v; want %v", s.LastProvisioned, t0.Add(5*time.Second))
-	}
-	if !strings.Contains(s.LastError, "transient") || !s.NextAttempt.IsZero() {
-		t.Errorf("status = %+v; want the last error kept and no next attempt", s)
-	}
-	if got, want := s.String(), "connected to "+hubA+" as "+regID; got != want {
-		t.Errorf("String() = %q; want %q", got, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, []regStep{{err: dpsErr(dps.ErrTransient, 0)}, {hub: hubA}}, []connStep{{hold: true}})
+		h.stop = stopOnConnected(1)
+		h.run()
+		s := h.p.Status()
+		if s.Phase != PhaseConnected || s.Hub != hubA || s.DeviceID != regID || s.FromCache {
+			t.Errorf("status = %+v; want connected to %s as %s, not from cache", s, hubA, regID)
+		}
+		if !s.LastProvisioned.Equal(t0.Add(5 * time.Second)) {
+			t.Errorf("last provisioned = %v; want %v", s.LastProvisioned, t0.Add(5*time.Second))
+		}
+		if !strings.Contains(s.LastError, "transient") || !s.NextAttempt.IsZero() {
+			t.Errorf("status = %+v; want the last error kept and no next attempt", s)
+		}
+		if got, want := s.String(), "connected to "+hubA+" as "+regID; got != want {
+			t.Errorf("String() = %q; want %q", got, want)
+		}
+	})
 }
 
-// A refused device must wait in Sleep, and cancelling the context there ends
-// Run at once.
+// A refused device must wait, and cancelling the context then ends Run at
+// once: in the bubble, without the clock moving.
 func TestRunCancelDuringLongWait(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	waiting := make(chan time.Duration, 1)
-	p, err := New(Config{
-		Identity: &certs.Identity{RegistrationID: regID, FingerprintSHA256: fp},
-		TLS:      &tls.Config{},
-		DPS:      dps.Config{IDScope: "0ne00000A0A"},
-		StateDir: dir,
-		Register: func(context.Context, dps.Config) (*dps.Result, error) {
-			return nil, dpsErr(dps.ErrDisabled, 0)
-		},
-		Sleep: func(ctx context.Context, d time.Duration) error {
-			waiting <- d
-			<-ctx.Done()
-			return ctx.Err()
-		},
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p, err := New(Config{
+			Identity: &certs.Identity{RegistrationID: regID, FingerprintSHA256: fp},
+			TLS:      &tls.Config{},
+			DPS:      dps.Config{IDScope: "0ne00000A0A"},
+			StateDir: t.TempDir(),
+			Register: func(context.Context, dps.Config) (*dps.Result, error) {
+				return nil, dpsErr(dps.ErrDisabled, 0)
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			done <- p.Run(ctx, ConnectorFunc(func(context.Context, cache.Assignment) (Session, error) {
+				t.Error("connected although DPS refused")
+				return nil, errors.New("unreachable")
+			}))
+		}()
+		synctest.Wait() // Run is asleep
+		start := time.Now()
+		if d := p.Status().NextAttempt.Sub(start); d < 5*time.Minute || d > 10*time.Minute {
+			t.Errorf("first wait after disabled = %v; want 5..10 min (default reprovisionRetry)", d)
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v; want context.Canceled", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Run returned %v after the cancel; want at once", d)
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		done <- p.Run(ctx, ConnectorFunc(func(context.Context, cache.Assignment) (Session, error) {
-			t.Error("connected although DPS refused")
-			return nil, errors.New("unreachable")
-		}))
-	}()
-	if d := <-waiting; d < 5*time.Minute || d > 10*time.Minute {
-		t.Errorf("first wait after disabled = %v; want 5..10 min (default reprovisionRetry)", d)
-	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run = %v; want context.Canceled", err)
-	}
 }
 
 func TestAssignment(t *testing.T) {
 	t.Parallel()
-	t.Run("force ignores a valid cache", func(t *testing.T) {
-		t.Parallel()
+	t.Run("force ignores a valid cache", bubbled(func(t *testing.T) {
 		h := newHarness(t, []regStep{{hub: hubB}}, nil)
 		h.saveCache(hubA, fp)
 		a, err := h.p.Assignment(context.Background(), true)
@@ -559,9 +574,8 @@ func TestAssignment(t *testing.T) {
 		if got := h.cachedHub(); got != hubB {
 			t.Errorf("cached hub = %q; want %q", got, hubB)
 		}
-	})
-	t.Run("corrupt cache", func(t *testing.T) {
-		t.Parallel()
+	}))
+	t.Run("corrupt cache", bubbled(func(t *testing.T) {
 		h := newHarness(t, []regStep{{hub: hubB}}, nil)
 		if err := os.WriteFile(cache.Path(h.dir), []byte("{garbage"), 0o600); err != nil {
 			t.Fatal(err)
@@ -569,9 +583,8 @@ func TestAssignment(t *testing.T) {
 		if a, err := h.p.Assignment(context.Background(), false); err != nil || a.Hub != hubB {
 			t.Errorf("Assignment = %+v, %v; want %s from DPS", a, err, hubB)
 		}
-	})
-	t.Run("DPS error returned typed", func(t *testing.T) {
-		t.Parallel()
+	}))
+	t.Run("DPS error returned typed", bubbled(func(t *testing.T) {
 		h := newHarness(t, []regStep{{err: dpsErr(dps.ErrDisabled, 0)}}, nil)
 		if _, err := h.p.Assignment(context.Background(), false); !errors.Is(err, dps.ErrDisabled) {
 			t.Errorf("Assignment = %v; want ErrDisabled", err)
@@ -579,9 +592,8 @@ func TestAssignment(t *testing.T) {
 		if s := h.p.Status(); s.Advice != AdviceDisabled || !errors.Is(s.Err, dps.ErrDisabled) {
 			t.Errorf("status = %+v; want the disabled advice", s)
 		}
-	})
-	t.Run("cache save failure does not block", func(t *testing.T) {
-		t.Parallel()
+	}))
+	t.Run("cache save failure does not block", bubbled(func(t *testing.T) {
 		h := newHarness(t, []regStep{{hub: hubA}, {hub: hubA}}, nil)
 		// A state "directory" that is a file: every save fails.
 		blocker := filepath.Join(h.dir, "file")
@@ -595,9 +607,8 @@ func TestAssignment(t *testing.T) {
 		if out, err := h.p.Provision(context.Background()); !errors.Is(err, ErrCacheSave) || out == nil || out.Assignment.Hub != hubA {
 			t.Errorf("Provision = %+v, %v; want the assignment and ErrCacheSave", out, err)
 		}
-	})
-	t.Run("invalidate", func(t *testing.T) {
-		t.Parallel()
+	}))
+	t.Run("invalidate", bubbled(func(t *testing.T) {
 		h := newHarness(t, nil, nil)
 		h.saveCache(hubA, fp)
 		if err := h.p.Invalidate(); err != nil {
@@ -609,7 +620,7 @@ func TestAssignment(t *testing.T) {
 		if err := h.p.Invalidate(); err != nil {
 			t.Errorf("second Invalidate = %v; want nil", err)
 		}
-	})
+	}))
 }
 
 func TestNewValidates(t *testing.T) {

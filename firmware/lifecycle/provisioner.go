@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -57,10 +56,12 @@ type Config struct {
 	HubGiveUp time.Duration
 
 	Logger *slog.Logger
-	Now    func() time.Time
-	// Sleep waits d or until ctx ends. Default: a timer.
-	Sleep func(ctx context.Context, d time.Duration) error
-	// Rand is uniform in [0, 1). Default math/rand/v2.
+	// Now is the device's wall clock, for Status times (the daemon passes
+	// the agent's, which a test may set apart from the monotonic clock).
+	// Default time.Now. Waits run on the time package's timers; tests run
+	// them in a testing/synctest bubble.
+	Now func() time.Time
+	// Rand is uniform in [0, 1), for jitter. Default math/rand/v2.
 	Rand func() float64
 	// Register defaults to dps.Register.
 	Register RegisterFunc
@@ -110,9 +111,6 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Sleep == nil {
-		cfg.Sleep = ctxtime.Sleep
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64

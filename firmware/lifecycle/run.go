@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/internal/backoff"
+	"github.com/reefer/tracker/internal/ctxtime"
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/dps"
 	"github.com/reefer/tracker/provisioning/iothub"
@@ -223,7 +224,7 @@ func (p *Provisioner) wait(ctx context.Context, phase Phase, err error, d time.D
 		s.Err, s.LastError, s.Advice = err, err.Error(), Explain(err)
 		s.NextAttempt = next
 	})
-	if err := p.cfg.Sleep(ctx, d); err != nil {
+	if err := ctxtime.Sleep(ctx, d); err != nil {
 		return context.Cause(ctx)
 	}
 	return nil
