@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -13,7 +14,8 @@ import (
 // DPS check (docs/protocol.md A.1) nor the hub parser (docs/protocol.md B.1) panics; a DPS
 // connection is admitted only for the emulator's ID scope with client id =
 // the registration id of the user name, which must be valid; and a hub
-// user name splits into parts that rebuild it.
+// user name splits into parts that rebuild it, with at most maxUserParams
+// parameters that net/url encodes and parses back unchanged.
 // Seeds: testdata/fuzz/FuzzMQTTUsername/ (what the SDKs and the tracker send).
 func FuzzMQTTUsername(f *testing.F) {
 	f.Add("0ne00000001/registrations/sensor-thl-001/api-version=2019-03-31", "sensor-thl-001")
@@ -43,8 +45,16 @@ func FuzzMQTTUsername(f *testing.F) {
 		if !strings.HasPrefix(user, rebuilt+"/?") || strings.Contains(host, "/") || strings.Contains(device, "/") {
 			t.Fatalf("user %q split into host %q device %q module %q", user, host, device, module)
 		}
-		if _, err := url.ParseQuery(q.Encode()); err != nil {
-			t.Fatalf("parameters %v do not re-encode: %v", q, err)
+		n := 0
+		for _, vs := range q {
+			n += len(vs)
+		}
+		if n > maxUserParams {
+			t.Fatalf("user %q accepted with %d parameters", user, n)
+		}
+		again, err := url.ParseQuery(q.Encode())
+		if err != nil || !reflect.DeepEqual(again, q) {
+			t.Fatalf("parameters %q re-encode as %q (%v)", q, again, err)
 		}
 	})
 }

@@ -582,15 +582,25 @@ func parseHubUsername(u string) (host, deviceID, module string, q url.Values, er
 	return host, deviceID, module, q, nil
 }
 
+// maxUserParams bounds a hub user name's parameters. Clients send a handful
+// (api-version, DeviceClientType, model-id); one carrying thousands is
+// refused before they are decoded, and stays well under the 10,000 that
+// net/url accepts in a query since Go 1.26 (found by FuzzMQTTUsername).
+const maxUserParams = 32
+
 // userParams parses the user name's parameters. Only "&" separates them:
 // Learn writes a model id as is (model-id=dtmi:com:example:Thermostat;1,
 // docs/protocol.md B.1 model-id), and its ";" belongs to the value, where
 // url.ParseQuery would refuse the whole query. A "+" stays a "+".
 func userParams(query string) (url.Values, error) {
 	q := url.Values{}
+	n := 0
 	for _, kv := range strings.Split(query, "&") {
 		if kv == "" {
 			continue
+		}
+		if n++; n > maxUserParams {
+			return nil, fmt.Errorf("more than %d parameters", maxUserParams)
 		}
 		k, v, _ := strings.Cut(kv, "=")
 		key, err := url.QueryUnescape(strings.ReplaceAll(k, "+", "%2B"))

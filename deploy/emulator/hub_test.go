@@ -444,3 +444,22 @@ func TestConnectionEndForgetsSession(t *testing.T) {
 	}
 	e.hook.connEnded(conn) // twice is harmless
 }
+
+// A hub user name carries at most maxUserParams parameters; empty ones
+// ("&&") do not count.
+func TestHubUsernameParameterBound(t *testing.T) {
+	params := func(n int) string {
+		p := []string{"api-version=2021-04-12"}
+		for i := 1; i < n; i++ {
+			p = append(p, fmt.Sprintf("p%d=%d", i, i))
+		}
+		return strings.Join(p, "&&")
+	}
+	if _, _, _, q, err := parseHubUsername("hub/d/?" + params(maxUserParams)); err != nil || len(q) != maxUserParams {
+		t.Fatalf("%d parameters: %v, %d parsed", maxUserParams, err, len(q))
+	}
+	_, _, _, _, err := parseHubUsername("hub/d/?" + params(maxUserParams+1))
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d parameters", maxUserParams)) {
+		t.Fatalf("%d parameters: err %v, want more than %d", maxUserParams+1, err, maxUserParams)
+	}
+}
