@@ -10,8 +10,6 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -103,28 +101,27 @@ func verifies(pub crypto.PublicKey, digest, sig []byte) bool {
 	}
 }
 
-// FuzzLoadIdentity (chain and key files together, as LoadIdentity reads
-// them, with the clock inside the leaf's validity): it never panics; an
-// identity it accepts is what DPS and the hub will accept of it: the leaf
-// CN is a valid registration id, the key matches the leaf, each
-// certificate is signed by the next, the TLS certificate is exactly the
-// file's chain, and the fingerprint is the leaf's SHA-256.
+// FuzzLoadIdentity (chain and key files together, as LoadIdentity checks
+// them once read, with the clock inside the leaf's validity): it never
+// panics; an identity it accepts is what DPS and the hub will accept of
+// it: the leaf CN is a valid registration id, the key matches the leaf,
+// each certificate is signed by the next, the TLS certificate is exactly
+// the file's chain, and the fingerprint is the leaf's SHA-256. The files
+// themselves (mode, reading) are LoadIdentity's unit tests' business
+// (certs_test.go): writing two per input held this target to a few dozen
+// executions a second.
 func FuzzLoadIdentity(f *testing.F) {
 	f.Add([]byte(""), []byte(""))
 	f.Fuzz(func(t *testing.T, chainPEM, keyPEM []byte) {
-		dir := t.TempDir()
-		certFile, keyFile := filepath.Join(dir, "chain.pem"), filepath.Join(dir, "device.key")
-		if err := os.WriteFile(certFile, chainPEM, 0o644); err != nil {
-			t.Fatal(err)
+		certs, err := ParsePEMCerts(chainPEM)
+		if err != nil {
+			return
 		}
-		if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-			t.Fatal(err)
+		key, err := parseKey(keyPEM)
+		if err != nil {
+			return
 		}
-		now := time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC)
-		if certs, err := ParsePEMCerts(chainPEM); err == nil {
-			now = certs[0].NotBefore.Add(time.Minute)
-		}
-		id, err := LoadIdentity(certFile, keyFile, now)
+		id, err := newIdentity("chain.pem", "device.key", certs, key, certs[0].NotBefore.Add(time.Minute))
 		if err != nil {
 			return
 		}
