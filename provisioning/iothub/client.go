@@ -160,9 +160,12 @@ type Config struct {
 	// in flight. Default 1 s.
 	GapWait time.Duration
 
-	Now       func() time.Time
-	Sleep     func(ctx context.Context, d time.Duration) error
-	Rand      func() float64 // uniform in [0, 1)
+	// Sleep waits between connection attempts and before a resync; nil:
+	// ctxtime.Sleep. Tests against a real broker cannot run in a
+	// testing/synctest bubble (network I/O), so they shorten the waits here.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Rand is uniform in [0, 1), for jitter; nil: math/rand/v2.
+	Rand      func() float64
 	NewClient func(*mqtt.ClientOptions) mqtt.Client
 }
 
@@ -221,9 +224,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.TakeoverThreshold <= 0 {
 		c.TakeoverThreshold = 3
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	if c.Sleep == nil {
 		c.Sleep = ctxtime.Sleep
@@ -402,7 +402,7 @@ func (c *Client) setState(st State, err error) {
 		c.log.Info("iothub state", "state", st.String())
 	}
 	if c.cfg.OnState != nil {
-		c.cfg.OnState(StateChange{State: st, Err: err, At: c.cfg.Now()})
+		c.cfg.OnState(StateChange{State: st, Err: err, At: time.Now()})
 	}
 }
 
@@ -534,7 +534,7 @@ func (c *Client) dial(ctx context.Context) (*session, error) {
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s.up = c.cfg.Now()
+	s.up = time.Now()
 	c.seqMu.Lock()
 	c.seq.reset()
 	c.seqMu.Unlock()
@@ -587,7 +587,7 @@ func (c *Client) supervise(s *session) {
 		}
 		c.mu.Unlock()
 
-		lifetime := c.cfg.Now().Sub(s.up)
+		lifetime := time.Now().Sub(s.up)
 		stable := lifetime >= c.cfg.StableAfter
 		if errors.Is(s.lostErr, io.EOF) && !stable {
 			c.streak++
@@ -605,7 +605,7 @@ func (c *Client) supervise(s *session) {
 		} else {
 			flaps++ // a flapping connection backs off like a failing one
 		}
-		lost := c.cfg.Now()
+		lost := time.Now()
 		d := backoff.Delay(flaps, c.cfg.BackoffBase, c.cfg.BackoffMax, 0, c.cfg.Rand())
 		if err := c.cfg.Sleep(c.ctx, d); err != nil {
 			return
@@ -620,7 +620,7 @@ func (c *Client) supervise(s *session) {
 			}
 			return
 		}
-		c.log.Info("iothub reconnected", "offline_for", c.cfg.Now().Sub(lost).Round(time.Millisecond))
+		c.log.Info("iothub reconnected", "offline_for", time.Now().Sub(lost).Round(time.Millisecond))
 		s = ns
 	}
 }

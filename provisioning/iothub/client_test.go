@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -631,46 +632,50 @@ func TestNotAuthorizedWhileRunningStopsClient(t *testing.T) {
 	}
 }
 
+// TestTakeoverHeuristic runs in a testing/synctest bubble: time.Sleep ages
+// the connection on the bubble's clock before each close.
 func TestTakeoverHeuristic(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
-	if err := h.c.Connect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	h.waitState(t, StateConnected)
-	kick := func(err error, after time.Duration) StateChange {
-		t.Helper()
-		h.clock.Advance(after)
-		h.hub.last().drop(err)
-		ev := h.waitState(t, StateDisconnected)
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		if err := h.c.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		h.waitState(t, StateConnected)
-		return ev
-	}
-	// Two short remote closes: not yet.
-	for i := 0; i < 2; i++ {
-		if ev := kick(io.EOF, 5*time.Second); errors.Is(ev.Err, ErrTakenOver) {
-			t.Fatalf("close %d reported takeover too early: %v", i+1, ev.Err)
+		kick := func(err error, after time.Duration) StateChange {
+			t.Helper()
+			time.Sleep(after)
+			h.hub.last().drop(err)
+			ev := h.waitState(t, StateDisconnected)
+			h.waitState(t, StateConnected)
+			return ev
 		}
-	}
-	// Third in a row: suspected takeover.
-	if ev := kick(io.EOF, 5*time.Second); !errors.Is(ev.Err, ErrTakenOver) || !errors.Is(ev.Err, ErrConnectionLost) {
-		t.Errorf("third short close = %v; want ErrTakenOver", ev.Err)
-	}
-	// A stable connection resets the streak.
-	if ev := kick(io.EOF, 10*time.Minute); errors.Is(ev.Err, ErrTakenOver) {
-		t.Errorf("close after a stable connection = %v; want no takeover", ev.Err)
-	}
-	// Ping timeouts are not remote closes.
-	for i := 0; i < 3; i++ {
-		if ev := kick(errors.New("pingresp not received, disconnecting"), time.Second); errors.Is(ev.Err, ErrTakenOver) {
-			t.Errorf("ping timeout %d = %v; want no takeover", i, ev.Err)
+		// Two short remote closes: not yet.
+		for i := 0; i < 2; i++ {
+			if ev := kick(io.EOF, 5*time.Second); errors.Is(ev.Err, ErrTakenOver) {
+				t.Fatalf("close %d reported takeover too early: %v", i+1, ev.Err)
+			}
 		}
-	}
-	// Flapping connections grow the back-off: 1 s·2^n jittered by 0.5, capped at 5 min.
-	got := h.sleeps.Got()
-	if len(got) != 7 || got[0] != time.Second || got[1] != 2*time.Second || got[2] != 4*time.Second || got[3] != 500*time.Millisecond {
-		t.Errorf("reconnect sleeps = %v", got)
-	}
+		// Third in a row: suspected takeover.
+		if ev := kick(io.EOF, 5*time.Second); !errors.Is(ev.Err, ErrTakenOver) || !errors.Is(ev.Err, ErrConnectionLost) {
+			t.Errorf("third short close = %v; want ErrTakenOver", ev.Err)
+		}
+		// A stable connection resets the streak.
+		if ev := kick(io.EOF, 10*time.Minute); errors.Is(ev.Err, ErrTakenOver) {
+			t.Errorf("close after a stable connection = %v; want no takeover", ev.Err)
+		}
+		// Ping timeouts are not remote closes.
+		for i := 0; i < 3; i++ {
+			if ev := kick(errors.New("pingresp not received, disconnecting"), time.Second); errors.Is(ev.Err, ErrTakenOver) {
+				t.Errorf("ping timeout %d = %v; want no takeover", i, ev.Err)
+			}
+		}
+		// Flapping connections grow the back-off: 1 s·2^n jittered by 0.5, capped at 5 min.
+		got := h.sleeps.Got()
+		if len(got) != 7 || got[0] != time.Second || got[1] != 2*time.Second || got[2] != 4*time.Second || got[3] != 500*time.Millisecond {
+			t.Errorf("reconnect sleeps = %v", got)
+		}
+	})
 }
 
 func TestCloseIsIdempotentAndFinal(t *testing.T) {

@@ -226,7 +226,6 @@ func (c *fakeClient) drop(err error) {
 type harness struct {
 	c       *Client
 	hub     *fakeHub
-	clock   *faketime.Clock
 	sleeps  *faketime.Sleeps
 	states  chan StateChange
 	desired chan Desired
@@ -237,7 +236,6 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
 	h := &harness{
 		hub:     newFakeHub(),
-		clock:   faketime.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)),
 		sleeps:  &faketime.Sleeps{},
 		states:  make(chan StateChange, 100),
 		desired: make(chan Desired, 100),
@@ -251,7 +249,6 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 		OnDesired:        func(d Desired) { h.desired <- d },
 		OnC2D:            func(m Message) error { h.c2d <- m; return nil },
 		OnState:          func(s StateChange) { h.states <- s },
-		Now:              h.clock.Now,
 		Sleep:            h.sleeps.Sleep,
 		Rand:             func() float64 { return 0.5 },
 		NewClient:        h.hub.newClient,
