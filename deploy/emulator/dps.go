@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,24 +50,41 @@ func newDPSService(e *Emulator) *dpsService {
 // authenticate checks the DPS user name and client id (docs/protocol.md A.1): the
 // user name is `{idScope}/registrations/{rid}/api-version=...` and the
 // client id is the same registration id. Whether the certificate CN
-// matches is answered at register time (400), as is enrollment (401).
-func (d *dpsService) authenticate(user, clientID string) (string, error) {
+// matches is answered at register time (400), as is enrollment (401). It
+// returns the registration id and the api-version.
+func (d *dpsService) authenticate(user, clientID string) (string, string, error) {
 	parts := strings.SplitN(user, "/", 4)
 	if !strings.EqualFold(parts[0], d.e.sec.IDScope) {
-		return "", fmt.Errorf("unknown ID scope %q", parts[0])
+		return "", "", fmt.Errorf("unknown ID scope %q", parts[0])
 	}
 	rid := parts[2]
 	if !store.ValidRegistrationID(rid) {
-		return "", fmt.Errorf("invalid registration id %q", rid)
+		return "", "", fmt.Errorf("invalid registration id %q", rid)
 	}
 	if clientID != rid {
-		return "", fmt.Errorf("client id %q differs from the user name's registration id %q", clientID, rid)
+		return "", "", fmt.Errorf("client id %q differs from the user name's registration id %q", clientID, rid)
 	}
 	params := strings.Split(parts[3], "&")
-	if v := strings.TrimPrefix(params[0], "api-version="); v == "" {
-		return "", errors.New("empty api-version")
+	v, ok := strings.CutPrefix(params[0], "api-version=")
+	if !ok || v == "" {
+		return "", "", errors.New("user name has no api-version")
 	}
-	return rid, nil
+	return rid, v, nil
+}
+
+// csrAPIVersion is the first DPS api-version with certificate issuance
+// (docs/protocol.md A.5).
+var csrAPIVersion = time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)
+
+// supportsCSR reports whether a DPS api-version ("2025-07-01-preview",
+// "2026-11-01", ...) knows the register body's csr: its date is
+// csrAPIVersion or later.
+func supportsCSR(apiVersion string) bool {
+	if len(apiVersion) < 10 {
+		return false
+	}
+	t, err := time.Parse("2006-01-02", apiVersion[:10])
+	return err == nil && !t.Before(csrAPIVersion)
 }
 
 // errorBody is ProvisioningServiceErrorDetails (docs/protocol.md A.4).
@@ -149,6 +167,7 @@ func (d *dpsService) register(s *session, rid string, body []byte) {
 	var req struct {
 		RegistrationID string          `json:"registrationId"`
 		Payload        json.RawMessage `json:"payload"`
+		CSR            *string         `json:"csr"`
 	}
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	if err := dec.Decode(&req); err != nil {
@@ -163,6 +182,21 @@ func (d *dpsService) register(s *session, rid string, body []byte) {
 		d.respondError(s, rid, store.ErrInvalid.With("registrationId %q differs from the connection's %q", req.RegistrationID, s.rid), -1)
 		return
 	}
+	var csr []byte
+	if req.CSR != nil {
+		// docs/protocol.md A.5, G.9: the emulator refuses a csr the
+		// api-version does not know, and anything but base64 DER.
+		if !supportsCSR(s.apiVersion) {
+			d.respondError(s, rid, store.ErrCSRAPIVersion.With("csr needs api-version 2025-07-01-preview or later in the user name, not %q", s.apiVersion), -1)
+			return
+		}
+		der, err := base64.StdEncoding.DecodeString(*req.CSR)
+		if err != nil || len(der) == 0 {
+			d.respondError(s, rid, store.ErrCSRInvalid.With("csr is not base64 DER (no PEM armour): %v", err), -1)
+			return
+		}
+		csr = der
+	}
 	now := d.e.cfg.Now()
 	d.mu.Lock()
 	ok, wait := allow(&d.regs, now, d.e.cfg.RegistrationsPerMinute, time.Minute)
@@ -174,7 +208,7 @@ func (d *dpsService) register(s *session, rid string, body []byte) {
 		d.respondError(s, rid, store.ErrThrottled.With("registration rate limit exceeded"), wait)
 		return
 	}
-	res, err := d.e.store.Register(store.RegisterRequest{RegistrationID: s.rid, Chain: s.chain, Payload: req.Payload})
+	res, err := d.e.store.Register(store.RegisterRequest{RegistrationID: s.rid, Chain: s.chain, Payload: req.Payload, CSR: csr})
 	if err != nil {
 		d.e.log.Info("dps register refused", "registrationId", s.rid, "err", err)
 		d.respondError(s, rid, err, -1)
@@ -191,7 +225,8 @@ func (d *dpsService) register(s *session, rid string, body []byte) {
 	d.mu.Lock()
 	d.ops[op.id] = op
 	d.mu.Unlock()
-	d.e.log.Info("dps registration", "registrationId", s.rid, "status", res.Status, "assignedHub", res.AssignedHub, "substatus", res.Substatus)
+	d.e.log.Info("dps registration", "registrationId", s.rid, "status", res.Status, "assignedHub", res.AssignedHub, "substatus", res.Substatus,
+		"issuedCertificate", len(res.IssuedCertificateChain) > 0)
 	b, _ := json.Marshal(map[string]any{"operationId": op.id, "status": store.RegAssigning})
 	d.respond(s, 202, rid, d.e.cfg.RetryAfter, b)
 }

@@ -33,6 +33,15 @@
 //   - G.11: DPS creates selfSigned identities with the SHA-256 thumbprint.
 //   - G.12: PUT /devices/{id} without If-Match on an existing id is 409001.
 //   - G.13: re-registration re-creates a hub identity deleted out of band.
+//   - G.9: a csr (certificate issuance, docs/protocol.md A.5) under an
+//     api-version before 2025-07-01-preview, a CSR that is not valid base64
+//     DER PKCS#10, a CN other than the registration id, and an enrollment
+//     without an existing credential policy are refused with 400 and
+//     errorCode 400301, 400302, 400303, 400304; the poll's payload is
+//     ignored. Credential policies (Config.CredentialPolicies, the service
+//     API's /credentialPolicies) stand in for Azure Device Registry; a
+//     device that received a certificate gets a certificateAuthority hub
+//     identity, admitted with any unexpired certificate issued for it.
 //
 // # Isolation between clients
 //
@@ -232,6 +241,15 @@ type Config struct {
 	// tests can step time instead of waiting. Network deadlines and
 	// direct-method timeouts use real time.
 	Now func() time.Time
+	// IssuedCertValidity is the validity of certificates DPS issues under
+	// a credential policy created without one (default 30 days,
+	// store.DefaultIssuedCertValidity; docs/protocol.md A.5).
+	IssuedCertValidity time.Duration
+	// CredentialPolicies are created at start when missing, with the
+	// default validity: the emulator-specific stand-ins for the Azure
+	// Device Registry policies an enrollment's credentialPolicyName names
+	// (docs/protocol.md A.5).
+	CredentialPolicies []string
 	// NoSync skips fsync in the store (benchmarks).
 	NoSync bool
 	// Logger (default: discard).
@@ -341,6 +359,16 @@ type Info struct {
 	// CACertPath is the PEM of the CA that signs every server
 	// certificate; devices and service clients trust it.
 	CACertPath string `json:"caCertPath"`
+	// CredentialRootCertPath is the PEM of the credential root CA: the
+	// root of every chain DPS issues (docs/protocol.md A.5), the last
+	// element of issuedCertificateChain.
+	CredentialRootCertPath string `json:"credentialRootCertPath"`
+	// IssuedCertificateValidity is the validity of certificates issued
+	// under a credential policy created without one (a Go duration).
+	IssuedCertificateValidity string `json:"issuedCertificateValidity"`
+	// CredentialPolicies are the names of the credential policies that
+	// existed at start (the service API lists the current ones).
+	CredentialPolicies []string `json:"credentialPolicies"`
 }
 
 // ownerPolicy is the hub policy with every right; its key is HubKeys.
@@ -418,12 +446,22 @@ func New(cfg Config) (*Emulator, error) {
 		hubs[i] = store.Hub{Name: h.name, HostName: h.host}
 	}
 	st, err := store.Open(filepath.Join(cfg.DataDir, "state"), store.Options{Hubs: hubs, NoSync: cfg.NoSync, Logger: cfg.Logger, Now: cfg.Now,
-		TelemetryHistory: cfg.TelemetryHistory, TelemetryHistoryBytes: cfg.TelemetryHistoryBytes})
+		TelemetryHistory: cfg.TelemetryHistory, TelemetryHistoryBytes: cfg.TelemetryHistoryBytes, IssuedCertValidity: cfg.IssuedCertValidity})
 	if err != nil {
 		e.closeListeners()
 		return nil, fmt.Errorf("emulator: %w", err)
 	}
 	e.store = st
+	for _, name := range cfg.CredentialPolicies {
+		if _, err := st.GetCredentialPolicy(name); err == nil {
+			continue
+		}
+		if _, err := st.PutCredentialPolicy(store.CredentialPolicy{Name: name}, ""); err != nil {
+			e.closeListeners()
+			st.Close()
+			return nil, fmt.Errorf("emulator: credential policy: %w", err)
+		}
+	}
 	if err := e.saveSecrets(); err != nil {
 		e.closeListeners()
 		return nil, err
@@ -702,9 +740,15 @@ func notImplemented(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Emulator) buildInfo() Info {
-	inf := Info{CACertPath: filepath.Join(e.cfg.DataDir, "ca.pem")}
-	if abs, err := filepath.Abs(inf.CACertPath); err == nil {
-		inf.CACertPath = abs
+	inf := Info{CACertPath: filepath.Join(e.cfg.DataDir, "ca.pem"), CredentialRootCertPath: e.store.CredentialRootPath(),
+		IssuedCertificateValidity: e.store.IssuedCertValidity().String(), CredentialPolicies: []string{}}
+	for _, p := range []*string{&inf.CACertPath, &inf.CredentialRootCertPath} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+	}
+	for _, p := range e.store.ListCredentialPolicies() {
+		inf.CredentialPolicies = append(inf.CredentialPolicies, p.Name)
 	}
 	svcHost := ""
 	if e.httpLn != nil {

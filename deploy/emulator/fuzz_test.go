@@ -20,17 +20,21 @@ import (
 func FuzzMQTTUsername(f *testing.F) {
 	f.Add("0ne00000001/registrations/sensor-thl-001/api-version=2019-03-31", "sensor-thl-001")
 	f.Add("0ne00000001/registrations/sensor-thl-001/api-version=2019-03-31&ClientVersion=azure-iot-device%2F1.0", "sensor-thl-001")
+	f.Add("0ne00000001/registrations/sensor-thl-001/api-version=2025-07-01-preview", "sensor-thl-001")
 	f.Add("hub1.localhost:8884/sensor-thl-001/?api-version=2021-04-12&DeviceClientType=reefer-tracker", "sensor-thl-001")
 	f.Add("hub/d/m/?api-version=2021-04-12&model-id=dtmi%3Aexample%3Ax%3B1", "d/m")
 	f.Add("hub/d/?api-version=2020-09-30&model-id=dtmi:com:example:Thermostat;1", "d")
 	d := &dpsService{e: &Emulator{sec: secrets{IDScope: "0ne00000001"}}}
 	f.Fuzz(func(t *testing.T, user, clientID string) {
 		if isDPSUsername(user) {
-			rid, err := d.authenticate(user, clientID)
+			rid, apiVersion, err := d.authenticate(user, clientID)
 			if err == nil {
 				parts := strings.SplitN(user, "/", 4)
 				if !strings.EqualFold(parts[0], "0ne00000001") || rid != parts[2] || rid != clientID || !store.ValidRegistrationID(rid) {
 					t.Fatalf("DPS admitted user %q client %q as %q", user, clientID, rid)
+				}
+				if apiVersion == "" || !strings.HasPrefix(parts[3], "api-version="+apiVersion) {
+					t.Fatalf("DPS user %q gave api-version %q", user, apiVersion)
 				}
 			}
 		}

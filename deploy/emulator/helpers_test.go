@@ -181,7 +181,14 @@ func isNotAuthorized(err error) bool { return errors.Is(err, pahopk.ErrorRefused
 
 func dpsDial(t *testing.T, e *Emulator, rid string, cert tls.Certificate) *client {
 	t.Helper()
-	c, err := dial(t, e, e.DPSEndpoint(), dialOpts{clientID: rid, username: e.IDScope() + "/registrations/" + rid + "/api-version=2019-03-31", cert: cert, clean: true})
+	return dpsDialVersion(t, e, rid, cert, "2019-03-31")
+}
+
+// dpsDialVersion connects to DPS with the given api-version in the user
+// name (docs/protocol.md A.1; A.5 needs 2025-07-01-preview for a csr).
+func dpsDialVersion(t *testing.T, e *Emulator, rid string, cert tls.Certificate, apiVersion string) *client {
+	t.Helper()
+	c, err := dial(t, e, e.DPSEndpoint(), dialOpts{clientID: rid, username: e.IDScope() + "/registrations/" + rid + "/api-version=" + apiVersion, cert: cert, clean: true})
 	if err != nil {
 		t.Fatalf("dps connect %s: %v", rid, err)
 	}

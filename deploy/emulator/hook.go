@@ -50,7 +50,8 @@ type session struct {
 	kind  sessionKind
 	chain []*x509.Certificate
 
-	rid string // DPS registration id
+	rid        string // DPS registration id
+	apiVersion string // DPS api-version from the user name (docs/protocol.md A.1, A.5)
 
 	hub          string // hub host name
 	hubName      string
@@ -296,13 +297,13 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	}
 	user := string(pk.Connect.Username)
 	if cl.Net.Listener == "mqtt" && isDPSUsername(user) {
-		rid, err := h.e.dps.authenticate(user, pk.Connect.ClientIdentifier)
+		rid, apiVersion, err := h.e.dps.authenticate(user, pk.Connect.ClientIdentifier)
 		if err != nil {
 			log.Info("dps connect refused", "err", err)
 			return false
 		}
 		s := newSession(h.e, cl, kindDPS, chain)
-		s.rid = rid
+		s.rid, s.apiVersion = rid, apiVersion
 		cl.Properties.Will = mqtt.Will{} // refused in OnPacketRead; never kept
 		// docs/protocol.md A.1: DPS keeps no session; every connection is clean.
 		// A unique broker id keeps parallel DPS connections apart.

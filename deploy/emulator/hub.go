@@ -71,7 +71,8 @@ func stripDefaultPort(host string) string { return strings.TrimSuffix(host, ":88
 // checkCert applies the identity's authentication rule (docs/protocol.md B.1): a
 // selfSigned identity matches the leaf's SHA-1 or SHA-256 thumbprint; a
 // certificateAuthority identity needs CN = deviceId and a chain to a
-// verified CA of the hub.
+// verified CA of the hub or, for certificates DPS issued, to the
+// credential root (docs/protocol.md A.5).
 func (h *hubService) checkCert(hub string, d store.Device, chain []*x509.Certificate) error {
 	leaf := chain[0]
 	now := h.e.cfg.Now()
@@ -95,6 +96,10 @@ func (h *hubService) checkCert(hub string, d store.Device, chain []*x509.Certifi
 		for _, c := range h.e.store.VerifiedCACertificates(hub) {
 			roots.AddCert(c)
 		}
+		// Certificates DPS issued (docs/protocol.md A.5) chain to the
+		// credential root, which every hub trusts as Azure's hubs trust
+		// their ADR namespace.
+		roots.AddCert(h.e.store.CredentialRoot())
 		inter := x509.NewCertPool()
 		for _, c := range chain[1:] {
 			inter.AddCert(c)

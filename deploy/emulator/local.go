@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/reefer/tracker/deploy/emulator/store"
 )
@@ -103,6 +104,14 @@ func (e *Emulator) EnrollDevice(leaf *x509.Certificate, mod func(*store.Individu
 		mod(&en)
 	}
 	return e.store.PutIndividualEnrollment(en, "*")
+}
+
+// CreateCredentialPolicy creates (or changes the validity of) a credential
+// policy whose issuing CA signs the csr of devices whose enrollment names
+// it in CredentialPolicyName (docs/protocol.md A.5). validity 0 is the
+// emulator's default (Config.IssuedCertValidity).
+func (e *Emulator) CreateCredentialPolicy(name string, validity time.Duration) (store.CredentialPolicy, error) {
+	return e.store.PutCredentialPolicy(store.CredentialPolicy{Name: name, ValiditySeconds: int64(validity / time.Second)}, "")
 }
 
 // CreateDevice creates a selfSigned hub identity keyed by the SHA-256

@@ -3,9 +3,12 @@
 package emulatortest
 
 import (
+	"crypto/x509"
 	"testing"
+	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
 // Start starts an emulator for a test: data in t.TempDir(), every listener
@@ -20,4 +23,36 @@ func Start(t testing.TB, mod ...func(*emulator.Config)) *emulator.Emulator {
 	}
 	t.Cleanup(func() { e.Close() })
 	return e
+}
+
+// Policy is a credential policy with its certificates parsed.
+type Policy struct {
+	store.CredentialPolicy
+	// IssuingCA signs the issued leaves; Root is the emulator's credential
+	// root above it. Roots is a pool holding Root, to verify an issued
+	// chain.
+	IssuingCA, Root *x509.Certificate
+	Roots           *x509.CertPool
+}
+
+// CredentialPolicy creates a credential policy on e whose issued
+// certificates are valid for validity (whole seconds; 0 is the emulator's
+// default). Enrollments name it in CredentialPolicyName to have DPS sign
+// the csr of registering devices (docs/protocol.md A.5):
+//
+//	pol := emulatortest.CredentialPolicy(t, e, "trackers", 2*time.Minute)
+//	e.EnrollGroup("fleet", ca, func(g *store.EnrollmentGroup) { g.CredentialPolicyName = pol.Name })
+func CredentialPolicy(t testing.TB, e *emulator.Emulator, name string, validity time.Duration) Policy {
+	t.Helper()
+	p, err := e.CreateCredentialPolicy(name, validity)
+	if err != nil {
+		t.Fatalf("credential policy %s: %v", name, err)
+	}
+	issuing, root, err := p.Certificates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	return Policy{CredentialPolicy: p, IssuingCA: issuing, Root: root, Roots: roots}
 }

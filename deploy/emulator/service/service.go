@@ -148,6 +148,7 @@ func New(st *store.Store, cfg Config) (*Service, error) {
 		t := &target{kind: k, host: host, policies: keys, perms: resolvePermissions(k, names, perms), mux: http.NewServeMux()}
 		if k == kindDPS {
 			s.dpsRoutes(t.mux)
+			s.policyRoutes(t.mux)
 		} else {
 			s.hubRoutes(t.mux, host)
 		}

@@ -66,6 +66,17 @@ var (
 	ErrTooLarge            = &Error{Code: 413001, Name: "MessageTooLarge"}
 	ErrThrottled           = &Error{Code: 429001, Name: "ThrottlingException"}
 	ErrInternal            = &Error{Code: 500001, Name: "ServerError"}
+	// ErrCredentialPolicyNotFound: no emulator credential policy of that
+	// name (docs/protocol.md A.5; emulator-specific resource).
+	ErrCredentialPolicyNotFound = &Error{Code: 404207, Name: "CredentialPolicyNotFound"}
+
+	// Refusals of a register request with a csr (docs/protocol.md A.5).
+	// Azure documents no codes for them (docs/protocol.md G.9): these
+	// are the emulator's choice.
+	ErrCSRAPIVersion      = &Error{Code: 400301, Name: "CsrNotSupportedByApiVersion"}
+	ErrCSRInvalid         = &Error{Code: 400302, Name: "InvalidCertificateSigningRequest"}
+	ErrCSRSubject         = &Error{Code: 400303, Name: "CertificateSigningRequestSubjectMismatch"}
+	ErrNoCredentialPolicy = &Error{Code: 400304, Name: "CredentialPolicyNotConfigured"}
 	// ErrMethodTimeout is the direct-method timeout. docs/protocol.md G.6: 504101 is
 	// widely cited but unconfirmed; we use it.
 	ErrMethodTimeout = &Error{Code: 504101, Name: "GatewayTimeout"}

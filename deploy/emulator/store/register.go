@@ -18,6 +18,9 @@ type RegisterRequest struct {
 	Chain []*x509.Certificate
 	// Payload is the optional custom payload; it is not interpreted.
 	Payload json.RawMessage
+	// CSR is the DER certificate signing request of the body's csr, nil
+	// without one (docs/protocol.md A.5).
+	CSR []byte
 }
 
 // Register runs a DPS registration to its terminal state (docs/protocol.md A.4, C) and
@@ -33,6 +36,13 @@ type RegisterRequest struct {
 // the leaf's SHA-256 thumbprint (docs/protocol.md B.1, G.11), and re-created when it was
 // deleted (docs/protocol.md G.13). The initial twin is applied on first assignment and
 // on a reset.
+//
+// With a CSR (docs/protocol.md A.5) the request is refused with
+// ErrCSRInvalid or ErrCSRSubject before any enrollment is looked at, and
+// with ErrNoCredentialPolicy when the enrollment that assigns the device
+// names no existing credential policy. An assignment then carries the
+// issued chain and the hub identity becomes certificateAuthority, so the
+// hub admits every unexpired certificate issued for the device.
 func (s *Store) Register(req RegisterRequest) (DeviceRegistrationResult, error) {
 	if len(req.Chain) == 0 {
 		return DeviceRegistrationResult{}, ErrUnauthorized.With("no client certificate")
@@ -45,6 +55,14 @@ func (s *Store) Register(req RegisterRequest) (DeviceRegistrationResult, error) 
 	// case-insensitive).
 	if !strings.EqualFold(leaf.Subject.CommonName, req.RegistrationID) {
 		return DeviceRegistrationResult{}, ErrInvalid.With("registration id %q does not match certificate CN %q", req.RegistrationID, leaf.Subject.CommonName)
+	}
+	var csr *x509.CertificateRequest
+	if req.CSR != nil {
+		c, err := ParseCSR(req.CSR, req.RegistrationID)
+		if err != nil {
+			return DeviceRegistrationResult{}, err
+		}
+		csr = c
 	}
 	now := s.now().UTC()
 	for _, c := range req.Chain {
@@ -59,7 +77,7 @@ func (s *Store) Register(req RegisterRequest) (DeviceRegistrationResult, error) 
 		s.mu.Unlock()
 		return DeviceRegistrationResult{}, err
 	}
-	res, ev, err := s.assignLocked(req, m, now)
+	res, ev, err := s.assignLocked(req, m, csr, now)
 	if err != nil {
 		s.mu.Unlock()
 		return DeviceRegistrationResult{}, err
@@ -263,8 +281,19 @@ func (s *Store) allocate(rid, alloc, hubHost string, hubs []string) (string, *Er
 
 // assignLocked decides the outcome for a matched enrollment, updates the
 // hub and the registration record. Caller holds mu.
-func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, now time.Time) (DeviceRegistrationResult, []func(Observer), error) {
+func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, csr *x509.CertificateRequest, now time.Time) (DeviceRegistrationResult, []func(Observer), error) {
 	rid := req.RegistrationID
+	var policy *policyRecord
+	if csr != nil && !m.disabled {
+		// Refused before anything changes: the device learns at once
+		// that its enrollment cannot issue (docs/protocol.md A.5).
+		p, err := s.policyForLocked(m)
+		if err != nil {
+			return DeviceRegistrationResult{}, nil, err
+		}
+		policy = p
+	}
+	var issued []string
 	key := strings.ToLower(rid)
 	leaf := req.Chain[0]
 	old := s.regs[key]
@@ -292,7 +321,7 @@ func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, now time.T
 	}
 
 	var ev []func(Observer)
-	status, policy, alloc, hubHost, hubs, twin, caps := m.common()
+	status, reprov, alloc, hubHost, hubs, twin, caps := m.common()
 	switch {
 	case m.disabled || status == StatusDisabled:
 		// docs/protocol.md A.4: a disabled enrollment completes with status
@@ -309,7 +338,7 @@ func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, now time.T
 			curHub, curID = rec.Hubs[n-1], rec.LastDeviceID
 		}
 		target, aerr := s.allocate(rid, alloc, hubHost, hubs)
-		if curHub != "" && !policy.UpdateHubAssignment && s.hubs[curHub] != nil {
+		if curHub != "" && !reprov.UpdateHubAssignment && s.hubs[curHub] != nil {
 			target, aerr = curHub, nil // never re-provision: stay put
 		}
 		if aerr != nil {
@@ -325,11 +354,11 @@ func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, now time.T
 		case curHub == "":
 			reset = true
 		case target == curHub:
-			if policy.UpdateHubAssignment && !policy.MigrateDeviceData {
+			if reprov.UpdateHubAssignment && !reprov.MigrateDeviceData {
 				sub, reset = SubDataReset, true
 			}
 		default:
-			if policy.MigrateDeviceData {
+			if reprov.MigrateDeviceData {
 				sub = SubDataMigrated
 				if h := s.hubs[curHub]; h != nil {
 					migrate = h.devices[curID]
@@ -341,7 +370,18 @@ func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, now time.T
 				sub = SubReprovisioned
 			}
 		}
-		e, err := s.provisionIdentityLocked(target, deviceID, leaf, caps, twin, reset, migrate)
+		auth := AuthenticationMechanism{Type: AuthCertificateAuthority}
+		if policy != nil {
+			chain, _, err := s.issueLocked(policy, csr, now)
+			if err != nil {
+				return DeviceRegistrationResult{}, nil, err
+			}
+			issued = chain
+		} else {
+			thumb := ThumbprintSHA256(leaf)
+			auth = AuthenticationMechanism{Type: AuthSelfSigned, X509Thumbprint: X509Thumbprint{PrimaryThumbprint: &thumb}}
+		}
+		e, err := s.provisionIdentityLocked(target, deviceID, auth, caps, twin, reset, migrate)
 		if err != nil {
 			return DeviceRegistrationResult{}, nil, err
 		}
@@ -371,21 +411,20 @@ func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, now time.T
 	}
 	s.regs[key] = &rec
 	x := *rec.X509
-	return DeviceRegistrationResult{X509: &x, DeviceRegistrationState: rec.State}, ev, nil
+	return DeviceRegistrationResult{X509: &x, DeviceRegistrationState: rec.State, IssuedCertificateChain: issued}, ev, nil
 }
 
 // provisionIdentityLocked creates or updates the hub identity for a DPS
-// assignment. reset applies the initial twin; migrate copies twin and
-// capabilities from the old hub's record. Caller holds mu.
-func (s *Store) provisionIdentityLocked(hub, deviceID string, leaf *x509.Certificate, caps *DeviceCapabilities, twin *InitialTwin, reset bool, migrate *deviceRecord) ([]func(Observer), error) {
+// assignment with authentication auth. reset applies the initial twin;
+// migrate copies twin and capabilities from the old hub's record. Caller
+// holds mu.
+func (s *Store) provisionIdentityLocked(hub, deviceID string, auth AuthenticationMechanism, caps *DeviceCapabilities, twin *InitialTwin, reset bool, migrate *deviceRecord) ([]func(Observer), error) {
 	h := s.hubs[hub]
 	if h == nil {
 		return nil, ErrHubNotFound.With("no hub %q", hub)
 	}
-	thumb := ThumbprintSHA256(leaf)
 	old := h.devices[deviceID]
-	d := Device{DeviceID: deviceID, Status: StatusEnabled,
-		Authentication: AuthenticationMechanism{Type: AuthSelfSigned, X509Thumbprint: X509Thumbprint{PrimaryThumbprint: &thumb}}}
+	d := Device{DeviceID: deviceID, Status: StatusEnabled, Authentication: auth}
 	if old != nil {
 		// Keep the hub's own status: DPS does not re-enable a device
 		// an operator disabled in the hub (docs/protocol.md C).

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/internal/atomicfile"
 )
 
@@ -45,6 +46,10 @@ type Options struct {
 	TelemetryFlushInterval time.Duration
 	// NoSync skips fsync on writes (benchmarks; state is still written).
 	NoSync bool
+	// IssuedCertValidity is the validity of certificates issued under a
+	// credential policy created without one (default
+	// DefaultIssuedCertValidity; docs/protocol.md A.5).
+	IssuedCertValidity time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Logger (default discards).
@@ -69,6 +74,8 @@ type Store struct {
 	regs        map[string]*regRecord                // lower(registrationId)
 	hubs        map[string]*hubState                 // host name
 	hubOrder    []string
+	policies    map[string]*policyRecord // lower(name)
+	credRoot    *pki.Cert                // signs every policy's issuing CA
 
 	// notifyMu orders observer calls: it is taken before mu is released,
 	// so observers see changes in the order they were made.
@@ -142,6 +149,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.IssuedCertValidity <= 0 {
+		opts.IssuedCertValidity = DefaultIssuedCertValidity
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -154,6 +164,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		groups:       map[string]*EnrollmentGroup{},
 		enrollments:  map[string]*IndividualEnrollment{},
 		regs:         map[string]*regRecord{},
+		policies:     map[string]*policyRecord{},
 		hubs:         map[string]*hubState{},
 		obs:          map[int]Observer{},
 		telSignal:    make(chan struct{}),
@@ -506,6 +517,22 @@ func (s *Store) load() error {
 		s.enrollments[strings.ToLower(e.RegistrationID)] = e
 	}); err != nil {
 		return err
+	}
+	if err := s.loadCredentialRoot(); err != nil {
+		return err
+	}
+	var bad error
+	if err := readDirJSON(s.path("dps", policyKind.dir), func(r *policyRecord) {
+		if err := r.restore(); err != nil {
+			bad = errors.Join(bad, fmt.Errorf("credential policy %s: %w", r.Name, err))
+			return
+		}
+		s.policies[strings.ToLower(r.Name)] = r
+	}); err != nil {
+		return err
+	}
+	if bad != nil {
+		return bad
 	}
 	if err := readDirJSON(s.path("dps", "registrations"), func(r *regRecord) {
 		s.regs[strings.ToLower(r.State.RegistrationID)] = r

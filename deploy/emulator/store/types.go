@@ -136,8 +136,11 @@ const (
 
 // EnrollmentGroup (docs/protocol.md D).
 type EnrollmentGroup struct {
-	EnrollmentGroupID          string                      `json:"enrollmentGroupId"`
-	Attestation                AttestationMechanism        `json:"attestation"`
+	EnrollmentGroupID string               `json:"enrollmentGroupId"`
+	Attestation       AttestationMechanism `json:"attestation"`
+	// CredentialPolicyName names the credential policy whose issuing CA
+	// signs the csr of a registering device (docs/protocol.md A.5).
+	CredentialPolicyName       string                      `json:"credentialPolicyName,omitempty"`
 	Capabilities               *DeviceCapabilities         `json:"capabilities,omitempty"`
 	IoTHubHostName             string                      `json:"iotHubHostName,omitempty"`
 	InitialTwin                *InitialTwin                `json:"initialTwin,omitempty"`
@@ -153,8 +156,10 @@ type EnrollmentGroup struct {
 
 // IndividualEnrollment (docs/protocol.md D).
 type IndividualEnrollment struct {
-	RegistrationID             string                      `json:"registrationId"`
-	DeviceID                   string                      `json:"deviceId,omitempty"`
+	RegistrationID string `json:"registrationId"`
+	DeviceID       string `json:"deviceId,omitempty"`
+	// CredentialPolicyName: as EnrollmentGroup's (docs/protocol.md A.5).
+	CredentialPolicyName       string                      `json:"credentialPolicyName,omitempty"`
 	RegistrationState          *DeviceRegistrationState    `json:"registrationState,omitempty"`
 	Attestation                AttestationMechanism        `json:"attestation"`
 	Capabilities               *DeviceCapabilities         `json:"capabilities,omitempty"`
@@ -213,6 +218,10 @@ type X509RegistrationResult struct {
 type DeviceRegistrationResult struct {
 	X509 *X509RegistrationResult `json:"x509,omitempty"`
 	DeviceRegistrationState
+	// IssuedCertificateChain is the certificate issued for the request's
+	// csr and its issuers, leaf first, each base64 DER (docs/protocol.md
+	// A.5). Only the operation status carries it, not the record.
+	IssuedCertificateChain []string `json:"issuedCertificateChain,omitempty"`
 }
 
 // CACertificate is a CA certificate uploaded to the DPS (or a hub), shaped

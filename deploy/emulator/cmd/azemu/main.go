@@ -9,6 +9,13 @@
 // listener accepts connections. Devices trust DATA/ca.pem and provision
 // against the DPS endpoint with ID scope and X.509 certificate. SIGINT or
 // SIGTERM stops it; state survives restarts.
+//
+// Certificate issuance (docs/protocol.md A.5): --credential-policy NAME
+// (repeatable) creates an emulator credential policy at start, whose
+// issuing CA signs the csr of devices whose enrollment names it in
+// credentialPolicyName; certificates are valid for --issued-cert-validity
+// (default 720h) unless the policy says otherwise. emulator.json lists the
+// policies and the credential root CA (credentialRootCertPath).
 package main
 
 import (
@@ -25,6 +32,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/internal/fdlimit"
 )
 
@@ -61,7 +69,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		assignDelay = fs.Duration("assign-delay", 0, "how long a registration stays assigning")
 		regRate     = fs.Int("registrations-per-minute", 1000, "DPS registration rate limit per instance (429 above it)")
 		d2cRate     = fs.Int("telemetry-per-second", 0, "device-to-cloud messages per second per hub; above it the hub closes the sender's connection (0: unlimited)")
+		validity    = fs.Duration("issued-cert-validity", store.DefaultIssuedCertValidity, "validity of certificates DPS issues for a csr under a credential policy created without one")
+		policies    []string
 	)
+	fs.Func("credential-policy", "create this credential policy at start if missing (repeatable); enrollments name it in credentialPolicyName to have DPS issue certificates (docs/protocol.md A.5)", func(s string) error {
+		policies = append(policies, s)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +91,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *hubs < 1 {
 		return fmt.Errorf("--hubs must be at least 1")
+	}
+	if *validity < store.MinIssuedCertValidity || *validity > store.MaxIssuedCertValidity {
+		return fmt.Errorf("--issued-cert-validity must be between %v and %v", store.MinIssuedCertValidity, store.MaxIssuedCertValidity)
 	}
 	ra := *retryAfter
 	if ra == 0 {
@@ -94,6 +111,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		AssignDelay:            *assignDelay,
 		RegistrationsPerMinute: *regRate,
 		TelemetryPerSecond:     *d2cRate,
+		IssuedCertValidity:     *validity,
+		CredentialPolicies:     policies,
 		Logger:                 log,
 	})
 	if err != nil {

@@ -22,7 +22,8 @@ func TestRunServesAndStops(t *testing.T) {
 	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--hubs", "2", "--id-scope", "0ne00TEST", "--log-level", "debug", "--telemetry-per-second", "100"}, &out)
+		done <- run(ctx, []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--hubs", "2", "--id-scope", "0ne00TEST", "--log-level", "debug", "--telemetry-per-second", "100",
+			"--credential-policy", "trackers", "--credential-policy", "spare", "--issued-cert-validity", "10m"}, &out)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(out.String(), "msg=ready") {
@@ -42,6 +43,14 @@ func TestRunServesAndStops(t *testing.T) {
 	if info.DPS.IDScope != "0ne00TEST" || len(info.Hubs) != 2 || !strings.HasPrefix(info.Hubs[0].ConnectionString, "HostName="+info.Hubs[0].HostName+";SharedAccessKeyName=iothubowner;SharedAccessKey=") ||
 		len(info.Hubs[1].Policies) != 5 || info.Hubs[1].Policies["service"] == "" {
 		t.Errorf("emulator.json = %s", b)
+	}
+	// docs/protocol.md A.5: the credential policies asked for exist, with
+	// the validity of the flag, and the credential root is published.
+	if strings.Join(info.CredentialPolicies, ",") != "spare,trackers" || info.IssuedCertificateValidity != "10m0s" {
+		t.Errorf("emulator.json credential policies %v, validity %q", info.CredentialPolicies, info.IssuedCertificateValidity)
+	}
+	if rootPEM, err := os.ReadFile(info.CredentialRootCertPath); err != nil || !strings.Contains(string(rootPEM), "BEGIN CERTIFICATE") {
+		t.Errorf("credential root %s: %v", info.CredentialRootCertPath, err)
 	}
 	// Every listener completes a TLS handshake with the published CA.
 	caPEM, _ := os.ReadFile(info.CACertPath)
@@ -85,6 +94,8 @@ func TestRunErrors(t *testing.T) {
 		{"bad level", []string{"--log-level", "loud"}, "--log-level"},
 		{"bad hubs", []string{"--hubs", "0"}, "--hubs"},
 		{"negative telemetry rate", []string{"--telemetry-per-second", "-1"}, "--telemetry-per-second"},
+		{"issued validity too short", []string{"--issued-cert-validity", "100ms"}, "--issued-cert-validity"},
+		{"bad credential policy name", []string{"--data", t.TempDir(), "--mqtt", "127.0.0.1:0", "--https", "-", "--credential-policy", "no spaces"}, "credential policy"},
 		{"extra args", []string{"--data", t.TempDir(), "extra"}, "unexpected"},
 		{"unknown flag", []string{"--nope"}, "not defined"},
 	}
