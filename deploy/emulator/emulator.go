@@ -245,8 +245,9 @@ type Config struct {
 	// a credential policy created without one (default 30 days,
 	// store.DefaultIssuedCertValidity; docs/protocol.md A.5).
 	IssuedCertValidity time.Duration
-	// CredentialPolicies are created at start when missing, with the
-	// default validity: the emulator-specific stand-ins for the Azure
+	// CredentialPolicies are created at start when missing and given
+	// IssuedCertValidity (an existing one keeps its issuing CA): the
+	// emulator-specific stand-ins for the Azure
 	// Device Registry policies an enrollment's credentialPolicyName names
 	// (docs/protocol.md A.5).
 	CredentialPolicies []string
@@ -453,9 +454,8 @@ func New(cfg Config) (*Emulator, error) {
 	}
 	e.store = st
 	for _, name := range cfg.CredentialPolicies {
-		if _, err := st.GetCredentialPolicy(name); err == nil {
-			continue
-		}
+		// Created, or (keeping its CA) given the validity configured now,
+		// so a restart with another --issued-cert-validity applies it.
 		if _, err := st.PutCredentialPolicy(store.CredentialPolicy{Name: name}, ""); err != nil {
 			e.closeListeners()
 			st.Close()

@@ -441,7 +441,9 @@ func TestCredentialPolicySurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e, err = StartLocal(dir, func(c *Config) { c.CredentialPolicies = []string{"kept"} })
+	// Restarted with another default validity: the named policy takes it
+	// and keeps its CA.
+	e, err = StartLocal(dir, func(c *Config) { c.CredentialPolicies = []string{"kept"}; c.IssuedCertValidity = 5 * time.Minute })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,5 +453,8 @@ func TestCredentialPolicySurvivesRestart(t *testing.T) {
 	got2 := decodeIssued(t, registerCSR(t, e, "dev-keep", onboarding.TLS(), csr2))
 	if !got2.chain[1].Equal(got.chain[1]) || !got2.chain[2].Equal(got.chain[2]) {
 		t.Error("after a restart the policy issues under another CA")
+	}
+	if v := got2.leaf.NotAfter.Sub(got2.leaf.NotBefore); v != 5*time.Minute {
+		t.Errorf("validity after a restart with IssuedCertValidity 5m = %v", v)
 	}
 }

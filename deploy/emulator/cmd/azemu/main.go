@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		validity    = fs.Duration("issued-cert-validity", store.DefaultIssuedCertValidity, "validity of certificates DPS issues for a csr under a credential policy created without one")
 		policies    []string
 	)
-	fs.Func("credential-policy", "create this credential policy at start if missing (repeatable); enrollments name it in credentialPolicyName to have DPS issue certificates (docs/protocol.md A.5)", func(s string) error {
+	fs.Func("credential-policy", "create this credential policy at start if missing, with --issued-cert-validity (an existing one keeps its CA and takes that validity; repeatable); enrollments name it in credentialPolicyName to have DPS issue certificates (docs/protocol.md A.5)", func(s string) error {
 		policies = append(policies, s)
 		return nil
 	})
