@@ -138,6 +138,10 @@
 //   - Custom allocation: a registration under allocationPolicy custom (an
 //     Azure Function webhook) fails with 400207; geoLatency behaves like
 //     hashed; the registration payload is accepted and not interpreted.
+//   - Azure Device Registry: credential policies are the emulator's own
+//     (docs/protocol.md A.5); no ADR namespaces or ARM API, no revocation
+//     of issued certificates, no renewal through the hub (a device renews
+//     by registering again with a csr).
 //   - Jobs, bulk import/export of identities, configurations and automatic
 //     device management, the digital twins (Plug and Play) API beyond
 //     recording model-id, device streams, file upload, distributed tracing.
