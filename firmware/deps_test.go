@@ -67,7 +67,7 @@ var firmwareImports = map[string][]string{
 	"firmware":                 {},
 	"firmware/buildinfo":       {},
 	"firmware/health":          {},
-	"firmware/model":           {},
+	"firmware/model":           {"internal"},
 	"firmware/telemetry":       {"drivers"},
 	"firmware/config":          {"drivers", "firmware/telemetry"},
 	"firmware/queue":           {"internal"},

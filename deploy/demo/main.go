@@ -36,6 +36,7 @@ import (
 
 	"github.com/reefer/tracker/deploy/fleetctl/azrest"
 	"github.com/reefer/tracker/deploy/fleetctl/fleet"
+	"github.com/reefer/tracker/internal/pnp"
 )
 
 var devices = []string{"sensor-thl-001", "sensor-thl-002"}
@@ -162,7 +163,8 @@ func run(ctx context.Context, args []string) error {
 	d.say("%s sends every %.1f s (the enrollment's initial twin)", one, before.Seconds())
 
 	d.step("6. Twin update: desired telemetryDelay 3 on %s", one)
-	if err := d.patchDesired(ctx, one, map[string]any{"telemetryDelay": 3}); err != nil {
+	version, err := d.patchDesired(ctx, one, map[string]any{"telemetryDelay": 3})
+	if err != nil {
 		return err
 	}
 	mark := seen.count(one)
@@ -170,19 +172,21 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("waiting for telemetry at the new interval: %w", err)
 	}
 	after := seen.intervalSince(one, mark+1)
-	reported, err := d.reportedDelay(ctx, one, "3")
+	ack, err := d.acknowledged(ctx, one, "telemetryDelay", version)
 	if err != nil {
 		return err
 	}
-	d.say("%s now sends every %.1f s; its twin reports telemetryDelay = %v", one, after.Seconds(), reported)
+	reported, _ := ack.Number()
+	d.say("%s now sends every %.1f s; its twin reports telemetryDelay = %v (ac %d, av %d: %s)",
+		one, after.Seconds(), reported, ack.Code, ack.Version, ack.Description)
 	d.say("%s is unaffected: every %.1f s", two, seen.interval(two).Seconds())
 	switch {
 	case before < 500*time.Millisecond || before > 2*time.Second:
 		return fmt.Errorf("interval before the twin change = %s; want about 1 s", before)
 	case after < 2500*time.Millisecond || after > 4*time.Second:
 		return fmt.Errorf("interval after the twin change = %s; want about 3 s", after)
-	case fmt.Sprint(reported) != "3":
-		return fmt.Errorf("reported telemetryDelay = %v; want 3", reported)
+	case reported != 3 || ack.Code != pnp.Accepted || ack.Version != version:
+		return fmt.Errorf("reported telemetryDelay = %+v; want value 3 accepted (ac 200) at desired version %d", ack, version)
 	}
 
 	d.step("7. Disenroll %s: disabled individual enrollment, hub identity deleted", two)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/deploy/fleetctl/azrest"
+	"github.com/reefer/tracker/internal/pnp"
 )
 
 // monitor streams telemetry like `az iot hub monitor-events`, through
@@ -116,31 +117,40 @@ func (d *demo) printEvent(e azrest.Event, seen *arrivals) {
 		e.DeviceID, b.Seq, gap, b.Temperature, hum, b.Pressure, pos, e.Properties["temperatureAlert"], b.Source.Env, b.Source.GPS)
 }
 
-// patchDesired is `fleetctl twin update ID --desired JSON`.
-func (d *demo) patchDesired(ctx context.Context, id string, desired map[string]any) error {
+// patchDesired is `fleetctl twin update ID --desired JSON`; it returns the
+// desired properties' new $version.
+func (d *demo) patchDesired(ctx context.Context, id string, desired map[string]any) (int64, error) {
 	tw, err := d.fleet.Hub.UpdateDesired(ctx, id, desired)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	d.say("fleetctl twin update %s --desired %s: desired properties now %s", id, jsonText(desired), plain(tw.Properties.Desired))
-	return nil
+	v, ok := tw.Properties.Desired["$version"].(float64)
+	if !ok {
+		return 0, fmt.Errorf("twin update %s: no desired $version in the answer", id)
+	}
+	return int64(v), nil
 }
 
-// reportedDelay polls the twin until the tracker reports telemetryDelay.
-func (d *demo) reportedDelay(ctx context.Context, id string, want string) (any, error) {
-	var last any
+// acknowledged polls the twin until the tracker answers the writable
+// property name for desired version (the Plug and Play acknowledgement,
+// docs/protocol.md B.5), and returns that answer, or the last one seen.
+func (d *demo) acknowledged(ctx context.Context, id, name string, version int64) (pnp.Ack, error) {
+	var last pnp.Ack
 	for range 40 {
 		tw, err := d.fleet.Hub.GetTwin(ctx, id)
 		if err != nil {
-			return nil, err
+			return last, err
 		}
-		last = tw.Properties.Reported["telemetryDelay"]
-		if fmt.Sprint(last) == want {
-			return last, nil
+		if a, err := pnp.From(tw.Properties.Reported[name]); err == nil {
+			last = a
+			if a.Version >= version {
+				return a, nil
+			}
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return last, nil
+	return last, fmt.Errorf("%s did not answer %s for desired version %d (last answer %+v)", id, name, version, last)
 }
 
 // plain is twin properties without the service's $version and $metadata.

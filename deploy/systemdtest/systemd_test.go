@@ -19,6 +19,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/emulatortest"
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/internal/pnp"
 	"github.com/reefer/tracker/internal/waitfor"
 )
 
@@ -158,10 +159,11 @@ func TestSystemd(t *testing.T) {
 
 	// 5. Hardening at run time: twin change and method too.
 	check(5, "hardening: a full run (provision, telemetry, twin, method) without seccomp/EPERM denials; systemd-analyze security <= 2.0")
-	if _, err := e.UpdateDesired(hub, deviceID, map[string]any{"telemetryDelay": 2}); err != nil {
+	v, err := e.UpdateDesired(hub, deviceID, map[string]any{"telemetryDelay": 2})
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitReported(t, e, hub, "telemetryDelay", "2", 30*time.Second)
+	waitAcknowledged(t, e, hub, "telemetryDelay", v, 2, 30*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second*slow)
 	res, err := e.InvokeMethod(ctx, hub, deviceID, store.MethodRequest{MethodName: "getStatus", ResponseTimeoutInSeconds: 20 * int(slow)})
 	cancel()
@@ -353,13 +355,24 @@ func waitUnit(t *testing.T, c *container, timeout time.Duration, ok func(map[str
 	t.Logf("unit: %v", st)
 }
 
-func waitReported(t *testing.T, e *emulator.Emulator, hub, key, want string, timeout time.Duration) {
+// waitAcknowledged waits for the tracker to accept a writable property at
+// desired version: the twin's Plug and Play acknowledgement (docs/protocol.md
+// B.5) with ac 200, that av and value.
+func waitAcknowledged(t *testing.T, e *emulator.Emulator, hub, key string, version int64, want float64, timeout time.Duration) {
 	t.Helper()
-	waitfor.Until(t, "reported "+key+" = "+want, timeout*slow, 200*time.Millisecond, func() bool {
+	var got any
+	waitfor.Until(t, fmt.Sprintf("reported %s = %v accepted at version %d", key, want, version), timeout*slow, 200*time.Millisecond, func() bool {
 		tw, err := e.Store().GetTwin(hub, deviceID)
-		return err == nil && fmt.Sprint(tw.Properties.Reported.Props[key]) == want
+		if err != nil {
+			return false
+		}
+		got = tw.Properties.Reported.Props[key]
+		a, err := pnp.From(got)
+		v, _ := a.Number()
+		return err == nil && a.Code == pnp.Accepted && a.Version == version && v == want
 	})
-	t.Logf("twin: reported %s = %s", key, want)
+	b, _ := json.Marshal(got)
+	t.Logf("twin: reported %s = %s", key, b)
 }
 
 func waitJournal(t *testing.T, c *container, filter, want string, timeout time.Duration) {

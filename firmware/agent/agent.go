@@ -13,6 +13,7 @@ import (
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/command"
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/internal/pnp"
 )
 
 // Defaults. Those of the telemetry delay and the alert threshold, and
@@ -152,7 +153,10 @@ type state struct {
 	threshold      float64
 	desiredVersion int64
 	desiredErr     string
-	connected      bool
+	// acks answers each writable property the desired twin has spoken
+	// about (docs/protocol.md B.5); nil before the first.
+	acks      map[string]pnp.Ack
+	connected bool
 	// envSources is what the last sample said about the env sensor (Env,
 	// EnvError); the GPS part is read live from the receiver.
 	envSources  telemetry.Sources

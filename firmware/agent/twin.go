@@ -11,10 +11,14 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/internal/pnp"
 )
 
-// Twin property names. Desired: telemetryDelay, temperatureAlertThreshold.
-// The agent reports those two with the applied values plus the rest.
+// Twin property names. Desired (the model's writable properties):
+// telemetryDelay, temperatureAlertThreshold, temperatureAlertHysteresis,
+// temperatureAlertMinDuration; the agent reports each of them as a Plug and
+// Play acknowledgement (pnp.Ack) once a desired section or patch told it
+// about them, and the rest as plain values.
 const (
 	PropTelemetryDelay   = "telemetryDelay"              // seconds, 1..3600
 	PropAlertThreshold   = "temperatureAlertThreshold"   // °C, -40..85
@@ -76,7 +80,9 @@ func (s *setting) UnmarshalJSON(b []byte) error {
 //     lastDesiredError says what was rejected. The returned error wraps
 //     ErrBadDesired for each one.
 //
-// The applied values are reported back through the Reporter.
+// Each property in the patch is answered through the Reporter with a Plug
+// and Play acknowledgement (writable.apply says which code, value and
+// version).
 func (a *Agent) ApplyDesired(version int64, props json.RawMessage) error {
 	d, err := decodeDesired(version, props)
 	if err != nil {
@@ -89,8 +95,10 @@ func (a *Agent) ApplyDesired(version int64, props json.RawMessage) error {
 // every connect, docs/protocol.md B.5). It is authoritative whatever its
 // $version (a device identity that DPS re-created after a deletion starts
 // its versions again): a property the section lacks is treated as deleted
-// (null), and the configured value returns. Call it from the goroutine
-// that delivers desired updates, so that no patch overtakes it.
+// (null), and the configured value returns. Every writable property is
+// acknowledged against this version, so a change made while the tracker
+// was offline is answered (docs/protocol.md B.5). Call it from the
+// goroutine that delivers desired updates, so that no patch overtakes it.
 func (a *Agent) ApplyTwin(version int64, props json.RawMessage) error {
 	d, err := decodeDesired(version, props)
 	if err != nil {
@@ -127,33 +135,18 @@ func (a *Agent) apply(version int64, d desired) error {
 	a.mu.Lock()
 	var errs []error
 	oldInterval := a.st.interval
-	if d.TelemetryDelay.Present {
-		if v, err := parseDelay(d.TelemetryDelay.Value, a.cfg.TelemetryDelay); err != nil {
-			errs = append(errs, err)
-		} else {
-			a.st.interval = v
+	for _, w := range a.writablesLocked(d) {
+		if !w.s.Present {
+			continue
 		}
-	}
-	if d.AlertThreshold.Present {
-		if v, err := parseThreshold(d.AlertThreshold.Value, *a.cfg.AlertThreshold); err != nil {
+		ack, err := w.apply(version)
+		if err != nil {
 			errs = append(errs, err)
-		} else {
-			a.st.threshold = v
 		}
-	}
-	if d.Hysteresis.Present {
-		if v, err := parseSetting(d.Hysteresis.Value, *a.cfg.AlertHysteresis, checkHysteresis); err != nil {
-			errs = append(errs, err)
-		} else {
-			a.st.alerts.hysteresis = v
+		if a.st.acks == nil {
+			a.st.acks = map[string]pnp.Ack{}
 		}
-	}
-	if d.MinDuration.Present {
-		if v, err := parseSetting(d.MinDuration.Value, a.cfg.AlertMinDuration.Seconds(), checkMinDuration); err != nil {
-			errs = append(errs, err)
-		} else {
-			a.st.alerts.minDuration = time.Duration(math.Round(v*1000)) * time.Millisecond
-		}
+		a.st.acks[w.name] = ack
 	}
 	a.st.desiredVersion = version
 	err := errors.Join(errs...)
@@ -176,50 +169,105 @@ func (a *Agent) apply(version int64, d desired) error {
 	return err
 }
 
-func parseDelay(v any, def time.Duration) (time.Duration, error) {
-	if v == nil {
-		return def, nil
-	}
-	f, err := number(v)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %s %s", ErrBadDesired, PropTelemetryDelay, err)
-	}
-	lo, hi := telemetry.MinDelay.Seconds(), telemetry.MaxDelay.Seconds()
-	if f < lo || f > hi {
-		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropTelemetryDelay, f, lo, hi)
-	}
-	// Milliseconds are plenty and keep the reported value tidy.
-	return time.Duration(math.Round(f*1000)) * time.Millisecond, nil
+// writable is one writable property (docs/model.md): its desired setting,
+// the configured value a missing desired value leaves in force, the bounds
+// check (which returns the value as applied) and where the value lives.
+type writable struct {
+	name  string
+	s     setting
+	def   float64
+	check func(float64) (float64, error)
+	get   func() float64
+	set   func(float64)
 }
 
-func parseThreshold(v any, def float64) (float64, error) {
-	if v == nil {
-		return def, nil
+// writablesLocked lists the writable properties with d's settings. Caller
+// holds mu (get and set touch the state).
+func (a *Agent) writablesLocked(d desired) []writable {
+	return []writable{
+		{PropTelemetryDelay, d.TelemetryDelay, a.cfg.TelemetryDelay.Seconds(), checkDelay,
+			func() float64 { return a.st.interval.Seconds() }, func(f float64) { a.st.interval = seconds(f) }},
+		{PropAlertThreshold, d.AlertThreshold, *a.cfg.AlertThreshold, checkThreshold,
+			func() float64 { return a.st.threshold }, func(f float64) { a.st.threshold = f }},
+		{PropAlertHysteresis, d.Hysteresis, *a.cfg.AlertHysteresis, checkHysteresis,
+			func() float64 { return a.st.alerts.hysteresis }, func(f float64) { a.st.alerts.hysteresis = f }},
+		{PropAlertMinDuration, d.MinDuration, a.cfg.AlertMinDuration.Seconds(), checkMinDuration,
+			func() float64 { return a.st.alerts.minDuration.Seconds() }, func(f float64) { a.st.alerts.minDuration = seconds(f) }},
 	}
-	f, err := number(v)
+}
+
+// apply judges the desired value, applies it when good, and returns the
+// Plug and Play acknowledgement to report (docs/protocol.md B.5 "Writable
+// properties under the Plug and Play conventions"):
+//
+//   - no desired value (null, or absent from the twin): the configured
+//     value, 203 with av 0, as a device that sets a value itself answers;
+//   - a good value: 200 with the value as applied and av the desired
+//     $version; when that is not the desired value as written (a numeric
+//     string, a duration rounded to the millisecond) ad says so;
+//   - a bad one (not a number, out of bounds): 400 with the value still
+//     in use, av the desired $version, ad the reason; the error wraps
+//     ErrBadDesired.
+func (w writable) apply(version int64) (pnp.Ack, error) {
+	if w.s.Value == nil {
+		w.set(w.def)
+		return pnp.Ack{Value: w.def, Code: pnp.SetByDevice, Version: 0,
+			Description: "no desired value: the configured value is in use"}, nil
+	}
+	f, err := number(w.s.Value)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %s %s", ErrBadDesired, PropAlertThreshold, err)
+		err = fmt.Errorf("%w: %s %w", ErrBadDesired, w.name, err)
 	}
-	if f < telemetry.MinAlertThreshold || f > telemetry.MaxAlertThreshold {
+	applied := f
+	if err == nil {
+		applied, err = w.check(f)
+	}
+	if err != nil {
+		return pnp.Ack{Value: w.get(), Code: pnp.Rejected, Version: version,
+			Description: err.Error() + "; the value in use is kept"}, err
+	}
+	w.set(applied)
+	ad := "applied"
+	if s, ok := w.s.Value.(string); ok {
+		ad += fmt.Sprintf("; the string %q read as the number %v", s, f)
+	}
+	if applied != f {
+		ad += fmt.Sprintf("; %v rounded to the millisecond: %v", f, applied)
+	}
+	return pnp.Ack{Value: applied, Code: pnp.Accepted, Version: version, Description: ad}, nil
+}
+
+// seconds converts a checked number of seconds to a duration, to the
+// millisecond.
+func seconds(f float64) time.Duration {
+	return time.Duration(math.Round(f*1000)) * time.Millisecond
+}
+
+// toMillisecond rounds seconds to the millisecond: plenty for an interval,
+// and it keeps the reported value tidy.
+func toMillisecond(f float64) float64 {
+	return math.Round(f*1000) / 1000
+}
+
+// checkDelay bounds telemetryDelay, in seconds (firmware/telemetry's
+// bounds, shared with the config).
+func checkDelay(f float64) (float64, error) {
+	lo, hi := telemetry.MinDelay.Seconds(), telemetry.MaxDelay.Seconds()
+	if !(f >= lo && f <= hi) {
+		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropTelemetryDelay, f, lo, hi)
+	}
+	return toMillisecond(f), nil
+}
+
+// checkThreshold bounds temperatureAlertThreshold: the BME280's range.
+func checkThreshold(f float64) (float64, error) {
+	if !(f >= telemetry.MinAlertThreshold && f <= telemetry.MaxAlertThreshold) {
 		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertThreshold, f, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold)
 	}
 	return f, nil
 }
 
-// parseSetting reads a desired number (null: def) and checks it.
-func parseSetting(v any, def float64, check func(float64) (float64, error)) (float64, error) {
-	if v == nil {
-		return def, nil
-	}
-	f, err := number(v)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %s", ErrBadDesired, err)
-	}
-	return check(f)
-}
-
-// checkHysteresis bounds temperatureAlertHysteresis (firmware/telemetry's
-// bounds, shared with the config).
+// checkHysteresis bounds temperatureAlertHysteresis.
 func checkHysteresis(f float64) (float64, error) {
 	if !(f >= telemetry.MinAlertHysteresis && f <= telemetry.MaxAlertHysteresis) {
 		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertHysteresis, f,
@@ -234,7 +282,7 @@ func checkMinDuration(f float64) (float64, error) {
 	if !(f >= lo && f <= hi) {
 		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropAlertMinDuration, f, lo, hi)
 	}
-	return f, nil
+	return toMillisecond(f), nil
 }
 
 // number accepts a JSON number, and a numeric string: operators type
@@ -290,10 +338,8 @@ func (a *Agent) reported() map[string]any {
 	if !a.st.provisioned.IsZero() {
 		provisioned = a.st.provisioned.UTC().Format(time.RFC3339)
 	}
-	return map[string]any{
+	doc := map[string]any{
 		PropFirmwareVersion:  a.cfg.FirmwareVersion,
-		PropTelemetryDelay:   a.st.interval.Seconds(),
-		PropAlertThreshold:   a.st.threshold,
 		PropDesiredVersion:   a.st.desiredVersion,
 		PropLastDesiredError: desiredErr,
 		PropSensors:          sensors,
@@ -304,13 +350,18 @@ func (a *Agent) reported() map[string]any {
 		PropLastProvisioned:  provisioned,
 
 		PropTelemetryInterval: a.effectiveLocked().Seconds(),
-		PropAlertHysteresis:   a.st.alerts.hysteresis,
-		PropAlertMinDuration:  a.st.alerts.minDuration.Seconds(),
 		PropAlertActive:       a.st.alerts.any(),
 		PropAlerts:            a.st.alerts.state(),
 		PropIntervalOverride:  override,
 		PropLastCommand:       lastCmd,
 	}
+	// Writable properties are answered only once the desired section (or
+	// a patch) was read: until then the twin keeps the last run's answer,
+	// which a reported patch without the member leaves alone.
+	for name, ack := range a.st.acks {
+		doc[name] = ack
+	}
+	return doc
 }
 
 // reporter sends the reported document while connected: on connect, after

@@ -11,6 +11,7 @@ import (
 	"github.com/reefer/tracker/firmware/agent"
 	"github.com/reefer/tracker/firmware/agent/agenttest"
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/internal/pnp"
 )
 
 // waitReported waits for a reported patch satisfying ok and returns it.
@@ -60,7 +61,16 @@ func TestDesiredDelayTakesEffectAtOnce(t *testing.T) {
 			if want := t0.Add(time.Minute + tt.want); !got[1].Equal(want) || !got[2].Equal(want.Add(tt.want)) {
 				t.Errorf("samples at %v; want %v and %v", got[1:], want, want.Add(tt.want))
 			}
-			rep := r.waitReported("telemetryDelay", func(p map[string]any) bool { return p["telemetryDelay"] == tt.want.Seconds() })
+			rep := r.waitReported("telemetryDelay", func(p map[string]any) bool {
+				return ackOf(t, p, "telemetryDelay").Code == pnp.Accepted
+			})
+			ack := ackOf(t, rep, "telemetryDelay")
+			if v, _ := ack.Number(); v != tt.want.Seconds() || ack.Version != 4 {
+				t.Errorf("telemetryDelay answered %+v; want value %v, av 4", ack, tt.want.Seconds())
+			}
+			if _, isString := tt.value.(string); isString != strings.Contains(ack.Description, "read as the number") {
+				t.Errorf("desired %#v answered %q; a string, and only a string, is said to be read as a number", tt.value, ack.Description)
+			}
 			if rep["lastDesiredError"] != nil || rep["desiredVersion"] != int64(4) {
 				t.Errorf("reported = %v; want no lastDesiredError and desiredVersion 4", rep)
 			}
@@ -122,9 +132,10 @@ func TestBadDesiredReportedAndCleared(t *testing.T) {
 		t.Fatalf("ApplyDesired = %v; want ErrBadDesired", err)
 	}
 	rep := r.waitReported("the rejection", func(p map[string]any) bool { return p["lastDesiredError"] != nil })
-	if rep["telemetryDelay"] != 10.0 || rep["temperatureAlertThreshold"] != 8.0 {
-		t.Errorf("reported = %v; want telemetryDelay 10 (kept) and threshold 8 (applied)", rep)
-	}
+	// docs/protocol.md B.5: the refused value is answered 400 with the
+	// value in use, the applied one 200, both against version 3.
+	wantAck(t, rep, "telemetryDelay", 10, pnp.Rejected, 3, `"abc" is not a number`)
+	wantAck(t, rep, "temperatureAlertThreshold", 8, pnp.Accepted, 3, "applied")
 	if msg, _ := rep["lastDesiredError"].(string); !strings.Contains(msg, `"abc"`) || !strings.Contains(msg, "version 3") {
 		t.Errorf("lastDesiredError = %q; want it to name the value and version", msg)
 	}
@@ -135,10 +146,13 @@ func TestBadDesiredReportedAndCleared(t *testing.T) {
 	if err := r.a.ApplyDesired(4, props(t, map[string]any{"telemetryDelay": 2})); err != nil {
 		t.Fatalf("ApplyDesired(good) = %v", err)
 	}
-	rep = r.waitReported("a clean apply", func(p map[string]any) bool { return p["telemetryDelay"] == 2.0 })
+	rep = r.waitReported("a clean apply", func(p map[string]any) bool { return ackOf(t, p, "telemetryDelay").Version == 4 })
 	if v, ok := rep["lastDesiredError"]; !ok || v != nil {
 		t.Errorf("lastDesiredError = %v, present %v; want null to clear it", v, ok)
 	}
+	wantAck(t, rep, "telemetryDelay", 2, pnp.Accepted, 4, "applied")
+	// The patch did not name the threshold: its answer stays version 3's.
+	wantAck(t, rep, "temperatureAlertThreshold", 8, pnp.Accepted, 3, "applied")
 }
 
 // A stale patch never reaches the agent: the hub client drops it
@@ -207,11 +221,10 @@ func TestReportedProperties(t *testing.T) {
 	r.a.SetConnected(true)
 	rep := r.waitReported("on connect", func(map[string]any) bool { return true })
 	want := map[string]any{
-		"firmwareVersion":           "1.2.3",
-		"telemetryDelay":            10.0,
-		"temperatureAlertThreshold": 30.0,
-		"sensors":                   map[string]any{"env": "hardware", "gps": "simulated", "envError": nil, "gpsError": nil},
-		"lastProvisioned":           nil,
+		"firmwareVersion":   "1.2.3",
+		"telemetryInterval": 10.0,
+		"sensors":           map[string]any{"env": "hardware", "gps": "simulated", "envError": nil, "gpsError": nil},
+		"lastProvisioned":   nil,
 	}
 	for k, v := range want {
 		if got, _ := json.Marshal(rep[k]); string(got) != mustJSON(t, v) {
@@ -220,6 +233,13 @@ func TestReportedProperties(t *testing.T) {
 	}
 	if _, ok := rep["queueDepth"]; !ok {
 		t.Errorf("reported = %v; want queueDepth", rep)
+	}
+	// No desired section read yet: the writable properties are not
+	// answered, so the twin keeps the last run's answers.
+	for _, name := range []string{agent.PropTelemetryDelay, agent.PropAlertThreshold, agent.PropAlertHysteresis, agent.PropAlertMinDuration} {
+		if v, ok := rep[name]; ok {
+			t.Errorf("reported %s = %v before any desired section", name, v)
+		}
 	}
 
 	prov := t0.Add(-time.Hour)
@@ -343,4 +363,69 @@ func TestDesiredNotAnObject(t *testing.T) {
 	if err := r.a.ApplyDesired(3, json.RawMessage(`null`)); err != nil {
 		t.Errorf("ApplyDesired(null) = %v; want nil (nothing to change)", err)
 	}
+}
+
+// ackOf reads the reported answer to a writable property; a member that is
+// absent reads as the zero Ack, one that is not an acknowledgement fails.
+func ackOf(t *testing.T, rep map[string]any, name string) pnp.Ack {
+	t.Helper()
+	v, ok := rep[name]
+	if !ok {
+		return pnp.Ack{}
+	}
+	a, err := pnp.From(v)
+	if err != nil {
+		t.Fatalf("reported %s: %v", name, err)
+	}
+	return a
+}
+
+func wantAck(t *testing.T, rep map[string]any, name string, value float64, code int, version int64, ad string) {
+	t.Helper()
+	a := ackOf(t, rep, name)
+	if v, ok := a.Number(); !ok || v != value || a.Code != code || a.Version != version || !strings.Contains(a.Description, ad) {
+		t.Errorf("reported %s = %+v; want value %v, ac %d, av %d, ad mentioning %q", name, a, value, code, version, ad)
+	}
+}
+
+// The answers to the writable properties (docs/protocol.md B.5) after the
+// twin read at start-up and after patches: 200 with the value applied, 400
+// with the value kept, 203 with av 0 for no desired value. (Stale patches
+// never reach the agent: the hub client drops them.)
+func TestWritablePropertiesAcknowledged(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(c *agent.Config) { c.TelemetryDelay = 20 * time.Second })
+	r.a.SetConnected(true)
+	r.start()
+	// Start-up: the twin was changed while the tracker was off (version 9).
+	if err := r.a.ApplyTwin(9, props(t, map[string]any{"telemetryDelay": 2.0004, "temperatureAlertThreshold": "hot",
+		"temperatureAlertMinDuration": 90, "somethingElse": 1})); !errors.Is(err, agent.ErrBadDesired) {
+		t.Fatalf("ApplyTwin = %v; want ErrBadDesired for the threshold", err)
+	}
+	rep := r.waitReported("the twin's answers", func(p map[string]any) bool { return ackOf(t, p, "telemetryDelay").Version == 9 })
+	wantAck(t, rep, "telemetryDelay", 2, pnp.Accepted, 9, "2.0004 rounded to the millisecond: 2")
+	wantAck(t, rep, "temperatureAlertThreshold", telemetry.DefaultAlertThreshold, pnp.Rejected, 9, `"hot" is not a number`)
+	wantAck(t, rep, "temperatureAlertHysteresis", telemetry.DefaultAlertHysteresis, pnp.SetByDevice, 0, "configured value")
+	wantAck(t, rep, "temperatureAlertMinDuration", 90, pnp.Accepted, 9, "applied")
+	if _, ok := rep["somethingElse"]; ok {
+		t.Errorf("reported %v: answered a property the tracker does not have", rep)
+	}
+
+	// A patch: a deleted value returns to the configured one (203, av 0),
+	// an out-of-bounds one is refused with the value in use.
+	if err := r.a.ApplyDesired(10, props(t, map[string]any{"telemetryDelay": nil, "temperatureAlertHysteresis": 11})); !errors.Is(err, agent.ErrBadDesired) {
+		t.Fatalf("ApplyDesired = %v; want ErrBadDesired", err)
+	}
+	rep = r.waitReported("the patch's answers", func(p map[string]any) bool { return ackOf(t, p, "temperatureAlertHysteresis").Version == 10 })
+	wantAck(t, rep, "telemetryDelay", 20, pnp.SetByDevice, 0, "configured value")
+	wantAck(t, rep, "temperatureAlertHysteresis", telemetry.DefaultAlertHysteresis, pnp.Rejected, 10, "outside 0..10")
+	wantAck(t, rep, "temperatureAlertMinDuration", 90, pnp.Accepted, 9, "applied")
+
+	// A patch that does not name a property leaves its answer alone.
+	if err := r.a.ApplyDesired(11, props(t, map[string]any{"temperatureAlertThreshold": -20})); err != nil {
+		t.Fatal(err)
+	}
+	rep = r.waitReported("version 11", func(p map[string]any) bool { return ackOf(t, p, "temperatureAlertThreshold").Version == 11 })
+	wantAck(t, rep, "telemetryDelay", 20, pnp.SetByDevice, 0, "configured value")
+	wantAck(t, rep, "temperatureAlertThreshold", -20, pnp.Accepted, 11, "applied")
 }

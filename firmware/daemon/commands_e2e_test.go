@@ -104,7 +104,7 @@ func TestCloudToDeviceCommands(t *testing.T) {
 	eventually(t, "telemetryInterval 2 reported with the override", func() bool {
 		r := reported(t, e, id)
 		o, _ := r["telemetryIntervalOverride"].(map[string]any)
-		return num(r["telemetryInterval"]) == 2 && num(r["telemetryDelay"]) == 1 && o != nil && num(o["seconds"]) == 2 && o["until"] == nil
+		return num(r["telemetryInterval"]) == 2 && acked(r, "telemetryDelay") == 1 && o != nil && num(o["seconds"]) == 2 && o["until"] == nil
 	})
 
 	// Off: the override is on disk. Commands sent meanwhile wait in the hub.

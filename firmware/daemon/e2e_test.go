@@ -10,6 +10,7 @@ import (
 
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/firmware/lifecycle"
+	"github.com/reefer/tracker/internal/pnp"
 )
 
 // Reference flow steps 3–6: the tracker provisions through DPS, reads the
@@ -53,9 +54,9 @@ func TestProvisionTelemetryTwinMethods(t *testing.T) {
 		}
 	}
 	// The configured 3600 s gave way to the initial twin's telemetryDelay 1.
-	eventually(t, "telemetryDelay 1 reported", func() bool {
-		r := reported(t, e, id)
-		return r != nil && num(r["telemetryDelay"]) == 1
+	eventually(t, "telemetryDelay 1 acknowledged", func() bool {
+		a := ack(reported(t, e, id), "telemetryDelay")
+		return a.Code == pnp.Accepted && acked(reported(t, e, id), "telemetryDelay") == 1
 	})
 	if st := tr.status(); st.TelemetryDelay != 1 || st.Lifecycle.Phase != lifecycle.PhaseConnected || st.Lifecycle.Hub != hub {
 		t.Errorf("status: delay %v, phase %s, hub %s; want 1, connected, %s", st.TelemetryDelay, st.Lifecycle.Phase, st.Lifecycle.Hub, hub)
@@ -67,12 +68,14 @@ func TestProvisionTelemetryTwinMethods(t *testing.T) {
 	})
 
 	// Step 6, plus the alert threshold: everything above -40 °C alerts now.
-	if _, err := e.UpdateDesired(hub, id, map[string]any{"telemetryDelay": 2, "temperatureAlertThreshold": -40}); err != nil {
+	v, err := e.UpdateDesired(hub, id, map[string]any{"telemetryDelay": 2, "temperatureAlertThreshold": -40})
+	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "telemetryDelay 2 reported", func() bool {
+	eventually(t, "telemetryDelay 2 acknowledged", func() bool {
 		r := reported(t, e, id)
-		return num(r["telemetryDelay"]) == 2 && num(r["temperatureAlertThreshold"]) == -40
+		return ack(r, "telemetryDelay").Version == v && acked(r, "telemetryDelay") == 2 &&
+			ack(r, "temperatureAlertThreshold").Version == v && acked(r, "temperatureAlertThreshold") == -40
 	})
 	n := len(e.Telemetry(hub, id))
 	msgs, err = e.WaitTelemetry(ctx, hub, id, n+2)
@@ -95,8 +98,9 @@ func TestProvisionTelemetryTwinMethods(t *testing.T) {
 		s, _ := reported(t, e, id)["lastDesiredError"].(string)
 		return strings.Contains(s, "telemetryDelay") && strings.Contains(s, "temperatureAlertThreshold")
 	})
-	if r := reported(t, e, id); num(r["telemetryDelay"]) != 2 || num(r["temperatureAlertThreshold"]) != -40 {
-		t.Errorf("after bad values reported %v, %v; want 2, -40 kept", r["telemetryDelay"], r["temperatureAlertThreshold"])
+	if r := reported(t, e, id); acked(r, "telemetryDelay") != 2 || acked(r, "temperatureAlertThreshold") != -40 ||
+		ack(r, "telemetryDelay").Code != pnp.Rejected || ack(r, "temperatureAlertThreshold").Code != pnp.Rejected {
+		t.Errorf("after bad values reported %v, %v; want 2, -40 kept (ac 400)", r["telemetryDelay"], r["temperatureAlertThreshold"])
 	}
 
 	// Direct methods.

@@ -20,6 +20,7 @@ import (
 	"github.com/reefer/tracker/firmware/config"
 	"github.com/reefer/tracker/firmware/daemon"
 	"github.com/reefer/tracker/firmware/lifecycle"
+	"github.com/reefer/tracker/internal/pnp"
 	"github.com/reefer/tracker/internal/syncbuf"
 	"github.com/reefer/tracker/internal/waitfor"
 	"github.com/reefer/tracker/provisioning/dps"
@@ -383,6 +384,19 @@ func reported(t *testing.T, e *emu, id string) map[string]any {
 		return nil
 	}
 	return tw.Properties.Reported.Props
+}
+
+// ack reads the reported answer to a writable property (docs/protocol.md
+// B.5); the zero Ack when it is absent or not an acknowledgement.
+func ack(r map[string]any, name string) pnp.Ack {
+	a, _ := pnp.From(r[name])
+	return a
+}
+
+// acked is the acknowledged value of a writable property as a number.
+func acked(r map[string]any, name string) float64 {
+	f, _ := ack(r, name).Number()
+	return f
 }
 
 func num(v any) float64 {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/reefer/tracker/internal/pnp"
 )
 
 // Find returns the content named name, or nil.
@@ -66,7 +68,9 @@ func (in *Interface) CheckTelemetry(body []byte) error {
 // CheckReported judges a reported-properties document (a patch, or the
 // twin's reported section: members starting with "$" are the hub's and
 // are skipped): every member must be a declared Property and its value
-// must fit the schema. null is accepted anywhere: in a patch it deletes
+// must fit the schema; a writable property's value must be the Plug and
+// Play acknowledgement (docs/protocol.md B.5, pnp.Parse) whose "value"
+// fits the schema. null is accepted anywhere: in a patch it deletes
 // the member (docs/protocol.md B.5).
 func (in *Interface) CheckReported(doc []byte) error {
 	return in.checkDoc(doc, "Property", true)
@@ -109,11 +113,29 @@ func (in *Interface) checkDoc(doc []byte, kind string, nullOK bool) error {
 			errs = append(errs, fmt.Errorf("model: %q is not a declared %s", k, kind))
 			continue
 		}
+		if kind == "Property" && c.Writable && m[k] != nil {
+			errs = append(errs, in.checkAck(c, m[k]))
+			continue
+		}
 		if err := in.check(c.Schema, m[k], nullOK, k); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkAck judges the reported value of a writable property: an
+// acknowledgement carrying a value of the property's schema.
+func (in *Interface) checkAck(c *Content, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("model: %s: %w", c.Name, err)
+	}
+	ack, err := pnp.Parse(b)
+	if err != nil {
+		return fmt.Errorf("model: writable property %s: %w", c.Name, err)
+	}
+	return in.check(c.Schema, ack.Value, false, c.Name+".value")
 }
 
 func decode(b []byte) (any, error) {

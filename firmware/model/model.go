@@ -7,8 +7,9 @@
 //
 // The package also checks the model: Validate is a structural DTDL check
 // (the rules the model uses), and CheckTelemetry and CheckReported judge a
-// message body or a reported-properties document against it, so tests can
-// hold the model to what the tracker really sends.
+// message body or a reported-properties document against it (a writable
+// property as the convention's acknowledgement, internal/pnp), so tests
+// can hold the model to what the tracker really sends.
 package model
 
 import (
@@ -19,8 +20,10 @@ import (
 
 // ID is the model id (DTMI) of tracker.json: the one place the firmware
 // takes it from. A change to the model that breaks its readers needs a new
-// version here and in the file.
-const ID = "dtmi:reefer:tracker;1"
+// version here and in the file. Version 2: the writable properties are
+// reported as Plug and Play acknowledgements (version 1 reported the plain
+// value; docs/model.md).
+const ID = "dtmi:reefer:tracker;2"
 
 //go:embed tracker.json
 var document []byte

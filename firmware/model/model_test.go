@@ -23,6 +23,7 @@ import (
 	"github.com/reefer/tracker/firmware/model"
 	"github.com/reefer/tracker/firmware/statequeue"
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/internal/pnp"
 )
 
 func load(t *testing.T) *model.Interface {
@@ -51,9 +52,9 @@ func TestModelIsValidAndIDIsTheOneAnnounced(t *testing.T) {
 func TestValidateRejects(t *testing.T) {
 	good := string(model.JSON())
 	for _, c := range []struct{ what, old, new string }{
-		{"version with a leading zero", `"dtmi:reefer:tracker;1"`, `"dtmi:reefer:tracker;01"`},
-		{"system segment", `"dtmi:reefer:tracker;1"`, `"dtmi:reefer:_tracker;1"`},
-		{"segment ending in underscore", `"dtmi:reefer:tracker;1"`, `"dtmi:reefer_:tracker;1"`},
+		{"version with a leading zero", `"dtmi:reefer:tracker;2"`, `"dtmi:reefer:tracker;02"`},
+		{"system segment", `"dtmi:reefer:tracker;2"`, `"dtmi:reefer:_tracker;2"`},
+		{"segment ending in underscore", `"dtmi:reefer:tracker;2"`, `"dtmi:reefer_:tracker;2"`},
 		{"other context", `"dtmi:dtdl:context;2"`, `"dtmi:dtdl:context;3"`},
 		{"repeated name", `"name": "humidity"`, `"name": "temperature"`},
 		{"invalid name", `"name": "fixQuality"`, `"name": "fix-quality"`},
@@ -183,35 +184,63 @@ func TestWritablePropertiesAreWhatTheAgentAccepts(t *testing.T) {
 				t.Errorf("%s = %v (a model bound) refused: %v", name, v, err)
 				continue
 			}
-			waitFor(t, fmt.Sprintf("%s %v reported", name, v), func() bool {
-				r := rep.Last()
-				got, ok := r[name].(float64)
-				return ok && got == v
-			})
+			// Answered 200 with the value, against this version.
+			waitAck(t, rep, name, version, v, pnp.Accepted)
 		}
 		for _, v := range []float64{lo - 1, hi + 1} {
 			version++
 			if err := a.ApplyDesired(version, json.RawMessage(fmt.Sprintf(`{%q:%v}`, name, v))); !errors.Is(err, agent.ErrBadDesired) {
 				t.Errorf("%s = %v (outside the model's bounds) = %v; want ErrBadDesired", name, v, err)
 			}
+			// Answered 400 with the value still in use: the upper bound.
+			waitAck(t, rep, name, version, hi, pnp.Rejected)
 		}
 	}
 }
 
+// waitAck waits for the reported answer to a writable property at version
+// and checks its code and value.
+func waitAck(t *testing.T, rep *agenttest.Reporter, name string, version int64, value float64, code int) {
+	t.Helper()
+	var ack pnp.Ack
+	waitFor(t, fmt.Sprintf("%s answered for version %d", name, version), func() bool {
+		a, err := pnp.From(rep.Last()[name])
+		ack = a
+		return err == nil && a.Version == version
+	})
+	if v, ok := ack.Number(); !ok || v != value || ack.Code != code {
+		t.Errorf("%s answered %+v for version %d; want value %v, ac %d", name, ack, version, value, code)
+	}
+}
+
 // What the tracker reports: every member of the agent's reported document
-// is a declared property with a fitting value (this document carries a
-// rejected desired value, a GPS problem and a provisioning time, so the
-// optional members are there too).
+// is a declared property with a fitting value, each writable property as
+// an acknowledgement (this document carries the three answers, accepted,
+// refused and no desired value, a GPS problem and a provisioning time, so
+// the optional members are there too).
 func TestReportedPropertiesFitTheModel(t *testing.T) {
 	in := load(t)
 	a, rep := runAgent(t)
-	if err := a.ApplyDesired(2, json.RawMessage(`{"telemetryDelay":"fast"}`)); !errors.Is(err, agent.ErrBadDesired) {
+	if err := a.ApplyTwin(2, json.RawMessage(`{"telemetryDelay":"fast","temperatureAlertThreshold":8,"temperatureAlertHysteresis":"0.5"}`)); !errors.Is(err, agent.ErrBadDesired) {
 		t.Fatalf("bad desired = %v", err)
 	}
 	waitFor(t, "lastDesiredError reported", func() bool {
 		s, _ := rep.Last()[agent.PropLastDesiredError].(string)
 		return s != ""
 	})
+	codes := map[int]bool{}
+	for _, name := range in.Names("Property") {
+		if in.Find(name).Writable {
+			ack, err := pnp.From(rep.Last()[name])
+			if err != nil {
+				t.Errorf("writable %s not answered: %v", name, err)
+			}
+			codes[ack.Code] = true
+		}
+	}
+	if !codes[pnp.Accepted] || !codes[pnp.Rejected] || !codes[pnp.SetByDevice] {
+		t.Errorf("answers with codes %v; the document should carry 200, 400 and 203", codes)
+	}
 	doc, err := json.Marshal(rep.Last())
 	if err != nil {
 		t.Fatal(err)
@@ -316,6 +345,15 @@ func TestChecksRejectWhatTheModelDoesNotDescribe(t *testing.T) {
 	}
 	for _, doc := range []string{
 		`{"telemetryDelay":"10"}`,
+		// A writable property is answered as an acknowledgement: model
+		// version 1's plain value, or one that is not whole, is drift.
+		`{"telemetryDelay":10}`,
+		`{"telemetryDelay":{"value":"10","ac":200,"av":3}}`,
+		`{"telemetryDelay":{"value":10,"ac":200}}`,
+		`{"telemetryDelay":{"value":10,"ac":200,"av":3,"ad":"applied","extra":1}}`,
+		`{"temperatureAlertThreshold":{"value":null,"ac":400,"av":3}}`,
+		// A read-only property is not.
+		`{"queueDepth":{"value":1,"ac":200,"av":3}}`,
 		`{"queueDepth":-1.5}`,
 		`{"provisioning":{"phase":"lost"}}`,
 		`{"temperature":4}`,
@@ -330,6 +368,9 @@ func TestChecksRejectWhatTheModelDoesNotDescribe(t *testing.T) {
 	}
 	if err := in.CheckReported([]byte(`{"lastDesiredError":null,"$version":4}`)); err != nil {
 		t.Errorf("a null (deletion) and $version: %v", err)
+	}
+	if err := in.CheckReported([]byte(`{"telemetryDelay":{"value":10,"ac":200,"av":3,"ad":"applied"},"temperatureAlertThreshold":{"value":30,"ac":203,"av":0}}`)); err != nil {
+		t.Errorf("acknowledgements: %v", err)
 	}
 	if err := in.CheckResponse("reboot", []byte(`{}`)); err == nil {
 		t.Error("CheckResponse of an undeclared command = nil")
