@@ -249,40 +249,35 @@ func toMillisecond(f float64) float64 {
 	return math.Round(f*1000) / 1000
 }
 
-// checkDelay bounds telemetryDelay, in seconds (firmware/telemetry's
-// bounds, shared with the config).
+// The bounds checks of the writable properties (firmware/telemetry's
+// bounds, shared with the config); each returns the value as applied.
+
+// checkDelay bounds telemetryDelay, in seconds.
 func checkDelay(f float64) (float64, error) {
-	lo, hi := telemetry.MinDelay.Seconds(), telemetry.MaxDelay.Seconds()
-	if !(f >= lo && f <= hi) {
-		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropTelemetryDelay, f, lo, hi)
-	}
-	return toMillisecond(f), nil
+	return toMillisecond(f), within(PropTelemetryDelay, f, telemetry.MinDelay.Seconds(), telemetry.MaxDelay.Seconds(), "s")
 }
 
 // checkThreshold bounds temperatureAlertThreshold: the BME280's range.
 func checkThreshold(f float64) (float64, error) {
-	if !(f >= telemetry.MinAlertThreshold && f <= telemetry.MaxAlertThreshold) {
-		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertThreshold, f, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold)
-	}
-	return f, nil
+	return f, within(PropAlertThreshold, f, telemetry.MinAlertThreshold, telemetry.MaxAlertThreshold, "°C")
 }
 
 // checkHysteresis bounds temperatureAlertHysteresis.
 func checkHysteresis(f float64) (float64, error) {
-	if !(f >= telemetry.MinAlertHysteresis && f <= telemetry.MaxAlertHysteresis) {
-		return 0, fmt.Errorf("%w: %s %v outside %v..%v °C", ErrBadDesired, PropAlertHysteresis, f,
-			telemetry.MinAlertHysteresis, telemetry.MaxAlertHysteresis)
-	}
-	return f, nil
+	return f, within(PropAlertHysteresis, f, telemetry.MinAlertHysteresis, telemetry.MaxAlertHysteresis, "°C")
 }
 
 // checkMinDuration bounds temperatureAlertMinDuration, in seconds.
 func checkMinDuration(f float64) (float64, error) {
-	lo, hi := telemetry.MinAlertMinDuration.Seconds(), telemetry.MaxAlertMinDuration.Seconds()
+	return toMillisecond(f), within(PropAlertMinDuration, f, telemetry.MinAlertMinDuration.Seconds(), telemetry.MaxAlertMinDuration.Seconds(), "s")
+}
+
+// within refuses f outside lo..hi, naming the property and the unit.
+func within(name string, f, lo, hi float64, unit string) error {
 	if !(f >= lo && f <= hi) {
-		return 0, fmt.Errorf("%w: %s %v outside %v..%v s", ErrBadDesired, PropAlertMinDuration, f, lo, hi)
+		return fmt.Errorf("%w: %s %v outside %v..%v %s", ErrBadDesired, name, f, lo, hi, unit)
 	}
-	return toMillisecond(f), nil
+	return nil
 }
 
 // number accepts a JSON number, and a numeric string: operators type
