@@ -4,6 +4,8 @@
 #   FUZZTIME=30s .ci/fuzz.sh           each target for 30 s (the default)
 #   FUZZTIME=1000000x .ci/fuzz.sh      each target for a million executions
 #   .ci/fuzz.sh ./provisioning/...     only the targets under those packages
+#   FUZZTARGETS='^FuzzLoadIdentity$' .ci/fuzz.sh ./provisioning/certs
+#                                      only the targets matching the regexp
 #
 # Targets are found, not listed: every package whose tests define a
 # func Fuzz... is asked for its targets with `go test -list '^Fuzz'`, so a
@@ -30,6 +32,7 @@ cd "$(dirname "$0")/.."
 
 fuzztime=${FUZZTIME:-30s}
 parallel=${FUZZPARALLEL:-1}
+only=${FUZZTARGETS:-.}
 go=${GO:-go}
 
 # Packages with a fuzz target: grep is a cheap first cut (compiling every
@@ -120,7 +123,7 @@ total=0
 printf '%-44s %-24s %12s %8s  %s\n' PACKAGE TARGET EXECS SECONDS RESULT
 for dir in "${dirs[@]}"; do
 	pkg=./${dir#./}
-	mapfile -t targets < <($go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true)
+	mapfile -t targets < <($go test -list '^Fuzz' "$pkg" | grep '^Fuzz' | grep -E -- "$only" || true)
 	for t in "${targets[@]}"; do
 		total=$((total + 1))
 		fuzz_once
@@ -155,6 +158,10 @@ for dir in "${dirs[@]}"; do
 	done
 done
 
+if [ "$total" -eq 0 ]; then
+	echo "fuzz.sh: no fuzz target matches FUZZTARGETS=$only" >&2
+	exit 1
+fi
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "fuzz.sh: ${#failed[@]} of $total targets failed:" >&2
 	printf '  %s\n' "${failed[@]}" >&2

@@ -200,3 +200,22 @@ func TestInfrastructureFailureTwiceFails(t *testing.T) {
 	mustContain(t, out, "no input was written", "running FuzzKilled once more",
 		"INFRASTRUCTURE FAILURE again", "./killed FuzzKilled (infrastructure failure twice)")
 }
+
+func TestFuzzTargetsSelects(t *testing.T) {
+	t.Parallel()
+	const two = `package two
+
+import "testing"
+
+func FuzzOne(f *testing.F) { f.Fuzz(func(t *testing.T, s string) {}) }
+func FuzzTwo(f *testing.F) { f.Fuzz(func(t *testing.T, s string) {}) }
+`
+	_, out, ok := runScript(t, "two", two, "FUZZTARGETS=^FuzzTwo$")
+	if !ok {
+		t.Fatal("fuzz.sh failed on a target that cannot fail")
+	}
+	mustContain(t, out, "FuzzTwo", "1 targets, no findings")
+	if strings.Contains(out, "FuzzOne") {
+		t.Error("FUZZTARGETS=^FuzzTwo$ ran FuzzOne")
+	}
+}
