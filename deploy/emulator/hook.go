@@ -255,7 +255,7 @@ func (h *brokerHook) ID() string { return "azemu" }
 func (h *brokerHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish,
-		mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
+		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
 	}, []byte{b})
 }
 
@@ -501,8 +501,31 @@ func (h *brokerHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	return pk, packets.CodeSuccessIgnore
 }
 
-// OnSubscribed wakes C2D delivery and method waiters.
+// OnSubscribe tells mochi to send no retained messages for any filter
+// (MQTT 5 retain handling 2, set for 3.1.1 clients too). It holds none:
+// every PUBLISH is handled and ignored, retain is never stored
+// (docs/protocol.md B.2). Without this, mochi searches its topic tree for
+// retained messages on each filter of every SUBSCRIBE, under its topic
+// index lock, in a recursion that took the connection's goroutine stack
+// to 64 KB, kept for as long as the device stays connected.
+func (h *brokerHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	for i := range pk.Filters {
+		pk.Filters[i].RetainHandling = 2
+	}
+	return pk
+}
+
+// OnSubscribed takes the granted filters back out of mochi's topic
+// index, which only routes (and the emulator routes nothing through
+// mochi): a device's subscriptions stay in its client state, where
+// session.subscribed reads them, and the index does not grow by a few KB
+// per connected device. Then it wakes C2D delivery and method waiters.
 func (h *brokerHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	for i, f := range pk.Filters {
+		if i < len(codes) && codes[i] <= packets.CodeGrantedQos2.Code {
+			h.e.server.Topics.Unsubscribe(f.Filter, cl.ID)
+		}
+	}
 	if s := h.session(cl); s != nil && s.kind == kindHub {
 		h.e.hub.subscribed(s)
 	}

@@ -463,3 +463,36 @@ func TestHubUsernameParameterBound(t *testing.T) {
 		t.Fatalf("%d parameters: err %v, want more than %d", maxUserParams+1, err, maxUserParams)
 	}
 }
+
+// mochi's topic index keeps no device subscription, and a SUBSCRIBE does
+// not search it for retained messages: the emulator writes each message to
+// its one recipient itself, so the index would only cost memory per
+// connected device and its lock. The device still gets what it subscribed
+// to.
+func TestSubscriptionsStayOutOfTheTopicIndex(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t)
+	dev := hubDevice(t, e, "dev-1")
+	c := mustHubDial(t, e, 0, "dev-1", dev.TLS())
+	for _, f := range []string{"$iothub/twin/res/#", "$iothub/methods/POST/#", "devices/dev-1/messages/devicebound/#"} {
+		c.subscribe(t, f)
+	}
+	for _, topic := range []string{"$iothub/twin/res/200/?$rid=1", "$iothub/methods/POST/m/?$rid=1", "devices/dev-1/messages/devicebound/x"} {
+		if s := e.server.Topics.Subscribers(topic); len(s.Subscriptions)+len(s.Shared) > 0 {
+			t.Errorf("topic index holds subscribers of %s: %v", topic, s.Subscriptions)
+		}
+	}
+	var cl *mqtt.Client
+	e.hook.sessions.Range(func(k, _ any) bool { cl = k.(*mqtt.Client); return false })
+	for f, sub := range cl.State.Subscriptions.GetAll() {
+		if sub.RetainHandling != 2 {
+			t.Errorf("%s: retain handling %d, want 2 (send no retained messages)", f, sub.RetainHandling)
+		}
+	}
+	if err := c.publish(t, "$iothub/twin/GET/?$rid=g", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.next(t); !strings.HasPrefix(m.Topic(), "$iothub/twin/res/200/?$rid=g") {
+		t.Errorf("twin GET answered on %s", m.Topic())
+	}
+}
