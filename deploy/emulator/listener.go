@@ -18,13 +18,22 @@ var syscallEADDRINUSE = syscall.EADDRINUSE
 // required) under a deadline before handing the connection to the broker,
 // and leaves a deadline for the CONNECT packet that mochi replaces with
 // the keep-alive deadline.
+//
+// Handshakes run through a limiter shared by every listener: when
+// thousands of devices connect at once, only a few handshakes hold their
+// buffers, keys and parsed certificates at a time and the rest wait as
+// bare sockets, in arrival order, instead of all progressing together on
+// a few cores and all finishing late. The wait counts toward the
+// deadline. Each connection is then served on a goroutine of its own, so
+// a handshake's stack growth does not stay with the connection.
 type tlsListener struct {
-	id        string
-	ln        net.Listener
-	tlsConfig *tls.Config
-	timeout   time.Duration
-	log       *slog.Logger
-	ended     func(net.Conn) // after mochi is done with a connection
+	id         string
+	ln         net.Listener
+	tlsConfig  *tls.Config
+	timeout    time.Duration
+	handshakes *limiter
+	log        *slog.Logger
+	ended      func(net.Conn) // after mochi is done with a connection
 
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -67,23 +76,32 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			return
 		}
-		go func() {
-			defer l.untrack(conn)
-			tc := tls.Server(conn, l.tlsConfig)
-			_ = tc.SetDeadline(time.Now().Add(l.timeout))
-			if err := tc.Handshake(); err != nil {
-				l.log.Debug("tls handshake failed", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
-				_ = tc.Close()
-				return
-			}
-			// The deadline stays for reading CONNECT.
-			if err := establish(l.id, tc); err != nil {
-				l.log.Debug("connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
-			}
-			if l.ended != nil {
-				l.ended(tc)
-			}
-		}()
+		_ = conn.SetDeadline(time.Now().Add(l.timeout))
+		l.handshakes.Go(func() { l.handshake(conn, establish) })
+	}
+}
+
+// handshake completes the TLS handshake of conn and starts serving it.
+func (l *tlsListener) handshake(conn net.Conn, establish listeners.EstablishFn) {
+	tc := tls.Server(conn, l.tlsConfig)
+	if err := tc.Handshake(); err != nil {
+		l.log.Debug("tls handshake failed", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+		_ = tc.Close()
+		l.untrack(conn)
+		return
+	}
+	go l.serve(conn, tc, establish)
+}
+
+// serve hands a connection to the broker until it ends.
+func (l *tlsListener) serve(conn net.Conn, tc *tls.Conn, establish listeners.EstablishFn) {
+	defer l.untrack(conn)
+	// The deadline stays for reading CONNECT.
+	if err := establish(l.id, tc); err != nil {
+		l.log.Debug("connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+	}
+	if l.ended != nil {
+		l.ended(tc)
 	}
 }
 
