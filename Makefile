@@ -116,9 +116,11 @@ demo: ## the reference flow end to end on the local emulator (about 65 s)
 # above the fleet. On a busy machine spread the starts: make bench BENCH_RAMP=300s.
 BENCH_DEVICES ?= 10000
 BENCH_RAMP    ?= 0s
+# The emulator's soft memory limit (azemu --memory-limit) for that run.
+BENCH_MEMORY_LIMIT ?= 900MiB
 
 bench: ## load figures: 10,000 trackers through DPS onto the hub; 1,000 against the DPS limit; a port call; 10,000 devices' telemetry (minutes)
-	$(GO) run ./bench/fleet -devices $(BENCH_DEVICES) -rate $$(( 2 * $(BENCH_DEVICES) )) -separate -ramp $(BENCH_RAMP)
+	$(GO) run ./bench/fleet -devices $(BENCH_DEVICES) -rate $$(( 2 * $(BENCH_DEVICES) )) -separate -ramp $(BENCH_RAMP) -emulator-memory-limit $(BENCH_MEMORY_LIMIT)
 	$(GO) run ./bench/fleet -devices 1000
 	$(GO) run ./bench/fleet -portcall 500
 	$(GO) run ./bench/queuecost

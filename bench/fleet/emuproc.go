@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +25,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/internal/fdlimit"
+	"github.com/reefer/tracker/internal/memlimit"
 )
 
 // childEnv, set to 1, makes this program the emulator process of a
@@ -43,6 +47,9 @@ func emulatorChild(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	rootPath := fs.String("root", "", "PEM of the group's root CA")
 	cpuProfile := fs.String("cpuprofile", "", "write the emulator's CPU profile here")
 	memProfile := fs.String("memprofile", "", "write the emulator's heap profile here at the end")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address while running")
+	var memLimit memlimit.Bytes
+	fs.Var(&memLimit, "memory-limit", "soft memory limit (GOMEMLIMIT syntax, e.g. 900MiB; 0: none)")
 	verbose := fs.Bool("v", false, "emulator log at info")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -53,6 +60,9 @@ func emulatorChild(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})).With("process", "emulator")
 	fdlimit.Raise(slog.New(slog.NewTextHandler(stderr, nil)).With("process", "emulator"))
+	if _, err := memlimit.Apply(memLimit, slog.New(slog.NewTextHandler(stderr, nil)).With("process", "emulator")); err != nil {
+		return err
+	}
 	pemText, err := os.ReadFile(*rootPath)
 	if err != nil {
 		return err
@@ -80,6 +90,15 @@ func emulatorChild(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return fmt.Errorf("-pprof: %w", err)
+		}
+		defer ln.Close()
+		// The blank import registers /debug/pprof/ on the default mux.
+		go func() { _ = http.Serve(ln, nil) }()
 	}
 	fmt.Fprintln(stdout, "ready")
 	_, _ = io.Copy(io.Discard, stdin) // until the bench closes it, or dies
@@ -114,7 +133,7 @@ func startEmulatorProcess(ctx context.Context, dir string, rate int, retryAfter 
 	}
 	data := filepath.Join(dir, "emulator")
 	args := []string{"-data", data, "-rate", strconv.Itoa(rate), "-retry-after", retryAfter.String(), "-root", rootPath,
-		"-cpuprofile", o.EmulatorCPUProfile, "-memprofile", o.EmulatorMemProfile, "-v=" + strconv.FormatBool(o.Logger != nil)}
+		"-cpuprofile", o.EmulatorCPUProfile, "-memprofile", o.EmulatorMemProfile, "-pprof", o.EmulatorPprof, "-memory-limit", o.EmulatorMemoryLimit.String(), "-v=" + strconv.FormatBool(o.Logger != nil)}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = os.Stderr

@@ -67,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.Separate, "separate", false, "run the emulator in its own process (its RSS and fds are then its own; about one fd per device each)")
 	fs.StringVar(&o.EmulatorCPUProfile, "emulator-cpuprofile", "", "with -separate: write the emulator's CPU profile to this file")
 	fs.StringVar(&o.EmulatorMemProfile, "emulator-memprofile", "", "with -separate: write the emulator's heap profile at the end to this file")
+	fs.StringVar(&o.EmulatorPprof, "emulator-pprof", "", "with -separate: serve net/http/pprof of the emulator process on this address (e.g. 127.0.0.1:6061)")
+	fs.Var(&o.EmulatorMemoryLimit, "emulator-memory-limit", "with -separate: the emulator process's soft memory limit, as azemu --memory-limit (e.g. 900MiB; 0: none)")
 	asJSON := fs.Bool("json", false, "print the report(s) as JSON")
 	var pc PortCallOptions
 	fs.IntVar(&pc.Containers, "portcall", 0, "instead: a port call of N containers out and N in (2N trackers), bulk disenroll and re-enroll at once")
@@ -201,7 +203,11 @@ func printReport(w io.Writer, r *Report, certs time.Duration) {
 	fmt.Fprintf(w, "  peak goroutines %d, heap %.1f MiB, RSS %.0f MiB, fds %d (limit %d), emulator connections %d\n",
 		r.Peaks.Goroutines, mib(r.Peaks.HeapBytes), mib(r.Peaks.RSS), r.Peaks.FDs, r.FDLimit, r.Peaks.EmulatorConns)
 	if r.Peaks.EmulatorRSS > 0 {
-		fmt.Fprintf(w, "  emulator process: peak RSS %.0f MiB, fds %d, CPU %s\n", mib(r.Peaks.EmulatorRSS), r.Peaks.EmulatorFDs, ms(r.EmulatorCPU))
+		limit := "none"
+		if r.EmulatorMemoryLimit != 0 {
+			limit = r.EmulatorMemoryLimit.String()
+		}
+		fmt.Fprintf(w, "  emulator process: peak RSS %.0f MiB (soft memory limit %s), fds %d, CPU %s\n", mib(r.Peaks.EmulatorRSS), limit, r.Peaks.EmulatorFDs, ms(r.EmulatorCPU))
 	}
 	fmt.Fprintf(w, "  CPU of this process %s (load average at the end %s)\n", ms(r.CPU), loadAverage())
 	fmt.Fprintf(w, "  certificates issued in %s\n", ms(certs))

@@ -378,7 +378,10 @@ func TestMain(m *testing.M) {
 func TestRunSeparateProcess(t *testing.T) {
 	t.Parallel()
 	const n = 4
-	r, err := Run(t.Context(), testFleet(t, n), Options{RegistrationsPerMinute: 1000, Telemetry: true, Sleep: instant, Separate: true})
+	// The memory limit reaches the emulator process as its flag (a flag
+	// it did not take would stop it before "ready").
+	r, err := Run(t.Context(), testFleet(t, n), Options{RegistrationsPerMinute: 1000, Telemetry: true, Sleep: instant, Separate: true,
+		EmulatorMemoryLimit: 256 << 20})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/reefer/tracker/deploy/emulator"
+	"github.com/reefer/tracker/internal/memlimit"
 	"github.com/reefer/tracker/provisioning/dps"
 	"github.com/reefer/tracker/provisioning/iothub"
 )
@@ -65,6 +66,12 @@ type Options struct {
 	// for the emulator process's CPU profile over the run and heap
 	// profile at its end (go tool pprof).
 	EmulatorCPUProfile, EmulatorMemProfile string
+	// EmulatorPprof, with Separate, is an address where the emulator
+	// process serves net/http/pprof during the run (heap at the peak).
+	EmulatorPprof string
+	// EmulatorMemoryLimit, with Separate, is the emulator process's soft
+	// memory limit (azemu --memory-limit; 0: none).
+	EmulatorMemoryLimit memlimit.Bytes
 	// Ramp spreads the devices' first attempts evenly over this long
 	// instead of one instant (device i starts at i·Ramp/N): a fleet
 	// powered on over a minute, not a stampede. Latency is then counted
@@ -118,6 +125,8 @@ type Report struct {
 	TelemetryFailed int `json:"telemetryFailed"`
 	Peaks           peaks
 	FDLimit         uint64 `json:"fdLimit"`
+	// EmulatorMemoryLimit is Options.EmulatorMemoryLimit.
+	EmulatorMemoryLimit memlimit.Bytes `json:"emulatorMemoryLimit,omitempty"`
 }
 
 // FDsNeeded estimates the file descriptors a run of n devices needs in
@@ -408,7 +417,8 @@ func Run(ctx context.Context, f *Fleet, o Options) (*Report, error) {
 	pk := smp.Stop()
 
 	r := &Report{Devices: n, RatePerMinute: rate, Jitter: !o.NoJitter, Outage: o.Outage, Ramp: o.Ramp, Wall: wall, Failures: map[string]int{},
-		Responses: st.responses, Throttled: st.responses[429], Attempts: len(st.connects), Peaks: pk, FDLimit: lim, CPU: cpu}
+		Responses: st.responses, Throttled: st.responses[429], Attempts: len(st.connects), Peaks: pk, FDLimit: lim, CPU: cpu,
+		EmulatorMemoryLimit: o.EmulatorMemoryLimit}
 	var times, lat []time.Duration
 	for i := range out {
 		oc := &out[i]

@@ -1,7 +1,7 @@
 // Command azemu runs the local Azure IoT DPS + IoT Hub emulator for manual
 // end-to-end runs on one machine (no Azure account):
 //
-//	azemu --data ./azemu-data [--mqtt 127.0.0.1:8883] [--https 127.0.0.1:8443] [--hubs 1]
+//	azemu --data ./azemu-data [--mqtt 127.0.0.1:8883] [--https 127.0.0.1:8443] [--hubs 1] [--memory-limit 900MiB]
 //
 // On start it writes DATA/emulator.json (ID scope, DPS endpoint, hub host
 // names, service connection strings, the key of every shared access policy
@@ -34,6 +34,7 @@ import (
 	"github.com/reefer/tracker/deploy/emulator"
 	"github.com/reefer/tracker/deploy/emulator/store"
 	"github.com/reefer/tracker/internal/fdlimit"
+	"github.com/reefer/tracker/internal/memlimit"
 )
 
 func main() {
@@ -71,11 +72,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		d2cRate     = fs.Int("telemetry-per-second", 0, "device-to-cloud messages per second per hub; above it the hub closes the sender's connection (0: unlimited)")
 		validity    = fs.Duration("issued-cert-validity", store.DefaultIssuedCertValidity, "validity of certificates DPS issues for a csr under a credential policy created without one")
 		policies    []string
+		memLimit    memlimit.Bytes
 	)
 	fs.Func("credential-policy", "create this credential policy at start if missing, with --issued-cert-validity (an existing one keeps its CA and takes that validity; repeatable); enrollments name it in credentialPolicyName to have DPS issue certificates (docs/protocol.md A.5)", func(s string) error {
 		policies = append(policies, s)
 		return nil
 	})
+	fs.Var(&memLimit, "memory-limit", "soft memory limit: a `size` as GOMEMLIMIT takes it (e.g. 900MiB for 10,000 devices connecting at once); 0 keeps GOMEMLIMIT or none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,6 +104,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	fdlimit.Raise(log) // one socket per device
+	if _, err := memlimit.Apply(memLimit, log); err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
+	}
 	e, err := emulator.New(emulator.Config{
 		DataDir:                *data,
 		MQTTAddr:               *mqttAddr,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +18,15 @@ import (
 )
 
 func TestRunServesAndStops(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--hubs", "2", "--id-scope", "0ne00TEST", "--log-level", "debug", "--telemetry-per-second", "100",
-			"--credential-policy", "trackers", "--credential-policy", "spare", "--issued-cert-validity", "10m"}, &out)
+			"--credential-policy", "trackers", "--credential-policy", "spare", "--issued-cert-validity", "10m", "--memory-limit", "900MiB"}, &out)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(out.String(), "msg=ready") {
@@ -31,6 +34,9 @@ func TestRunServesAndStops(t *testing.T) {
 			t.Fatalf("no ready line; log:\n%s", out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), `msg="soft memory limit 900MiB"`) || debug.SetMemoryLimit(-1) != 900<<20 {
+		t.Errorf("--memory-limit 900MiB: runtime limit %d; log:\n%s", debug.SetMemoryLimit(-1), out.String())
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "emulator.json"))
 	if err != nil {
@@ -96,6 +102,8 @@ func TestRunErrors(t *testing.T) {
 		{"negative telemetry rate", []string{"--telemetry-per-second", "-1"}, "--telemetry-per-second"},
 		{"issued validity too short", []string{"--issued-cert-validity", "100ms"}, "--issued-cert-validity"},
 		{"bad credential policy name", []string{"--data", t.TempDir(), "--mqtt", "127.0.0.1:0", "--https", "-", "--credential-policy", "no spaces"}, "credential policy"},
+		{"bad memory limit", []string{"--memory-limit", "1GB"}, "memory-limit"},
+		{"memory limit too low", []string{"--data", t.TempDir(), "--memory-limit", "1MiB"}, "--memory-limit: memory limit below 64MiB"},
 		{"extra args", []string{"--data", t.TempDir(), "extra"}, "unexpected"},
 		{"unknown flag", []string{"--nope"}, "not defined"},
 	}
