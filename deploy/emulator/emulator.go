@@ -52,6 +52,8 @@
 //   - mochi delivers nothing: every PUBLISH is handled by the DPS or hub
 //     service and marked ignored, and the broker's read ACL refuses every
 //     delivery; the services write each message to its one recipient.
+//     Granted filters are kept in the client's own state only, not in
+//     mochi's topic index, and a SUBSCRIBE gets no retained messages.
 //   - A Will is accepted only from a hub device, only on its own
 //     telemetry topic (devices/{id}/messages/events/...) with QoS 0 or 1
 //     (docs/protocol.md B.2); any other Will, and any Will sent to DPS, gets CONNACK
