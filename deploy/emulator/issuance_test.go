@@ -458,3 +458,25 @@ func TestCredentialPolicySurvivesRestart(t *testing.T) {
 		t.Errorf("validity after a restart with IssuedCertValidity 5m = %v", v)
 	}
 }
+
+// TestDPSDisabledEnrollmentWithCSR: a disabled enrollment answers
+// status disabled as without a csr, issuing nothing, even when it names no
+// policy (docs/protocol.md A.4, A.5).
+func TestDPSDisabledEnrollmentWithCSR(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t)
+	f := newFleet(t)
+	if _, err := e.EnrollGroup("off", f.root.Cert, func(g *store.EnrollmentGroup) { g.ProvisioningStatus = store.StatusDisabled }); err != nil {
+		t.Fatal(err)
+	}
+	_, csrDER := newCSR(t, "dev-off")
+	c := dpsDialVersion(t, e, "dev-off", f.leaf(t, "dev-off").TLS(), csrAPI)
+	r := c.dpsRequest(t, registerTopic("1"), registerBody("dev-off", csrDER))
+	if r.status != 202 {
+		t.Fatalf("register = %d %s; want 202", r.status, r.raw)
+	}
+	p := c.dpsRequest(t, pollTopic("2", r.body["operationId"].(string)), nil)
+	if p.status != 200 || p.body["status"] != "disabled" || strings.Contains(p.raw, "issuedCertificateChain") {
+		t.Errorf("poll = %d %s; want 200 disabled without a chain", p.status, p.raw)
+	}
+}

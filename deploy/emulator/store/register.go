@@ -284,7 +284,7 @@ func (s *Store) allocate(rid, alloc, hubHost string, hubs []string) (string, *Er
 func (s *Store) assignLocked(req RegisterRequest, m *enrollmentMatch, csr *x509.CertificateRequest, now time.Time) (DeviceRegistrationResult, []func(Observer), error) {
 	rid := req.RegistrationID
 	var policy *policyRecord
-	if csr != nil && !m.disabled {
+	if st, _, _, _, _, _, _ := m.common(); csr != nil && !m.disabled && st != StatusDisabled {
 		// Refused before anything changes: the device learns at once
 		// that its enrollment cannot issue (docs/protocol.md A.5).
 		p, err := s.policyForLocked(m)
