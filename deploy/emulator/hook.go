@@ -531,8 +531,13 @@ func (h *brokerHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []by
 	}
 }
 
-// OnSessionEstablished runs after CONNACK.
+// OnSessionEstablished runs after CONNACK. A persistent session taken
+// over from an earlier connection brought its subscriptions back into
+// mochi's topic index; they leave it again as in OnSubscribed.
 func (h *brokerHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	for f := range cl.State.Subscriptions.GetAll() {
+		h.e.server.Topics.Unsubscribe(f, cl.ID)
+	}
 	s := h.session(cl)
 	if s == nil {
 		return

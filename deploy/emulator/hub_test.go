@@ -17,6 +17,7 @@ import (
 
 	"github.com/reefer/tracker/deploy/emulator/pki"
 	"github.com/reefer/tracker/deploy/emulator/store"
+	"github.com/reefer/tracker/internal/waitfor"
 )
 
 // hubDevice creates a selfSigned identity on hub 0 and returns its cert.
@@ -469,21 +470,48 @@ func TestHubUsernameParameterBound(t *testing.T) {
 // its one recipient itself, so the index would only cost memory per
 // connected device and its lock. The device still gets what it subscribed
 // to.
+//
+// A persistent session (CleanSession false) taken over by the device's
+// next connection brings its subscriptions back; they stay out of the
+// index too.
 func TestSubscriptionsStayOutOfTheTopicIndex(t *testing.T) {
 	t.Parallel()
 	e := StartForTest(t)
 	dev := hubDevice(t, e, "dev-1")
-	c := mustHubDial(t, e, 0, "dev-1", dev.TLS())
-	for _, f := range []string{"$iothub/twin/res/#", "$iothub/methods/POST/#", "devices/dev-1/messages/devicebound/#"} {
-		c.subscribe(t, f)
+	o := dialOpts{clientID: "dev-1", username: e.HubHost(0) + "/dev-1/?api-version=2021-04-12", cert: dev.TLS()}
+	first, err := dial(t, e, e.Info().Hubs[0].MQTTAddress, o)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, topic := range []string{"$iothub/twin/res/200/?$rid=1", "$iothub/methods/POST/m/?$rid=1", "devices/dev-1/messages/devicebound/x"} {
-		if s := e.server.Topics.Subscribers(topic); len(s.Subscriptions)+len(s.Shared) > 0 {
-			t.Errorf("topic index holds subscribers of %s: %v", topic, s.Subscriptions)
+	for _, f := range []string{"$iothub/twin/res/#", "$iothub/methods/POST/#", "devices/dev-1/messages/devicebound/#"} {
+		first.subscribe(t, f)
+	}
+	indexed := func() []string {
+		var held []string
+		for _, topic := range []string{"$iothub/twin/res/200/?$rid=1", "$iothub/methods/POST/m/?$rid=1", "devices/dev-1/messages/devicebound/x"} {
+			if s := e.server.Topics.Subscribers(topic); len(s.Subscriptions)+len(s.Shared) > 0 {
+				held = append(held, topic)
+			}
 		}
+		return held
+	}
+	// OnSubscribed runs before SUBACK.
+	if held := indexed(); len(held) > 0 {
+		t.Errorf("after SUBACK the topic index holds subscribers of %v", held)
+	}
+	first.close()
+	waitfor.Until(t, "dev-1 disconnected", waitTime, 10*time.Millisecond, func() bool { return !e.IsConnected(e.HubHost(0), "dev-1") })
+	c, err := dial(t, e, e.Info().Hubs[0].MQTTAddress, o)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var cl *mqtt.Client
 	e.hook.sessions.Range(func(k, _ any) bool { cl = k.(*mqtt.Client); return false })
+	if n := len(cl.State.Subscriptions.GetAll()); n != 3 {
+		t.Fatalf("the persistent session came back with %d subscriptions, want 3", n)
+	}
+	// OnSessionEstablished runs just after CONNACK.
+	waitfor.Until(t, "the taken-over subscriptions to leave the topic index", waitTime, time.Millisecond, func() bool { return len(indexed()) == 0 })
 	for f, sub := range cl.State.Subscriptions.GetAll() {
 		if sub.RetainHandling != 2 {
 			t.Errorf("%s: retain handling %d, want 2 (send no retained messages)", f, sub.RetainHandling)
