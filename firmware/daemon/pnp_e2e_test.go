@@ -20,13 +20,6 @@ func TestWritablePropertiesAcknowledgedOnTheTwin(t *testing.T) {
 	e, cfg := enrolledTracker(t, id) // initial twin {"telemetryDelay":1}
 	tr := startTracker(t, cfg, id)
 	hub := e.HubHost(0)
-	twinVersion := func() int64 {
-		tw, err := e.Store().GetTwin(hub, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tw.Properties.Desired.Version
-	}
 	// answered waits until every named property's answer has av version,
 	// then returns the reported section.
 	answered := func(what string, version int64, names ...string) map[string]any {
@@ -53,8 +46,17 @@ func TestWritablePropertiesAcknowledgedOnTheTwin(t *testing.T) {
 
 	// Start-up: the initial twin's telemetryDelay accepted against its
 	// version; the others have no desired value: the configured ones, 203.
-	v := twinVersion()
-	r := answered("the initial twin acknowledged", v, "telemetryDelay")
+	// The identity exists once the tracker has provisioned: wait for the
+	// answer, then hold it to the twin's desired version.
+	eventually(t, "the initial twin acknowledged", func() bool {
+		return ack(reported(t, e, id), "telemetryDelay").Code == pnp.Accepted
+	})
+	tw, err := e.Store().GetTwin(hub, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := tw.Properties.Desired.Version
+	r := answered("the initial twin acknowledged at its version", v, "telemetryDelay")
 	check(r, "telemetryDelay", 1, pnp.Accepted, "applied")
 	for name, def := range map[string]float64{"temperatureAlertThreshold": telemetry.DefaultAlertThreshold,
 		"temperatureAlertHysteresis": telemetry.DefaultAlertHysteresis, "temperatureAlertMinDuration": telemetry.DefaultAlertMinDuration.Seconds()} {
@@ -64,7 +66,7 @@ func TestWritablePropertiesAcknowledgedOnTheTwin(t *testing.T) {
 	}
 
 	// A desired patch, as an operator's "telemetryDelay": "2" (a string).
-	v, err := e.UpdateDesired(hub, id, map[string]any{"telemetryDelay": "2", "temperatureAlertHysteresis": 0.5})
+	v, err = e.UpdateDesired(hub, id, map[string]any{"telemetryDelay": "2", "temperatureAlertHysteresis": 0.5})
 	if err != nil {
 		t.Fatal(err)
 	}
