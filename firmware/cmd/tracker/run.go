@@ -32,7 +32,8 @@ func runRun(ctx context.Context, io stdio, args []string) error {
 	if err != nil {
 		return configError{err}
 	}
-	log.Info("tracker starting", "version", build.Version, "revision", build.ShortRevision(), "modified", build.Modified, "go", build.GoVersion, "config", cfg.Path(), "pid", os.Getpid())
+	procs := setProcs(os.Getenv)
+	log.Info("tracker starting", "version", build.Version, "revision", build.ShortRevision(), "modified", build.Modified, "go", build.GoVersion, "config", cfg.Path(), "pid", os.Getpid(), "gomaxprocs", procs)
 	initHost(cfg.Sensors.Env.Mode, log)
 	d, err := daemon.New(daemon.Config{
 		Tracker:         cfg,
