@@ -65,6 +65,20 @@ type options struct {
 	noStrace bool
 	keep     bool
 	verbose  bool
+	env      envFlag // extra KEY=VALUE for the tracker's environment
+}
+
+// envFlag collects repeated -env KEY=VALUE flags.
+type envFlag []string
+
+func (e *envFlag) String() string { return strings.Join(*e, " ") }
+
+func (e *envFlag) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q: want KEY=VALUE", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -77,6 +91,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.noStrace, "no-strace", false, "skip the strace window (fdatasync counts)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	fs.BoolVar(&o.verbose, "v", false, "tracker log on stderr")
+	fs.Var(&o.env, "env", "`KEY=VALUE` added to the tracker's environment (repeatable), e.g. -env GOMAXPROCS=2")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -191,7 +206,7 @@ func (r *rig) close() {
 
 func (r *rig) start() error {
 	cmd := exec.Command(r.o.bin, "run", "--config", r.cfg)
-	cmd.Env = append(os.Environ(), "JOURNAL_STREAM=")
+	cmd.Env = append(append(os.Environ(), "JOURNAL_STREAM="), r.o.env...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	go func() {
@@ -276,6 +291,7 @@ func (r *rig) measure(stdout, stderr io.Writer) error {
 
 	fmt.Fprintf(stderr, "steady state: %v window...\n", r.o.window)
 	n0 := r.received()
+	load0 := loadAvg()
 	p0, err := readProc(pid)
 	if err != nil {
 		return err
@@ -290,7 +306,8 @@ func (r *rig) measure(stdout, stderr io.Writer) error {
 		return errors.New("no readings received in the window")
 	}
 	d := p1.sub(p0)
-	fmt.Fprintf(stdout, "steady state, %v window, %d readings received (%.2f/s)\n", r.o.window, n, float64(n)/r.o.window.Seconds())
+	fmt.Fprintf(stdout, "steady state, %v window, %d readings received (%.2f/s), load average %s -> %s\n",
+		r.o.window, n, float64(n)/r.o.window.Seconds(), load0, loadAvg())
 	fmt.Fprintf(stdout, "  CPU per reading:               %.3f ms\n", d.cpu.Seconds()*1000/float64(n))
 	fmt.Fprintf(stdout, "  context switches per reading:  %.1f (voluntary %.1f, involuntary %.1f)\n",
 		float64(d.vcsw+d.ivcsw)/float64(n), float64(d.vcsw)/float64(n), float64(d.ivcsw)/float64(n))
@@ -326,7 +343,7 @@ func (r *rig) straceWindow(pid int, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "strace window: %v...\n", r.o.window)
 	out := filepath.Join(r.dir, "strace.txt")
-	cmd := exec.Command(path, "-f", "-qq", "-o", out, "-e", "trace=fdatasync,fsync,pwrite64,write", "-p", strconv.Itoa(pid))
+	cmd := exec.Command(path, "-f", "-qq", "-o", out, "-p", strconv.Itoa(pid))
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
@@ -350,6 +367,14 @@ func (r *rig) straceWindow(pid int, stdout, stderr io.Writer) error {
 	c := parseStrace(string(b))
 	fmt.Fprintf(stdout, "  syscalls per reading (strace -f, %d readings): fdatasync %.2f, fsync %.2f, pwrite64 %.2f (%.0f bytes), write %.2f\n",
 		n, per(c.calls["fdatasync"], n), per(c.calls["fsync"], n), per(c.calls["pwrite64"], n), per(c.pwriteBytes, n), per(c.calls["write"], n))
+	// The Go runtime's sleeps and wake-ups: sysmon's nanosleep, futex
+	// between threads, the netpoller's epoll_pwait (timers and sockets).
+	total := 0
+	for _, v := range c.calls {
+		total += v
+	}
+	fmt.Fprintf(stdout, "  all syscalls per reading: %.1f; runtime sleeps/wake-ups: nanosleep %.1f, futex %.1f, epoll_pwait %.1f\n",
+		per(total, n), per(c.calls["nanosleep"], n), per(c.calls["futex"], n), per(c.calls["epoll_pwait"], n))
 	if r.readingSize > 0 {
 		fmt.Fprintf(stdout, "  pwrite64 bytes / reading size:  %.0fx (the filesystem journal comes on top)\n", per(c.pwriteBytes, n)/float64(r.readingSize))
 	}
@@ -402,12 +427,14 @@ func (r *rig) drainRun(stdout, stderr io.Writer) error {
 		return fmt.Errorf("prefill: %w", err)
 	}
 	r.logLines.Store(0)
+	load0 := loadAvg()
 	start := time.Now()
 	if err := r.start(); err != nil {
 		return err
 	}
 	pid := r.tr.Process.Pid
 	p0, _ := readProc(pid)
+	self0, _ := readProc(os.Getpid())
 	if err := r.waitReceived(before+1, 60*time.Second); err != nil {
 		return err
 	}
@@ -420,15 +447,33 @@ func (r *rig) drainRun(stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	self1, _ := readProc(os.Getpid())
 	lines := r.logLines.Load()
 	took := done.Sub(first)
-	fmt.Fprintf(stdout, "drain of %d queued readings\n", r.o.drain)
+	fmt.Fprintf(stdout, "drain of %d queued readings, load average %s -> %s\n", r.o.drain, load0, loadAvg())
 	fmt.Fprintf(stdout, "  start to first received:       %v\n", first.Sub(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "  first to last received:        %v = %.0f msg/s\n", took.Round(time.Millisecond), float64(r.o.drain)/took.Seconds())
 	fmt.Fprintf(stdout, "  tracker CPU over the drain:    %.1f s (%.3f ms per message)\n",
 		p1.cpu.Seconds()-p0.cpu.Seconds(), (p1.cpu-p0.cpu).Seconds()*1000/float64(r.o.drain))
+	// The emulator (DPS, hub, broker) runs in this process: on a shared
+	// 2-core machine it competes with the tracker for CPU.
+	fmt.Fprintf(stdout, "  emulator CPU over the drain:   %.1f s (this process)\n", (self1.cpu - self0.cpu).Seconds())
 	fmt.Fprintf(stdout, "  log lines from start to end:   %d\n", lines)
 	return nil
+}
+
+// loadAvg is the 1-minute load average: the machine is shared, and CPU,
+// context switches and the drain rate move with it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // proc is a snapshot of /proc/PID.

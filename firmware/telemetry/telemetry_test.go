@@ -126,3 +126,18 @@ func TestBuildRejectsNaN(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkBuild is the JSON encoding of one full reading (body and
+// properties): its share of the CPU a reading costs (bench/README.md).
+func BenchmarkBuild(b *testing.B) {
+	s := Sample{Seq: 42, Time: sampleTime,
+		Env:       drivers.Env{TemperatureC: 4.1234, PressureHPa: 1013.256, HumidityRH: ptr(91.04), Source: drivers.Hardware, Chip: "BME280"},
+		Position:  &Position{Latitude: 51.9225, Longitude: 4.47917, Quality: 1, Satellites: 9, Source: drivers.Hardware},
+		GPSSource: drivers.Hardware}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Build("sensor-thl-001", s, 30); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Under the journal each line carries its syslog priority so that
@@ -86,5 +87,19 @@ func TestIsJournal(t *testing.T) {
 	t.Setenv("JOURNAL_STREAM", match)
 	if p := journalPrefix(f, slog.LevelWarn); p != "<4>" {
 		t.Errorf("journalPrefix(warn) = %q; want <4>", p)
+	}
+}
+
+// BenchmarkLogLine is one "telemetry sent" line through the tracker's
+// journal logger (to io.Discard: the write syscall is not in it).
+func BenchmarkLogLine(b *testing.B) {
+	log, err := newLoggerFor(io.Discard, "info", true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	created := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		log.Info("telemetry sent", "id", "sensor-thl-001-12345", "seq", uint64(12345), "created", created)
 	}
 }
