@@ -38,6 +38,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -381,6 +382,9 @@ func (r *rig) straceWindow(pid int, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// retRE matches a system call's return value after its arguments.
+var retRE = regexp.MustCompile(`\)\s*= (-?\d+)`)
+
 func per(c, n int) float64 { return float64(c) / float64(n) }
 
 type straceCounts struct {
@@ -409,8 +413,9 @@ func parseStrace(s string) straceCounts {
 		if name != "pwrite64" {
 			continue
 		}
-		if i := strings.LastIndex(rest, ") = "); i >= 0 {
-			if v, err := strconv.Atoi(strings.TrimSpace(rest[i+4:])); err == nil {
+		// strace pads short lines: ")           = 4096".
+		if m := retRE.FindAllStringSubmatch(rest, -1); len(m) > 0 {
+			if v, err := strconv.Atoi(m[len(m)-1][1]); err == nil {
 				c.pwriteBytes += v
 			}
 		}

@@ -7,7 +7,7 @@ func TestParseStrace(t *testing.T) {
 102 fdatasync(5 <unfinished ...>
 101 pwrite64(5, "\1\0"..., 4096, 0 <unfinished ...>
 102 <... fdatasync resumed>) = 0
-101 <... pwrite64 resumed>) = 4096
+101 <... pwrite64 resumed>)           = 4096
 101 write(2, "time=..."..., 80) = 80
 103 fdatasync(5) = 0
 `
