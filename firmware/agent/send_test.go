@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -508,5 +509,45 @@ func TestDrainPipelinesTheBatch(t *testing.T) {
 	}
 	if strings.Contains(log, "msg=\"telemetry sent\"") {
 		t.Errorf("a line per message while draining:\n%s", log)
+	}
+}
+
+// A backlog of more than one batch drains two batches deep: the second
+// batch is published before the first one's acknowledgements come back,
+// so the hub always has work while the sender collects and acknowledges.
+func TestDrainKeepsTwoBatchesInFlight(t *testing.T) {
+	t.Parallel()
+	p := newPipe()
+	r := newRig(t, func(c *agent.Config) {
+		c.Publisher = p
+		c.TelemetryDelay = time.Hour
+		c.BackoffMin, c.BackoffMax = time.Hour, time.Hour
+	})
+	const backlog = 300 // one full batch (256) and part of a second
+	for i := range backlog {
+		if _, err := r.q.Append(func(seq uint64) (agent.Queued, error) {
+			return agent.Queued{ID: fmt.Sprintf("sensor-thl-001-%d", seq), Seq: seq, Body: []byte("{}")}, nil
+		}); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	r.a.SetConnected(true)
+	r.start() // its first sample makes backlog+1
+	eventually(t, "both batches in flight before any acknowledgement", func() bool { return len(p.Published()) == backlog+1 })
+	got := p.Published()
+	for i, seq := range got {
+		if seq != uint64(i+1) {
+			t.Fatalf("published %v...; want 1..%d in order", got[:min(len(got), i+3)], backlog+1)
+		}
+	}
+	for _, seq := range got {
+		p.ack(seq, nil)
+	}
+	eventually(t, "the backlog acknowledged", func() bool { n, _ := r.q.Len(); return n == 0 })
+	if n := r.q.Acks(); n != 2 {
+		t.Errorf("Ack calls = %d; want 2, one per batch", n)
+	}
+	if st := r.a.Status(); st.Sent != backlog+1 || st.SendErrors != 0 {
+		t.Errorf("Status() sent %d, send errors %d; want %d, 0", st.Sent, st.SendErrors, backlog+1)
 	}
 }

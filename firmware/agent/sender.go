@@ -12,8 +12,38 @@ import (
 // send it waits a jittered, capped back-off, or less if the link comes back.
 // Once flushing is closed it returns as soon as there is nothing it can
 // send: queue empty, link down, or a send failed.
+//
+// With a Pipeliner a backlog drains two batches deep: the next batch is
+// published before the sender waits for the one before it, so the hub
+// always has a batch to work on while the sender collects the previous
+// one's acknowledgements, writes them to the queue and logs them.
 func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 	var failures int
+	_, pipelined := a.cfg.Publisher.(Pipeliner)
+	var prev *inFlight // published, not yet collected
+	// settle collects the batches and acknowledges what the hub took; false
+	// after any failure.
+	settle := func(batches ...*inFlight) bool {
+		ok := true
+		for _, b := range batches {
+			if b == nil {
+				continue
+			}
+			sent, err := a.collect(ctx, b)
+			ackErr := a.ack(sent)
+			if len(sent) > 0 && ackErr == nil {
+				failures = 0
+			}
+			if err == nil {
+				// Sent but still queued: retrying at once would resend the
+				// same batch in a tight loop for as long as the disk fails.
+				err = ackErr
+			}
+			ok = ok && err == nil
+		}
+		return ok
+	}
+	defer func() { settle(prev) }()
 	for ctx.Err() == nil {
 		flush := isClosed(flushing)
 		// Consume a pending link signal before reading the state it stands
@@ -23,8 +53,15 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 		default:
 		}
 		if !a.connected() {
+			ok := settle(prev)
+			prev = nil
 			if flush {
 				return
+			}
+			if !ok {
+				failures++
+				a.backoff(ctx, flushing, failures)
+				continue
 			}
 			select {
 			case <-ctx.Done():
@@ -33,9 +70,11 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 			}
 			continue
 		}
-		batch, err := a.cfg.Queue.Peek(sendBatch)
+		batch, err := a.peekAfter(prev)
 		if err != nil {
 			a.queueFailed("peek", err)
+			settle(prev)
+			prev = nil
 			if flush {
 				return
 			}
@@ -43,7 +82,7 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 			a.backoff(ctx, flushing, failures)
 			continue
 		}
-		if len(batch) == 0 {
+		if len(batch) == 0 && prev == nil {
 			if flush {
 				return
 			}
@@ -55,17 +94,24 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 			}
 			continue
 		}
-		sent, err := a.sendBatch(ctx, batch)
-		ackErr := a.ack(sent)
-		if len(sent) > 0 && ackErr == nil {
-			failures = 0
+		var next *inFlight
+		if len(batch) > 0 {
+			next = a.publishBatch(ctx, batch)
 		}
-		if err == nil {
-			// Sent but still queued: retrying at once would resend the
-			// same batch in a tight loop for as long as the disk fails.
-			err = ackErr
+		// Leave next in flight while collecting prev only when it is a
+		// full batch that went out whole: a backlog, with more behind it.
+		// At one reading a time there is nothing to overlap with.
+		keep := pipelined && next != nil && next.err == nil && len(batch) == sendBatch
+		var ok bool
+		if keep {
+			if ok = settle(prev); !ok {
+				settle(next)
+			}
+		} else {
+			ok = settle(prev, next)
 		}
-		if err != nil {
+		prev = nil
+		if !ok {
 			failures++
 			if flush {
 				return
@@ -73,37 +119,75 @@ func (a *Agent) sender(ctx context.Context, flushing <-chan struct{}) {
 			a.backoff(ctx, flushing, failures)
 			continue
 		}
-		failures = 0
+		if keep {
+			prev = next
+		}
 	}
 }
 
-// sendBatch publishes the batch in order with every message in flight at
-// once (when the Publisher is a Pipeliner), stopping at the first failure,
-// a dropped link or the end of ctx, then waits for the acknowledgements.
-// It returns the seqs the hub accepted and the first error. The log gets
-// one line per batch, not one per message: a drain of thousands would
-// otherwise fill the journal.
-func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]uint64, error) {
-	waits := make([]func(context.Context) error, 0, len(batch))
-	var firstErr error
+// inFlight is a published batch whose acknowledgements are not collected.
+type inFlight struct {
+	batch []Queued
+	waits []func(context.Context) error // one per published message, in order
+	err   error                         // the publish failure that stopped it, if any
+}
+
+// peekAfter returns the next batch to send: the oldest queued messages
+// that are not in prev, which is still in flight (the queue shows its
+// messages until they are acknowledged).
+func (a *Agent) peekAfter(prev *inFlight) ([]Queued, error) {
+	if prev == nil {
+		return a.cfg.Queue.Peek(sendBatch)
+	}
+	all, err := a.cfg.Queue.Peek(sendBatch + len(prev.batch))
+	if err != nil {
+		return nil, err
+	}
+	flying := make(map[uint64]bool, len(prev.batch))
+	for _, m := range prev.batch {
+		flying[m.Seq] = true
+	}
+	out := all[:0]
+	for _, m := range all {
+		if !flying[m.Seq] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// publishBatch publishes the batch in order with every message in flight
+// at once (when the Publisher is a Pipeliner), stopping at the first
+// failure, a dropped link or the end of ctx.
+func (a *Agent) publishBatch(ctx context.Context, batch []Queued) *inFlight {
+	b := &inFlight{batch: batch, waits: make([]func(context.Context) error, 0, len(batch))}
 	for _, m := range batch {
 		wait, err := a.publish(ctx, m)
 		if err != nil {
 			a.sendFailed(m, err)
-			firstErr = err
+			b.err = err
 			break
 		}
-		waits = append(waits, wait)
+		b.waits = append(b.waits, wait)
 		if ctx.Err() != nil || !a.connected() {
 			break
 		}
 	}
+	return b
+}
+
+// collect waits for the acknowledgements of a published batch and returns
+// the seqs the hub accepted and the first error. The log gets one line per
+// batch, not one per message: a drain of thousands would otherwise fill
+// the journal.
+func (a *Agent) collect(ctx context.Context, b *inFlight) ([]uint64, error) {
+	firstErr := b.err
 	var sent []uint64
-	for i, wait := range waits {
+	for i, wait := range b.waits {
 		if err := wait(ctx); err != nil {
 			if firstErr == nil {
 				firstErr = err
-				a.sendFailed(batch[i], err)
+				a.sendFailed(b.batch[i], err)
 			} else {
 				// Same cause, most likely (a lost link): counted, not
 				// logged once each.
@@ -111,9 +195,9 @@ func (a *Agent) sendBatch(ctx context.Context, batch []Queued) ([]uint64, error)
 			}
 			continue
 		}
-		sent = append(sent, batch[i].Seq)
+		sent = append(sent, b.batch[i].Seq)
 	}
-	a.sentOK(batch, sent)
+	a.sentOK(b.batch, sent)
 	return sent, firstErr
 }
 
