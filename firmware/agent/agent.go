@@ -35,9 +35,10 @@ const (
 
 // sendBatch is how many messages the sender peeks at a time, all in
 // flight at once with a Pipeliner: enough to hide the round trips while a
-// backlog drains (bench/queuecost: 64 in flight drained 3,000 msg/s, 256
-// about 9,000, 512 no better), few enough that a lost link leaves little
-// in doubt (resent with the same ids).
+// backlog drains (bench/queuecost under load: 64 in flight drained 3,000
+// msg/s, 256 about 9,000, 512 no better), few enough that a lost link
+// leaves little in doubt (resent with the same ids). The sender keeps two
+// batches in flight (see sender); bench/README.md has the figures.
 const sendBatch = 256
 
 // Errors callers act on.
