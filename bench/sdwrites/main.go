@@ -113,14 +113,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		dev, o.fsMB, o.mountOpt, o.n, o.size, o.interval)
 	fmt.Fprintf(stdout, "%-13s %9s %10s %11s %12s %9s\n", "store", "fdatasync", "flushes", "write reqs", "bytes", "bytes/B")
 	stores := []struct {
-		name    string
-		syncs   int                               // fdatasync calls per reading, by construction
-		prepare func(dir string, o options) error // before the counters are read; may be nil
-		write   func(dir string, o options) error
+		name  string
+		syncs int // fdatasync calls per reading, by construction
+		open  func(dir string, o options) (*writer, error)
 	}{
-		{"queue", 2, nil, writeQueue},
-		{"log-grow", 1, nil, writeLog},
-		{"log-prealloc", 1, preallocLog, writeLog},
+		{"queue", 2, openQueue},
+		{"log-grow", 1, func(dir string, o options) (*writer, error) { return openLog(dir, o, false) }},
+		{"log-prealloc", 1, func(dir string, o options) (*writer, error) { return openLog(dir, o, true) }},
 	}
 	for _, s := range stores {
 		if !want[s.name] {
@@ -130,10 +129,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		if s.prepare != nil {
-			if err := s.prepare(dir, o); err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
-			}
+		// Opening (and for the queue its first transactions and side
+		// files) is not the steady state: outside the counters, as is
+		// closing.
+		w, err := s.open(dir, o)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		if err := settle(); err != nil {
 			return err
@@ -142,7 +143,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := s.write(dir, o); err != nil {
+		if err := pace(o, w.write); err != nil {
+			w.close()
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		// Whatever the journal still owes for this run (its periodic
@@ -153,6 +155,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		after, err := readStat(dev)
 		if err != nil {
 			return err
+		}
+		if err := w.close(); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		d := after.sub(before)
 		per := func(v int64) float64 { return float64(v) / float64(o.n) }
@@ -274,13 +279,22 @@ func pace(o options, write func(i int) error) error {
 	return nil
 }
 
-func writeQueue(dir string, o options) error {
+// writer is an open store: write stores reading i, close ends it.
+type writer struct {
+	write func(i int) error
+	close func() error
+}
+
+// openQueue opens firmware/queue and stores one reading, so the
+// transactions measured are the steady state's.
+func openQueue(dir string, o options) (*writer, error) {
 	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	body := make([]byte, o.size)
-	err = pace(o, func(i int) error {
+	w := &writer{close: q.Close}
+	w.write = func(i int) error {
 		m, err := q.Append(func(uint64) (queue.Message, error) {
 			return queue.Message{ID: fmt.Sprintf("r-%d", i), Body: body, Created: time.Now()}, nil
 		})
@@ -288,49 +302,41 @@ func writeQueue(dir string, o options) error {
 			err = q.Ack(m.Seq) // as the sender does after the PUBACK; written with the next Append
 		}
 		return err
-	})
-	if cerr := q.Close(); err == nil {
-		err = cerr
 	}
-	return err
+	if err := w.write(-1); err != nil {
+		q.Close()
+		return nil, err
+	}
+	return w, nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// logRecord is one record of the log stores: length, CRC-32C, payload.
-func logRecord(o options) []byte { return make([]byte, 8+o.size) }
-
-// preallocLog writes the log file's blocks once, so the appends measured
-// after it overwrite allocated, initialised blocks and change no metadata.
-func preallocLog(dir string, o options) error {
+// openLog makes the log file. prealloc writes its blocks once first, so
+// the appends overwrite allocated, initialised blocks and change no
+// metadata; otherwise each append grows the file.
+func openLog(dir string, o options, prealloc bool) (*writer, error) {
 	f, err := os.Create(filepath.Join(dir, "log"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = f.Write(make([]byte, o.n*len(logRecord(o))))
-	if err == nil {
-		err = f.Sync()
+	rec := make([]byte, 8+o.size) // length, CRC-32C, payload
+	if prealloc {
+		_, err = f.Write(make([]byte, o.n*len(rec)))
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// writeLog appends one record per reading and fdatasyncs it.
-func writeLog(dir string, o options) error {
-	f, err := os.OpenFile(filepath.Join(dir, "log"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	rec := logRecord(o)
-	return pace(o, func(i int) error {
+	return &writer{close: f.Close, write: func(i int) error {
 		binary.LittleEndian.PutUint32(rec, uint32(o.size))
 		binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], castagnoli))
 		if _, err := f.WriteAt(rec, int64(i*len(rec))); err != nil {
 			return err
 		}
 		return syscall.Fdatasync(int(f.Fd()))
-	})
+	}}, nil
 }
