@@ -124,6 +124,7 @@ bench: ## load figures: 10,000 trackers through DPS onto the hub; 1,000 against 
 	$(GO) run ./bench/fleet -devices 1000
 	$(GO) run ./bench/fleet -portcall 500
 	$(GO) run ./bench/queuecost
+	$(GO) run ./bench/sdwrites
 	$(GO) test -run '^$$' -bench TelemetryConnectedDevices -benchtime 20000x ./deploy/emulator/
 
 .PHONY: faults

@@ -6,10 +6,11 @@ import "runtime"
 // and the disk the rest of the time; a second P only buys wake-ups. With
 // several Ps, every goroutine handed work while the others are idle wakes
 // another OS thread, and since Go 1.25 the runtime also re-reads the CPU
-// affinity and cgroup limit once a second. One P cut the context switches
-// per reading by a third and the system calls by 30 % (bench/README.md,
-// "Runtime wake-ups"), and drains a backlog well above 10,000 msg/s.
-// GOMAXPROCS in the environment (/etc/default/tracker) still wins.
+// affinity and cgroup limit once a second. One P cut the system calls per
+// reading by a fifth and the thread hand-offs (futex) by a third, and
+// still drains a backlog at 15,000-30,000 msg/s on a quiet machine
+// (bench/README.md, "Second round"). GOMAXPROCS in the environment
+// (/etc/default/tracker) still wins.
 
 // daemonProcs is GOMAXPROCS for `tracker run`.
 const daemonProcs = 1
