@@ -69,7 +69,7 @@ var firmwareImports = map[string][]string{
 	"firmware/health":          {},
 	"firmware/model":           {"internal"},
 	"firmware/telemetry":       {"drivers"},
-	"firmware/config":          {"drivers", "firmware/telemetry"},
+	"firmware/config":          {"drivers", "firmware/telemetry", "provisioning/opcert"},
 	"firmware/queue":           {"internal"},
 	"firmware/statequeue":      {"firmware/queue"},
 	"firmware/sensorcheck":     {"drivers"},

@@ -21,6 +21,7 @@ import (
 
 	"github.com/reefer/tracker/drivers"
 	"github.com/reefer/tracker/firmware/telemetry"
+	"github.com/reefer/tracker/provisioning/opcert"
 )
 
 // DefaultPath is where the tracker looks for its config file.
@@ -45,11 +46,12 @@ type Config struct {
 	TelemetryDelay            int     `json:"telemetryDelay"` // seconds
 	TemperatureAlertThreshold float64 `json:"temperatureAlertThreshold"`
 	// The temperature alert's debounce (°C, seconds).
-	TemperatureAlertHysteresis  float64 `json:"temperatureAlertHysteresis"`
-	TemperatureAlertMinDuration int     `json:"temperatureAlertMinDuration"`
-	Queue                       Queue   `json:"queue"`
-	ReprovisionRetry            Retry   `json:"reprovisionRetry"`
-	LogLevel                    string  `json:"logLevel"`
+	TemperatureAlertHysteresis  float64  `json:"temperatureAlertHysteresis"`
+	TemperatureAlertMinDuration int      `json:"temperatureAlertMinDuration"`
+	Queue                       Queue    `json:"queue"`
+	ReprovisionRetry            Retry    `json:"reprovisionRetry"`
+	CertificateIssuance         Issuance `json:"certificateIssuance"`
+	LogLevel                    string   `json:"logLevel"`
 
 	path   string            // file read, for errors; "" when none
 	source map[string]string // key -> "env X" / "flag --x" when overridden
@@ -88,6 +90,18 @@ type Queue struct {
 type Retry struct {
 	Min Minutes `json:"min"`
 	Max Minutes `json:"max"`
+}
+
+// Issuance asks DPS to issue the hub certificate (docs/protocol.md A.5):
+// the tracker makes its own key, sends a certificate signing request with
+// each registration, uses the issued certificate for the hub and renews
+// it; certFile and keyFile then serve DPS only. Off by default: the
+// enrollment must name a credential policy first.
+type Issuance struct {
+	Enabled bool `json:"enabled"`
+	// RenewAt is the fraction of the issued certificate's lifetime after
+	// which it is renewed.
+	RenewAt float64 `json:"renewAt"`
 }
 
 // MinDuration is Min as a duration.
@@ -185,6 +199,7 @@ func Default() *Config {
 		TemperatureAlertMinDuration: int(telemetry.DefaultAlertMinDuration / time.Second),
 		Queue:                       Queue{MaxMessages: 100_000, MaxBytes: 64 << 20},
 		ReprovisionRetry:            Retry{Min: Mins(5), Max: Mins(60)},
+		CertificateIssuance:         Issuance{RenewAt: opcert.DefaultRenewAt},
 		LogLevel:                    "info",
 	}
 }
@@ -381,6 +396,8 @@ func typeName(t reflect.Type) string {
 		return "a whole number"
 	case reflect.Float64:
 		return "a number"
+	case reflect.Bool:
+		return "true or false"
 	case reflect.String:
 		return "a string"
 	case reflect.Struct:
@@ -465,6 +482,9 @@ func (c *Config) Validate() error {
 	}
 	if r.Max < max(r.Min, Minutes(time.Second)) || r.Max > Mins(10080) {
 		bad("reprovisionRetry.max", "must be between reprovisionRetry.min (%s) and 10080 minutes (a week), got %s", r.Min, r.Max)
+	}
+	if v := c.CertificateIssuance.RenewAt; math.IsNaN(v) || v < 0.1 || v > 0.95 {
+		bad("certificateIssuance.renewAt", "must be a fraction of the certificate's lifetime between 0.1 and 0.95 (default %.3g, two thirds), got %v", opcert.DefaultRenewAt, v)
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("logLevel", `must be "debug", "info", "warn" or "error", got %q`, c.LogLevel)

@@ -39,7 +39,8 @@ func TestExampleLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(example.json) = %v", err)
 	}
-	if c.IDScope != "0ne00000A0A" || c.Sensors.GPS.Port != "/dev/serial0" || c.Sensors.Env.Bus != "1" {
+	if c.IDScope != "0ne00000A0A" || c.Sensors.GPS.Port != "/dev/serial0" || c.Sensors.Env.Bus != "1" ||
+		c.CertificateIssuance.Enabled || c.CertificateIssuance.RenewAt != 0.667 {
 		t.Errorf("Load(example.json) = %+v; want the example's values", c)
 	}
 	if c.Path() != "example.json" {
@@ -181,7 +182,7 @@ func TestParseErrors(t *testing.T) {
 		{"version string", `{"version":"1"}`,
 			`config /etc/tracker/tracker.json: key "version": must be 1 (the only version this firmware reads), got "1"`},
 		{"unknown key", `{"version":1,"telemetryDelai":5}`,
-			`config /etc/tracker/tracker.json: key "telemetryDelai": unknown key; remove it or use one of: caFile, certFile, dpsEndpoint, idScope, keyFile, logLevel, queue, reprovisionRetry, sensors, stateDir, telemetryDelay, temperatureAlertHysteresis, temperatureAlertMinDuration, temperatureAlertThreshold, version`},
+			`config /etc/tracker/tracker.json: key "telemetryDelai": unknown key; remove it or use one of: caFile, certFile, certificateIssuance, dpsEndpoint, idScope, keyFile, logLevel, queue, reprovisionRetry, sensors, stateDir, telemetryDelay, temperatureAlertHysteresis, temperatureAlertMinDuration, temperatureAlertThreshold, version`},
 		{"wrong case", `{"version":1,"TelemetryDelay":5}`,
 			`config /etc/tracker/tracker.json: key "TelemetryDelay": unknown key; did you mean "telemetryDelay"? (keys are case-sensitive)`},
 		{"unknown nested key", `{"version":1,"sensors":{"env":{"adress":119}}}`,
@@ -198,6 +199,8 @@ func TestParseErrors(t *testing.T) {
 			`config /etc/tracker/tracker.json: key "queue": must be an object, got number`},
 		{"retry not a duration", `{"version":1,"reprovisionRetry":{"min":"soon"}}`,
 			`config /etc/tracker/tracker.json: key "reprovisionRetry.min": must be whole minutes (a number) or a duration like "30s", got string "soon"`},
+		{"issuance not a bool", `{"version":1,"certificateIssuance":{"enabled":"yes"}}`,
+			`config /etc/tracker/tracker.json: key "certificateIssuance.enabled": must be true or false, got string`},
 		{"retry fraction of minutes", `{"version":1,"reprovisionRetry":{"max":1.5}}`,
 			`config /etc/tracker/tracker.json: key "reprovisionRetry.max": must be whole minutes (a number) or a duration like "30s", got number 1.5`},
 	}
@@ -303,6 +306,10 @@ func TestValidateErrors(t *testing.T) {
 		{"retry max above a week", func(c *Config) { c.ReprovisionRetry.Max = Mins(10081) },
 			p + `key "reprovisionRetry.max": must be between reprovisionRetry.min (5) and 10080 minutes (a week), got 10081`},
 		{"logLevel", func(c *Config) { c.LogLevel = "verbose" }, p + `key "logLevel": must be "debug", "info", "warn" or "error", got "verbose"`},
+		{"renewAt 1", func(c *Config) { c.CertificateIssuance.RenewAt = 1 },
+			p + `key "certificateIssuance.renewAt": must be a fraction of the certificate's lifetime between 0.1 and 0.95 (default 0.667, two thirds), got 1`},
+		{"renewAt 0", func(c *Config) { c.CertificateIssuance.RenewAt = 0 },
+			p + `key "certificateIssuance.renewAt": must be a fraction of the certificate's lifetime between 0.1 and 0.95 (default 0.667, two thirds), got 0`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,7 +38,20 @@
 //	"queue.maxBytes"             67108864 (64 MiB)                            most bytes kept while offline
 //	"reprovisionRetry.min"       5                                            minutes before retrying DPS after "disabled" or unauthorized (or a duration string, "20s"; at least 1 s)
 //	"reprovisionRetry.max"       60                                           cap in minutes of that retry's exponential backoff (or a duration string)
+//	"certificateIssuance.enabled" false                                       true: DPS issues the hub certificate for a key made on the device (docs/protocol.md A.5); certFile/keyFile then serve DPS only
+//	"certificateIssuance.renewAt" 0.667 (two thirds)                          fraction of the issued certificate's lifetime after which it is renewed, 0.1..0.95
 //	"logLevel"                   "info"                                       "debug", "info", "warn" or "error"
+//
+// # Issued certificates
+//
+// With certificateIssuance.enabled, every DPS registration carries a
+// certificate signing request (CN = the registration id) for an ECDSA
+// P-256 key the tracker generates; the enrollment must name a credential
+// policy. Key and issued chain are kept together in stateDir as
+// operational.pem (mode 0600, written atomically); a renewed one waits as
+// operational-next.pem until the hub accepts it. The key is never logged
+// or sent. Leave it off (the default) for trackers whose certificate is
+// installed with deploy/certs: nothing changes for them.
 //
 // # Overrides
 //

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/reefer/tracker/provisioning/certs"
+	"github.com/reefer/tracker/provisioning/opcert"
 )
 
 // PropCertificates is the reported property with the end of the device's
@@ -29,11 +30,13 @@ type Certificates struct {
 }
 
 // CertificatesAt describes onboarding and operational (nil when there is
-// none) at now.
-func CertificatesAt(onboarding, operational *x509.Certificate, now time.Time) Certificates {
+// none) at now. The operational certificate, which the tracker renews
+// after renewAt of its lifetime, is judged only once that is past
+// (opcert.Validity).
+func CertificatesAt(onboarding, operational *x509.Certificate, renewAt float64, now time.Time) Certificates {
 	c := Certificates{Onboarding: certs.ValidityOf(onboarding, now)}
 	if operational != nil {
-		v := certs.ValidityOf(operational, now)
+		v := opcert.Validity(operational, renewAt, now)
 		c.Operational = &v
 	}
 	return c
@@ -60,7 +63,7 @@ func LogExpiry(log *slog.Logger, c Certificates) bool {
 		log.Log(context.Background(), level, msg, "certificate", role, "subject", v.Subject,
 			"not_after", v.NotAfter.Format(time.RFC3339), "days_left", v.DaysLeft, "meaning", meaning)
 	}
-	opMeaning := "the hub certificate DPS issued; the tracker renews it through DPS by itself"
+	opMeaning := "the hub certificate DPS issued; its renewal through DPS is late (see provisioning.renewalError); the tracker keeps trying"
 	obMeaning := "install a new device certificate (deploy/certs/device.sh --force " + c.Onboarding.Subject + "); without it the tracker cannot reach DPS or the hub"
 	if c.Operational != nil {
 		obMeaning = "install a new device certificate (deploy/certs/device.sh --force " + c.Onboarding.Subject + "); without it the tracker cannot reach DPS to renew its hub certificate"
@@ -72,7 +75,7 @@ func LogExpiry(log *slog.Logger, c Certificates) bool {
 
 // certificates is the daemon's Certificates now.
 func (d *Daemon) certificates() Certificates {
-	return CertificatesAt(d.p.dev.Identity.Leaf, nil, d.now())
+	return CertificatesAt(d.p.dev.Identity.Leaf, d.p.prov.HubLeaf(), d.tc.CertificateIssuance.RenewAt, d.now())
 }
 
 // watchCertificates logs near expiry at start (once the clock is

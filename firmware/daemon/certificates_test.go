@@ -20,8 +20,9 @@ func TestCertificateExpiryLogged(t *testing.T) {
 	t.Parallel()
 	day := 24 * time.Hour
 	now := time.Date(2026, 12, 3, 20, 0, 0, 0, time.UTC)
+	// Issued 30 days before it ends: renewal due with 10 days left.
 	cert := func(left time.Duration) *x509.Certificate {
-		return &x509.Certificate{Subject: pkix.Name{CommonName: "sensor-thl-001"}, NotAfter: now.Add(left)}
+		return &x509.Certificate{Subject: pkix.Name{CommonName: "sensor-thl-001"}, NotBefore: now.Add(left - 30*day), NotAfter: now.Add(left)}
 	}
 	for _, tt := range []struct {
 		name      string
@@ -39,7 +40,11 @@ func TestCertificateExpiryLogged(t *testing.T) {
 		{name: "6 days left", onb: 6 * day, onbDays: 6, onbState: certs.ExpiryFail,
 			want: []string{`level=ERROR msg="certificate expires soon" certificate=onboarding`}},
 		{name: "operational expired, onboarding fine", onb: 300 * day, op: -2 * time.Hour, onbDays: 300, onbState: certs.ExpiryOK, opState: certs.ExpiryExpired,
-			want: []string{`level=ERROR msg="certificate expired" certificate=operational subject=sensor-thl-001 not_after=2026-12-03T18:00:00Z days_left=-1 meaning="the hub certificate DPS issued; the tracker renews it through DPS by itself"`}},
+			want: []string{`level=ERROR msg="certificate expired" certificate=operational subject=sensor-thl-001 not_after=2026-12-03T18:00:00Z days_left=-1 meaning="the hub certificate DPS issued; its renewal through DPS is late (see provisioning.renewalError); the tracker keeps trying"`}},
+		// A 30-day operational certificate is fine under 30 days left until its renewal is due.
+		{name: "operational before its renewal", onb: 300 * day, op: 15 * day, onbDays: 300, onbState: certs.ExpiryOK, opState: certs.ExpiryOK, wantQuiet: true},
+		{name: "operational renewal late", onb: 300 * day, op: 9 * day, onbDays: 300, onbState: certs.ExpiryOK, opState: certs.ExpiryWarn,
+			want: []string{`level=WARN msg="certificate expires soon" certificate=operational`}},
 		{name: "both near", onb: 20 * day, op: 3 * day, onbDays: 20, onbState: certs.ExpiryWarn, opState: certs.ExpiryFail,
 			want: []string{`level=ERROR msg="certificate expires soon" certificate=operational`,
 				`level=WARN msg="certificate expires soon" certificate=onboarding subject=sensor-thl-001 not_after=2026-12-23T20:00:00Z days_left=20 meaning="install a new device certificate (deploy/certs/device.sh --force sensor-thl-001); without it the tracker cannot reach DPS to renew its hub certificate"`}},
@@ -50,7 +55,7 @@ func TestCertificateExpiryLogged(t *testing.T) {
 			if tt.op != 0 {
 				op = cert(tt.op)
 			}
-			c := daemon.CertificatesAt(cert(tt.onb), op, now)
+			c := daemon.CertificatesAt(cert(tt.onb), op, 2.0/3, now)
 			if c.Onboarding.DaysLeft != tt.onbDays || c.Onboarding.State != tt.onbState {
 				t.Errorf("onboarding %+v; want %d days, %s", c.Onboarding, tt.onbDays, tt.onbState)
 			}

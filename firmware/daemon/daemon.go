@@ -298,7 +298,11 @@ func (d *Daemon) open(ctx context.Context) (_ *parts, err error) {
 
 	lc := d.cfg.Lifecycle
 	lc.Logger = d.log
-	lc.OnStatus = func(lifecycle.Status) { signal(d.wake) }
+	agt := p.agent
+	lc.OnStatus = func(lifecycle.Status) {
+		signal(d.wake)
+		agt.Report() // the provisioning property (a renewal error) reaches the twin without waiting for the next report
+	}
 	if p.prov, err = p.dev.Provisioner(lc); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -391,7 +395,7 @@ func (d *Daemon) connect(ctx context.Context, as cache.Assignment) (lifecycle.Se
 	var c *iothub.Client
 	cfg := d.cfg.Hub
 	cfg.Hub, cfg.DeviceID = as.Hub, as.DeviceID
-	cfg.TLS = d.p.dev.TLS
+	cfg.TLS = d.p.prov.HubTLS() // the operational certificate when DPS issues one
 	if cfg.ModelID == "" {
 		cfg.ModelID = model.ID // announced at CONNECT (docs/protocol.md B.1)
 	}

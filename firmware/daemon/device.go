@@ -11,6 +11,7 @@ import (
 	"github.com/reefer/tracker/firmware/lifecycle"
 	"github.com/reefer/tracker/firmware/model"
 	"github.com/reefer/tracker/provisioning/certs"
+	"github.com/reefer/tracker/provisioning/opcert"
 )
 
 // Device is the start-up sequence `tracker run` and `tracker provision`
@@ -76,5 +77,12 @@ func (dev *Device) Provisioner(lc lifecycle.Config) (*lifecycle.Provisioner, err
 		lc.DPS.Payload = model.DPSPayload()
 	}
 	lc.StateDir = dev.tc.StateDir
+	if ci := dev.tc.CertificateIssuance; ci.Enabled {
+		// DPS issues the hub certificate; certFile and keyFile serve DPS only.
+		lc.Operational = &opcert.Store{Dir: dev.tc.StateDir}
+		if lc.RenewAt == 0 {
+			lc.RenewAt = ci.RenewAt
+		}
+	}
 	return lifecycle.New(lc)
 }

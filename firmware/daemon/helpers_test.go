@@ -43,7 +43,7 @@ type emu struct {
 	before map[string][]store.Message
 }
 
-func startEmu(t *testing.T) *emu {
+func startEmu(t *testing.T, mods ...func(*emulator.Config)) *emu {
 	t.Helper()
 	e := &emu{t: t, before: map[string][]store.Message{}, cfg: emulator.Config{
 		DataDir:    t.TempDir(),
@@ -53,6 +53,9 @@ func startEmu(t *testing.T) *emu {
 		NoSync:     true,
 		Logger:     slog.New(slog.DiscardHandler),
 	}}
+	for _, m := range mods {
+		m(&e.cfg)
+	}
 	e.start()
 	t.Cleanup(func() { e.stop() })
 	return e

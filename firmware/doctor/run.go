@@ -92,9 +92,15 @@ func Run(ctx context.Context, in Inputs) Report {
 		return r
 	}
 
-	// 2. Key and certificate.
+	// 2. Key and certificate; the hub certificate when DPS issues it.
 	cr := CheckCertificate(c.CertFile, c.KeyFile, now())
 	for _, ck := range cr.Checks {
+		r.add(ck)
+	}
+	hubID := cr.Identity
+	if c.CertificateIssuance.Enabled {
+		var ck Check
+		ck, hubID = CheckOperational(c.StateDir, c.CertificateIssuance.RenewAt, now())
 		r.add(ck)
 	}
 
@@ -132,7 +138,7 @@ func Run(ctx context.Context, in Inputs) Report {
 	}
 
 	// 6. DPS endpoint.
-	var tlsCfg *tls.Config
+	var tlsCfg, hubTLS *tls.Config
 	if !in.Offline && cr.Identity != nil {
 		roots, err := certs.ServerRoots(c.CAFile)
 		if err != nil {
@@ -140,6 +146,9 @@ func Run(ctx context.Context, in Inputs) Report {
 				Fix: "caFile must be a PEM file of trust roots; leave it out to trust Azure's"})
 		} else {
 			tlsCfg = certs.TLSConfig(cr.Identity, roots, "")
+			if hubID != nil {
+				hubTLS = certs.TLSConfig(hubID, roots, "")
+			}
 		}
 	}
 	switch {
@@ -153,8 +162,8 @@ func Run(ctx context.Context, in Inputs) Report {
 
 	// 7. Cached assignment and hub.
 	fp := ""
-	if cr.Identity != nil {
-		fp = cr.Identity.FingerprintSHA256
+	if hubID != nil {
+		fp = hubID.FingerprintSHA256 // the cache is bound to the hub's certificate
 	}
 	ack, a := CheckAssignment(c.StateDir, fp, now())
 	r.add(ack)
@@ -167,10 +176,10 @@ func Run(ctx context.Context, in Inputs) Report {
 		// docs/protocol.md B.7: a second connection as the same device knocks the
 		// tracker's own off.
 		r.skip("hub", "the running tracker is connected as this device; a second connection would knock it off")
-	case tlsCfg == nil:
+	case hubTLS == nil:
 		r.skip("hub", "no usable TLS configuration (see above)")
 	default:
-		r.add(CheckHub(ctx, a.Hub, a.DeviceID, tlsCfg, in.ProbeHub, in.Timeout))
+		r.add(CheckHub(ctx, a.Hub, a.DeviceID, hubTLS, in.ProbeHub, in.Timeout))
 	}
 
 	// 8. Queue.

@@ -13,6 +13,7 @@ import (
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/dps"
+	"github.com/reefer/tracker/provisioning/opcert"
 )
 
 // ErrCacheSave wraps a failure to write the assignment cache. The assignment
@@ -67,6 +68,19 @@ type Config struct {
 	Register RegisterFunc
 	// OnStatus, if set, receives every status change, synchronously.
 	OnStatus func(Status)
+
+	// Operational, when set, has DPS issue the hub certificate
+	// (docs/protocol.md A.5): every registration sends a CSR for a key
+	// made on the device, the issued bundle is kept in this store, and the
+	// hub connection uses it (HubTLS). Identity and TLS stay for DPS.
+	// Nil: the device certificate serves DPS and the hub.
+	Operational *opcert.Store
+	// RenewAt is the fraction of the operational certificate's lifetime
+	// after which Run renews it. Default opcert.DefaultRenewAt.
+	RenewAt float64
+	// NewRequest makes the key and the CSR of one registration; default
+	// opcert.NewRequest with crypto/rand. Tests replace it.
+	NewRequest func(registrationID string) (*opcert.Request, error)
 }
 
 // Provisioner finds the hub for a device and keeps the lifecycle status.
@@ -78,6 +92,13 @@ type Provisioner struct {
 
 	mu     sync.Mutex
 	status Status
+	// The operational certificate the next hub connection uses, and
+	// whether it is pending (issued, not yet accepted by the hub).
+	hub        *certs.Identity
+	hubPending bool
+	// Renewal failures in a row and when to try again.
+	renewFailures int
+	renewRetryAt  time.Time
 }
 
 // New validates cfg and returns a Provisioner.
@@ -118,6 +139,12 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.Register == nil {
 		cfg.Register = dps.Register
 	}
+	if cfg.RenewAt <= 0 || cfg.RenewAt >= 1 {
+		cfg.RenewAt = opcert.DefaultRenewAt
+	}
+	if cfg.NewRequest == nil {
+		cfg.NewRequest = func(id string) (*opcert.Request, error) { return opcert.NewRequest(id, nil) }
+	}
 	d := cfg.DPS
 	d.RegistrationID = cfg.Identity.RegistrationID
 	d.TLS = cfg.TLS
@@ -130,6 +157,11 @@ func New(cfg Config) (*Provisioner, error) {
 		log: cfg.Logger.With("registration_id", cfg.Identity.RegistrationID),
 	}
 	p.status = Status{Phase: PhaseStarting, Since: cfg.Now()}
+	if cfg.Operational != nil {
+		if err := cfg.Operational.Clean(); err != nil {
+			p.log.Warn("could not remove what an interrupted write of the operational certificate left", "err", err)
+		}
+	}
 	return p, nil
 }
 
@@ -160,6 +192,9 @@ func (p *Provisioner) update(f func(*Status)) {
 type Provisioned struct {
 	Assignment cache.Assignment
 	Result     *dps.Result
+	// Issued is the operational certificate DPS issued with it (pending
+	// until the hub accepts it), nil without Config.Operational.
+	Issued *certs.Identity
 }
 
 // Provision registers with DPS (ignoring the cache) and saves the
@@ -167,28 +202,62 @@ type Provisioned struct {
 // error wrapping ErrCacheSave.
 func (p *Provisioner) Provision(ctx context.Context) (*Provisioned, error) {
 	p.update(func(s *Status) { s.Phase = PhaseProvisioning; s.NextAttempt = time.Time{} })
-	res, err := p.cfg.Register(ctx, p.cfg.DPS)
-	if err != nil {
+	out, err := p.register(ctx)
+	if out == nil {
 		p.update(func(s *Status) { s.Err, s.LastError, s.Advice = err, err.Error(), Explain(err) })
 		return nil, err
 	}
-	now := p.cfg.Now()
+	res := out.Result
+	p.log.Info("provisioned", "hub", res.AssignedHub, "device_id", res.DeviceID, "substatus", res.Substatus)
+	p.update(func(s *Status) {
+		s.Phase = PhaseAssigned
+		s.Hub, s.DeviceID, s.FromCache = res.AssignedHub, res.DeviceID, false
+		s.LastProvisioned = out.Assignment.AssignedAt
+		s.NextAttempt = time.Time{}
+	})
+	return out, err
+}
+
+// register is one DPS registration, with a CSR when DPS issues the hub
+// certificate: the issued bundle is saved as pending (opcert) before the
+// assignment bound to it is cached, so a crash between the two leaves a
+// cache that names another certificate, which only costs a registration.
+// A nil result is a failure; a result with an error is ErrCacheSave.
+func (p *Provisioner) register(ctx context.Context) (*Provisioned, error) {
+	dcfg := p.cfg.DPS
+	var req *opcert.Request
+	if p.cfg.Operational != nil {
+		var err error
+		if req, err = p.cfg.NewRequest(p.cfg.Identity.RegistrationID); err != nil {
+			return nil, fmt.Errorf("lifecycle: %w", err)
+		}
+		dcfg.CSR = req.CSR
+	}
+	res, err := p.cfg.Register(ctx, dcfg)
+	if err != nil {
+		return nil, err
+	}
 	out := &Provisioned{
 		Result: res,
 		Assignment: cache.Assignment{
 			Hub:                   res.AssignedHub,
 			DeviceID:              res.DeviceID,
 			CertFingerprintSHA256: p.cfg.Identity.FingerprintSHA256,
-			AssignedAt:            now,
+			AssignedAt:            p.cfg.Now(),
 		},
 	}
-	p.log.Info("provisioned", "hub", res.AssignedHub, "device_id", res.DeviceID, "substatus", res.Substatus)
-	p.update(func(s *Status) {
-		s.Phase = PhaseAssigned
-		s.Hub, s.DeviceID, s.FromCache = res.AssignedHub, res.DeviceID, false
-		s.LastProvisioned = now
-		s.NextAttempt = time.Time{}
-	})
+	if req != nil {
+		id, err := p.cfg.Operational.SavePending(req, res.IssuedCertificateChain)
+		if err != nil {
+			return nil, fmt.Errorf("dps register %s: %w", p.cfg.Identity.RegistrationID, err)
+		}
+		p.setHub(id, true)
+		out.Issued = id
+		out.Assignment.CertFingerprintSHA256 = id.FingerprintSHA256
+		p.log.Info("DPS issued an operational certificate", "sha256", id.FingerprintSHA256,
+			"not_before", id.Leaf.NotBefore.UTC().Format(time.RFC3339), "not_after", id.Leaf.NotAfter.UTC().Format(time.RFC3339),
+			"issuer", id.Leaf.Issuer.CommonName)
+	}
 	if err := cache.Save(p.cfg.StateDir, &out.Assignment); err != nil {
 		return out, fmt.Errorf("%w: %w", ErrCacheSave, err)
 	}
@@ -201,10 +270,21 @@ func (p *Provisioner) Provision(ctx context.Context) (*Provisioned, error) {
 // atomically. A failure to save is logged, not returned: the device can
 // still connect. DPS errors are returned as dps.Register wraps them.
 func (p *Provisioner) Assignment(ctx context.Context, force bool) (cache.Assignment, error) {
-	if !force {
+	fp := p.cfg.Identity.FingerprintSHA256
+	if p.cfg.Operational != nil {
+		fp = ""
+		if id := p.pickHub(); id != nil {
+			fp = id.FingerprintSHA256
+		}
+	}
+	switch {
+	case force:
+	case fp == "":
+		p.log.Info("no usable operational certificate; registering with DPS for one")
+	default:
 		a, err := cache.Load(p.cfg.StateDir)
 		switch {
-		case err == nil && cache.Valid(a, p.cfg.Identity.FingerprintSHA256):
+		case err == nil && cache.Valid(a, fp):
 			p.log.Info("using cached assignment", "hub", a.Hub, "device_id", a.DeviceID, "assigned_at", a.AssignedAt)
 			p.update(func(s *Status) {
 				s.Phase = PhaseAssigned
@@ -215,7 +295,7 @@ func (p *Provisioner) Assignment(ctx context.Context, force bool) (cache.Assignm
 			return *a, nil
 		case err == nil:
 			p.log.Info("certificate changed since the cached assignment; registering with DPS again",
-				"cached_fingerprint", a.CertFingerprintSHA256, "fingerprint", p.cfg.Identity.FingerprintSHA256)
+				"cached_fingerprint", a.CertFingerprintSHA256, "fingerprint", fp)
 		case errors.Is(err, cache.ErrCorrupt):
 			p.log.Warn("assignment cache unusable; registering with DPS again", "err", err)
 		case errors.Is(err, cache.ErrNoCache):

@@ -129,6 +129,7 @@ func (p *Provisioner) Run(ctx context.Context, conn Connector) error {
 			}
 			force = true
 			p.invalidate()
+			p.refused()
 			if !fresh {
 				// docs/protocol.md B.7 and the SDKs' guidance: a refused device (deleted,
 				// disabled, certificate changed) goes back to DPS, at once.
@@ -150,24 +151,25 @@ func (p *Provisioner) Run(ctx context.Context, conn Connector) error {
 		}
 
 		transient, refused = 0, 0
+		p.accepted()
 		p.update(func(s *Status) { s.Phase = PhaseConnected; s.NextAttempt = time.Time{} })
 		p.log.Info("connected", "hub", a.Hub, "device_id", a.DeviceID)
-		select {
-		case <-ctx.Done():
-			sess.Close()
-			return context.Cause(ctx)
-		case <-sess.Done():
-		}
-		err = sess.Err()
-		sess.Close()
+		renewed, err := p.connected(ctx, sess)
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
+		}
+		if renewed {
+			// docs/protocol.md B.7: one connection per device, so the
+			// new certificate is tried after the old session closed.
+			p.log.Info("reconnecting with the renewed operational certificate", "hub", p.Status().Hub)
+			continue
 		}
 		if errors.Is(err, iothub.ErrNotAuthorized) {
 			p.log.Warn("hub refused the device after a disconnect; registering with DPS again", "hub", a.Hub, "err", err)
 			p.update(func(s *Status) { s.Err, s.LastError, s.Advice = err, err.Error(), Explain(err) })
 			force = true
 			p.invalidate()
+			p.refused()
 			continue
 		}
 		if err == nil {
@@ -176,6 +178,29 @@ func (p *Provisioner) Run(ctx context.Context, conn Connector) error {
 		p.log.Warn("hub session ended", "hub", a.Hub, "err", err)
 		if err := p.wait(ctx, PhaseBackingOff, err, p.backoff(0, 0)); err != nil {
 			return err
+		}
+	}
+}
+
+// connected holds the session until it ends (its error), ctx ends, or
+// the operational certificate was renewed (renewed: the caller reconnects
+// with the new one). A failed renewal keeps the session. The session is
+// closed on return.
+func (p *Provisioner) connected(ctx context.Context, sess Session) (renewed bool, err error) {
+	defer sess.Close()
+	for {
+		due, stop := p.renewalTimer()
+		select {
+		case <-ctx.Done():
+			stop()
+			return false, nil
+		case <-sess.Done():
+			stop()
+			return false, sess.Err()
+		case <-due:
+			if p.renew(ctx) {
+				return true, nil
+			}
 		}
 	}
 }

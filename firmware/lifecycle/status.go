@@ -54,6 +54,11 @@ type Status struct {
 	LastProvisioned time.Time `json:"lastProvisioned,omitzero"`
 	// NextAttempt is when the next attempt is due while refused or backing off.
 	NextAttempt time.Time `json:"nextAttempt,omitzero"`
+	// NextRenewal is when the operational certificate is renewed next
+	// (Config.Operational); RenewalError is why the last renewal failed,
+	// cleared by a successful one.
+	NextRenewal  time.Time `json:"nextRenewal,omitzero"`
+	RenewalError string    `json:"renewalError,omitempty"`
 	// Err is the last failure as an error, for errors.Is.
 	Err error `json:"-"`
 }

@@ -264,7 +264,7 @@ func TestReportedPropertiesFitTheModel(t *testing.T) {
 	now := time.Now()
 	onb := &x509.Certificate{Subject: pkix.Name{CommonName: "sensor-thl-001"}, NotAfter: now.Add(400 * 24 * time.Hour)}
 	op := &x509.Certificate{Subject: pkix.Name{CommonName: "sensor-thl-001"}, NotAfter: now.Add(-time.Hour)}
-	cd, err := json.Marshal(map[string]any{daemon.PropCertificates: daemon.CertificatesAt(onb, op, now)})
+	cd, err := json.Marshal(map[string]any{daemon.PropCertificates: daemon.CertificatesAt(onb, op, 2.0/3, now)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,14 +123,18 @@ func LoadIdentity(certFile, keyFile string, now time.Time) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newIdentity(certFile, keyFile, chain, key, now)
+	return NewIdentity(certFile, keyFile, chain, key, now)
 }
 
-// newIdentity makes the checks of LoadIdentity, after the files: the
+// NewIdentity makes the checks of LoadIdentity, after the files: the
 // parsed chain and key, with the names of the files they came from for the
-// errors. Fuzzed directly (FuzzLoadIdentity): file writes would cap it at
-// a few dozen inputs a second.
-func newIdentity(certFile, keyFile string, chain []*x509.Certificate, key crypto.Signer, now time.Time) (*Identity, error) {
+// errors (all but the key file's mode). opcert checks an issued chain with
+// it before writing it; FuzzLoadIdentity fuzzes it directly (file writes
+// would cap it at a few dozen inputs a second).
+func NewIdentity(certFile, keyFile string, chain []*x509.Certificate, key crypto.Signer, now time.Time) (*Identity, error) {
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", certFile)
+	}
 	leaf := chain[0]
 	if err := checkOrder(certFile, chain); err != nil {
 		return nil, err
@@ -161,10 +165,49 @@ func newIdentity(certFile, keyFile string, chain []*x509.Certificate, key crypto
 	}, nil
 }
 
+// LoadBundle is LoadIdentity for one file holding the key and the chain
+// (provisioning/opcert's bundles), read through one open: a file replaced
+// by a rename while it is read still gives a key and a chain of the same
+// version. A zero now judges the dates in the middle of the leaf's
+// validity, for a caller that judges them itself.
+func LoadBundle(path string, now time.Time) (*Identity, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := parseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	chain, err := ParsePEMCerts(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if now.IsZero() {
+		leaf := chain[0]
+		now = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	}
+	return NewIdentity(path, path, chain, key, now)
+}
+
 // loadKey reads and parses the private key after checking its mode. The
 // mode is checked on the open file, not by trying to open it: root (which
 // the tracker may run as) can open anything.
 func loadKey(keyFile string) (crypto.Signer, error) {
+	data, err := readKeyFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := parseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	return key, nil
+}
+
+// readKeyFile reads a file holding a private key after checking its mode
+// on the open file.
+func readKeyFile(keyFile string) ([]byte, error) {
 	f, err := os.Open(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("open device key: %w", err)
@@ -184,11 +227,7 @@ func loadKey(keyFile string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read device key %s: %w", keyFile, err)
 	}
-	key, err := parseKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyFile, err)
-	}
-	return key, nil
+	return data, nil
 }
 
 // parseKey takes the first private key block of data. "EC PARAMETERS"

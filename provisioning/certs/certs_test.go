@@ -304,3 +304,37 @@ func TestLoadIdentityBadFiles(t *testing.T) {
 		t.Errorf("missing key: %v; want fs.ErrNotExist", err)
 	}
 }
+
+// One file with the key and the chain (opcert's bundle): the same checks
+// as LoadIdentity, and with a zero time the dates do not matter.
+func TestLoadBundle(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	root := certstest.Root(t, "Bundle Root", certstest.Options{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(1000 * time.Hour)})
+	leaf := root.Leaf(t, "sensor-thl-001", certstest.Options{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)})
+	other := certstest.NewKey(t, certstest.ECDSA)
+	p := filepath.Join(t.TempDir(), "bundle.pem")
+	write := func(key crypto.Signer, mode os.FileMode) {
+		certstest.WriteKey(t, p, key, certstest.PKCS8)
+		k, _ := os.ReadFile(p)
+		if err := os.WriteFile(p, append(k, certstest.PEM(leaf.Cert, root.Cert)...), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+	}
+	write(leaf.Key, 0o600)
+	if id, err := LoadBundle(p, time.Time{}); err != nil || id.RegistrationID != "sensor-thl-001" || len(id.Intermediates) != 1 {
+		t.Errorf("LoadBundle(zero time) = %+v, %v", id, err)
+	}
+	if _, err := LoadBundle(p, now); !errors.Is(err, ErrCertExpired) {
+		t.Errorf("LoadBundle(now) = %v; want ErrCertExpired", err)
+	}
+	write(other, 0o600)
+	if _, err := LoadBundle(p, time.Time{}); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("another key: %v; want ErrKeyMismatch", err)
+	}
+	write(leaf.Key, 0o644)
+	if _, err := LoadBundle(p, time.Time{}); !errors.Is(err, ErrKeyPermissions) {
+		t.Errorf("mode 0644: %v; want ErrKeyPermissions", err)
+	}
+}

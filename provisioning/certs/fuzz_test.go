@@ -121,7 +121,7 @@ func FuzzLoadIdentity(f *testing.F) {
 		if err != nil {
 			return
 		}
-		id, err := newIdentity("chain.pem", "device.key", certs, key, certs[0].NotBefore.Add(time.Minute))
+		id, err := NewIdentity("chain.pem", "device.key", certs, key, certs[0].NotBefore.Add(time.Minute))
 		if err != nil {
 			return
 		}

@@ -51,7 +51,11 @@ type Config struct {
 	TLS *tls.Config
 	// Payload is optional JSON handed to a custom-allocation webhook (docs/protocol.md A.3).
 	Payload json.RawMessage
-	Logger  *slog.Logger
+	// CSR, when set, is a PKCS#10 request (DER) asking DPS to issue the
+	// hub certificate (docs/protocol.md A.5): it raises the api-version
+	// to APIVersionCSR and the assigned result must carry the chain.
+	CSR    []byte
+	Logger *slog.Logger
 
 	// MaxWait bounds the whole call, retries included. Default 5 min.
 	MaxWait time.Duration
@@ -87,6 +91,10 @@ type Result struct {
 	OperationID string
 	// RegistrationState is the raw registrationState object, for logging.
 	RegistrationState json.RawMessage
+	// IssuedCertificateChain is the certificate DPS issued for
+	// Config.CSR, DER, leaf first then each issuer (docs/protocol.md
+	// A.5); empty without a CSR.
+	IssuedCertificateChain [][]byte
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -133,6 +141,14 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.NewClient = mqtt.NewClient
 	}
 	return cfg, nil
+}
+
+// username is the CONNECT user name: the api-version follows the CSR.
+func (c *Config) username() string {
+	if len(c.CSR) > 0 {
+		return UsernameCSR(c.IDScope, c.RegistrationID)
+	}
+	return Username(c.IDScope, c.RegistrationID)
 }
 
 // validRegistrationID applies docs/protocol.md C: alphanumeric plus "- . _ :", the last
@@ -292,10 +308,10 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 	opts := mqtt.NewClientOptions().
 		AddBroker("tls://" + net.JoinHostPort(host, port)).
 		SetTLSConfig(tlsCfg).
-		SetClientID(cfg.RegistrationID).                        // docs/protocol.md A.1
-		SetUsername(Username(cfg.IDScope, cfg.RegistrationID)). // no password for X.509
-		SetProtocolVersion(4).                                  // 3.1.1 only; stops paho falling back to 3.1
-		SetCleanSession(true).                                  // DPS keeps no session (docs/protocol.md A.1)
+		SetClientID(cfg.RegistrationID). // docs/protocol.md A.1
+		SetUsername(cfg.username()).     // no password for X.509
+		SetProtocolVersion(4).           // 3.1.1 only; stops paho falling back to 3.1
+		SetCleanSession(true).           // DPS keeps no session (docs/protocol.md A.1)
 		SetKeepAlive(cfg.KeepAlive).
 		SetConnectTimeout(cfg.ConnectTimeout).
 		SetAutoReconnect(false).
@@ -339,7 +355,7 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 		}
 	}
 
-	body, err := registerBody(cfg.RegistrationID, cfg.Payload)
+	body, err := registerBody(cfg.RegistrationID, cfg.Payload, cfg.CSR)
 	if err != nil {
 		return nil, &Error{Kind: ErrBadRequest, Op: "register", Err: err}
 	}
@@ -384,6 +400,12 @@ func session(ctx context.Context, cfg Config, host, port string, log *slog.Logge
 			return nil, err
 		}
 		if out.Done {
+			if len(cfg.CSR) > 0 && len(out.Result.IssuedCertificateChain) == 0 {
+				// Assigned, but the hub would refuse the onboarding
+				// certificate: without the chain the device cannot go on.
+				return nil, &Error{Kind: ErrMalformed, Op: op, Status: r.Status,
+					Message: "assigned without issuedCertificateChain although the request carried a csr (docs/protocol.md A.5)"}
+			}
 			return out.Result, nil
 		}
 		// docs/protocol.md A.4: wait retry-after (but never less than 2 s), then poll.

@@ -3,6 +3,7 @@ package dps
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -455,5 +456,83 @@ func TestRegisterSendsPayload(t *testing.T) {
 	}
 	if cfg.TLS.ServerName != "override.example" {
 		t.Error("caller's tls.Config was modified")
+	}
+}
+
+// A registration with a CSR (docs/protocol.md A.5): the api-version of
+// the user name is raised, the body carries the CSR as base64 DER, and the
+// chain of the final answer comes back decoded, leaf first.
+func TestRegisterWithCSR(t *testing.T) {
+	t.Parallel()
+	leaf, ca := []byte("leaf DER"), []byte("issuing CA DER")
+	assigned := `{"operationId":"4.x.y","status":"assigned","registrationState":{"registrationId":"sensor-thl-001",` +
+		`"assignedHub":"contoso.azure-devices.net","deviceId":"sensor-thl-001","status":"assigned","substatus":"initialAssignment",` +
+		`"issuedCertificateChain":["` + base64.StdEncoding.EncodeToString(leaf) + `","` + base64.StdEncoding.EncodeToString(ca) + `"]}}`
+	f := &fakeDPS{respond: func(n int, _ string, _ []byte) reply {
+		if n == 0 {
+			return reply{msgs: []fakeMsg{{resTopic(202, "1", ""), []byte(body202)}}}
+		}
+		return reply{msgs: []fakeMsg{{resTopic(200, "2", ""), []byte(assigned)}}}
+	}}
+	cfg := newTestConfig(f, &faketime.Sleeps{})
+	cfg.CSR = []byte{0x30, 0x01, 0x02}
+	res, err := Register(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.IssuedCertificateChain) != 2 || string(res.IssuedCertificateChain[0]) != "leaf DER" || string(res.IssuedCertificateChain[1]) != "issuing CA DER" {
+		t.Errorf("IssuedCertificateChain = %q", res.IssuedCertificateChain)
+	}
+	if got, want := f.opts[0].Username, "0ne00ABCDEF/registrations/sensor-thl-001/api-version=2025-07-01-preview"; got != want {
+		t.Errorf("user name %q; want %q", got, want)
+	}
+	pubs := 0
+	for _, e := range f.snapshot() {
+		if e.kind != "publish" {
+			continue
+		}
+		pubs++
+		if pubs == 1 && !strings.Contains(string(e.payload), `"csr":"MAEC"`) {
+			t.Errorf("register body = %s; want the csr as base64", e.payload)
+		}
+		if pubs == 2 && len(e.payload) != 0 {
+			t.Errorf("poll body = %s; want none", e.payload)
+		}
+	}
+
+	// Without a CSR: the old api-version, no csr member.
+	f2 := &fakeDPS{respond: func(int, string, []byte) reply {
+		return reply{msgs: []fakeMsg{{resTopic(200, "1", ""), []byte(assigned)}}}
+	}}
+	if _, err := Register(context.Background(), newTestConfig(f2, &faketime.Sleeps{})); err != nil {
+		t.Fatal(err)
+	}
+	if got := f2.opts[0].Username; !strings.HasSuffix(got, "api-version=2019-03-31") {
+		t.Errorf("user name without a csr %q", got)
+	}
+	for _, e := range f2.snapshot() {
+		if e.kind == "publish" && strings.Contains(string(e.payload), "csr") {
+			t.Errorf("register body without a csr = %s", e.payload)
+		}
+	}
+}
+
+// A CSR answered with an assignment but no chain (or a broken one) is a
+// malformed answer: the hub would refuse the onboarding certificate.
+func TestRegisterWithCSRNeedsTheChain(t *testing.T) {
+	t.Parallel()
+	for name, body := range map[string]string{
+		"no chain":   body200,
+		"not base64": strings.Replace(body200, `"payload": { }`, `"payload": { }, "issuedCertificateChain": ["***"]`, 1),
+	} {
+		f := &fakeDPS{respond: func(int, string, []byte) reply {
+			return reply{msgs: []fakeMsg{{resTopic(200, "1", ""), []byte(body)}}}
+		}}
+		cfg := newTestConfig(f, &faketime.Sleeps{})
+		cfg.CSR = []byte{0x30}
+		cfg.MaxAttempts = 1
+		if _, err := Register(context.Background(), cfg); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err = %v; want ErrMalformed", name, err)
+		}
 	}
 }

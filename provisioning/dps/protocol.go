@@ -1,6 +1,7 @@
 package dps
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -11,6 +12,11 @@ import (
 
 // APIVersion is the DPS api-version the SDKs put in the MQTT user name (docs/protocol.md A.1).
 const APIVersion = "2019-03-31"
+
+// APIVersionCSR is the first api-version whose register request takes a
+// csr and whose result carries issuedCertificateChain (docs/protocol.md
+// A.5). It is used only for registrations that ask for a certificate.
+const APIVersionCSR = "2025-07-01-preview"
 
 const (
 	// docs/protocol.md A.2: subscribe to this filter before publishing anything.
@@ -23,7 +29,17 @@ const (
 // Username is the MQTT user name for DPS (docs/protocol.md A.1). Unlike IoT Hub there is
 // no "?" before api-version.
 func Username(idScope, registrationID string) string {
-	return idScope + "/registrations/" + registrationID + "/api-version=" + APIVersion
+	return usernameFor(idScope, registrationID, APIVersion)
+}
+
+// UsernameCSR is the user name of a registration that sends a csr
+// (docs/protocol.md A.5): only the api-version differs.
+func UsernameCSR(idScope, registrationID string) string {
+	return usernameFor(idScope, registrationID, APIVersionCSR)
+}
+
+func usernameFor(idScope, registrationID, apiVersion string) string {
+	return idScope + "/registrations/" + registrationID + "/api-version=" + apiVersion
 }
 
 // RegisterTopic is the topic of the register request (docs/protocol.md A.2).
@@ -65,12 +81,17 @@ func parseResponseTopic(topic string) (response, error) {
 	return r, nil
 }
 
-// registerBody is the JSON body of the register request (docs/protocol.md A.3).
-func registerBody(registrationID string, payload json.RawMessage) ([]byte, error) {
+// registerBody is the JSON body of the register request (docs/protocol.md
+// A.3); a csr (DER) goes as base64 DER without PEM armour (A.5).
+func registerBody(registrationID string, payload json.RawMessage, csr []byte) ([]byte, error) {
 	req := struct {
 		RegistrationID string          `json:"registrationId"`
+		CSR            string          `json:"csr,omitempty"`
 		Payload        json.RawMessage `json:"payload,omitempty"`
-	}{registrationID, payload}
+	}{RegistrationID: registrationID, Payload: payload}
+	if len(csr) > 0 {
+		req.CSR = base64.StdEncoding.EncodeToString(csr)
+	}
 	return json.Marshal(req)
 }
 
@@ -90,6 +111,9 @@ type registrationState struct {
 	Substatus      string `json:"substatus"`
 	ErrorCode      int    `json:"errorCode"`
 	ErrorMessage   string `json:"errorMessage"`
+	// IssuedCertificateChain answers a csr: base64 DER certificates, the
+	// issued leaf first, then each issuer (docs/protocol.md A.5).
+	IssuedCertificateChain []string `json:"issuedCertificateChain"`
 }
 
 // errorDetails is ProvisioningServiceErrorDetails (docs/protocol.md A.4).
@@ -149,13 +173,22 @@ func interpretOperation(op string, r response) (outcome, error) {
 		if err := restopic.CheckDeviceID(rs.DeviceID); err != nil {
 			return outcome{}, malformed("assigned %v", err)
 		}
+		chain := make([][]byte, len(rs.IssuedCertificateChain))
+		for i, c := range rs.IssuedCertificateChain {
+			der, err := base64.StdEncoding.DecodeString(c)
+			if err != nil || len(der) == 0 {
+				return outcome{}, malformed("issuedCertificateChain[%d] is not base64 DER", i)
+			}
+			chain[i] = der
+		}
 		return outcome{Done: true, Result: &Result{
-			AssignedHub:       rs.AssignedHub,
-			DeviceID:          rs.DeviceID,
-			Status:            status,
-			Substatus:         rs.Substatus,
-			OperationID:       st.OperationID,
-			RegistrationState: st.RegistrationState,
+			IssuedCertificateChain: chain,
+			AssignedHub:            rs.AssignedHub,
+			DeviceID:               rs.DeviceID,
+			Status:                 status,
+			Substatus:              rs.Substatus,
+			OperationID:            st.OperationID,
+			RegistrationState:      st.RegistrationState,
 		}}, nil
 	case statusDisabled:
 		return outcome{Done: true}, &Error{Kind: ErrDisabled, Op: op, Status: r.Status,

@@ -15,6 +15,7 @@ func TestUsernameAndTopics(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ name, got, want string }{
 		{"username", Username("0ne00ABCDEF", "sensor-thl-001"), "0ne00ABCDEF/registrations/sensor-thl-001/api-version=2019-03-31"},
+		{"username with a csr", UsernameCSR("0ne00ABCDEF", "sensor-thl-001"), "0ne00ABCDEF/registrations/sensor-thl-001/api-version=2025-07-01-preview"},
 		{"register", RegisterTopic("1"), "$dps/registrations/PUT/iotdps-register/?$rid=1"},
 		{"poll", PollTopic("2", "4.d0a671905ea5b2c8.e7173b7b-0e54-4aa0-9d20-aeb1b89e6c7d"),
 			"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=4.d0a671905ea5b2c8.e7173b7b-0e54-4aa0-9d20-aeb1b89e6c7d"},
@@ -63,13 +64,17 @@ func TestRegisterBody(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		payload json.RawMessage
+		csr     []byte
 		want    string
 	}{
-		{nil, `{"registrationId":"sensor-thl-001"}`},
-		{json.RawMessage(`{"modelId":"dtmi:com:example:Thermostat;1"}`), `{"registrationId":"sensor-thl-001","payload":{"modelId":"dtmi:com:example:Thermostat;1"}}`},
+		{nil, nil, `{"registrationId":"sensor-thl-001"}`},
+		{json.RawMessage(`{"modelId":"dtmi:com:example:Thermostat;1"}`), nil, `{"registrationId":"sensor-thl-001","payload":{"modelId":"dtmi:com:example:Thermostat;1"}}`},
+		// docs/protocol.md A.5: base64 of the DER, no PEM armour, no line breaks.
+		{json.RawMessage(`{"modelId":"dtmi:reefer:tracker;1"}`), []byte{0x30, 0x82, 0x01, 0xff, 0xfe},
+			`{"registrationId":"sensor-thl-001","csr":"MIIB//4=","payload":{"modelId":"dtmi:reefer:tracker;1"}}`},
 	}
 	for _, tt := range tests {
-		got, err := registerBody("sensor-thl-001", tt.payload)
+		got, err := registerBody("sensor-thl-001", tt.payload, tt.csr)
 		if err != nil || string(got) != tt.want {
 			t.Errorf("registerBody(%s) = %s, %v; want %s", tt.payload, got, err, tt.want)
 		}

@@ -228,7 +228,10 @@ type binaryRig struct {
 	e                    *emulator.Emulator
 }
 
-func newBinaryRig(t *testing.T) binaryRig {
+// rigOpt changes the rig's group enrollment and tracker config.
+type rigOpt func(e *emulator.Emulator, g *store.EnrollmentGroup, cfg map[string]any)
+
+func newBinaryRig(t *testing.T, opts ...rigOpt) binaryRig {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tracker")
@@ -257,17 +260,21 @@ func newBinaryRig(t *testing.T) binaryRig {
 		t.Fatal(err)
 	}
 	hub := e.HubHost(0)
-	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, func(g *store.EnrollmentGroup) {
-		g.IoTHubs = []string{hub}
-		g.InitialTwin = &store.InitialTwin{Properties: store.InitialTwinProperties{Desired: map[string]any{"telemetryDelay": 1}}}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(map[string]any{
+	cfgDoc := map[string]any{
 		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(),
 		"certFile": cert, "keyFile": key, "caFile": e.Info().CACertPath, "stateDir": state,
 		"sensors": map[string]any{"env": map[string]any{"mode": "simulated"}, "gps": map[string]any{"mode": "simulated"}},
-	})
+	}
+	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, func(g *store.EnrollmentGroup) {
+		g.IoTHubs = []string{hub}
+		g.InitialTwin = &store.InitialTwin{Properties: store.InitialTwinProperties{Desired: map[string]any{"telemetryDelay": 1}}}
+		for _, o := range opts {
+			o(e, g, cfgDoc)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(cfgDoc)
 	cfgPath := filepath.Join(dir, "tracker.json")
 	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
 		t.Fatal(err)

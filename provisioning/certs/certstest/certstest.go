@@ -100,6 +100,29 @@ func NewKey(t testing.TB, k KeyType) crypto.Signer {
 func issue(t testing.TB, parent *Cert, cn string, o Options, isCA bool) *Cert {
 	t.Helper()
 	key := NewKey(t, o.Key)
+	return &Cert{Cert: sign(t, parent, cn, o, isCA, key.Public(), key), Key: key}
+}
+
+// SignCSR plays an issuing CA (DPS with a credential policy, docs/protocol.md
+// A.5): after checking the DER request's signature, ca signs its key as a
+// client certificate for cn (which may differ from the request's) with o's
+// validity. The key stays with whoever made the request.
+func (ca *Cert) SignCSR(t testing.TB, csrDER []byte, cn string, o Options) *x509.Certificate {
+	t.Helper()
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		t.Fatalf("certstest: CSR: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		t.Fatalf("certstest: CSR signature: %v", err)
+	}
+	return sign(t, ca, cn, o, false, csr.PublicKey, nil)
+}
+
+// sign makes the certificate of pub for cn, signed by parent, or by self
+// (pub's own key) when parent is nil.
+func sign(t testing.TB, parent *Cert, cn string, o Options, isCA bool, pub crypto.PublicKey, self crypto.Signer) *x509.Certificate {
+	t.Helper()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
 		t.Fatal(err)
@@ -131,11 +154,11 @@ func issue(t testing.TB, parent *Cert, cn string, o Options, isCA bool) *Cert {
 			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 		}
 	}
-	signerCert, signerKey := tmpl, key
+	signerCert, signerKey := tmpl, self
 	if parent != nil {
 		signerCert, signerKey = parent.Cert, parent.Key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signerKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, pub, signerKey)
 	if err != nil {
 		t.Fatalf("certstest: create %q: %v", cn, err)
 	}
@@ -143,7 +166,7 @@ func issue(t testing.TB, parent *Cert, cn string, o Options, isCA bool) *Cert {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Cert{Cert: c, Key: key}
+	return c
 }
 
 // PEM encodes certificates as consecutive CERTIFICATE blocks.
