@@ -5,8 +5,10 @@
 // It starts azemu on loopback and does the operator's side with fleetctl's
 // code (deploy/fleetctl/fleet over the services' REST APIs): upload the
 // test CA and prove possession, create the group enrollment with initial
-// twin telemetryDelay 1. It makes device certificates with deploy/certs,
-// runs two trackers with simulated sensors, watches their telemetry, sets
+// twin telemetryDelay 1 and a credential policy. It makes device
+// certificates with deploy/certs, runs two trackers with simulated
+// sensors (sensor-thl-001 asks DPS to issue its hub certificate for a key
+// it makes, and renews it; the demo shows both), watches their telemetry, sets
 // desired telemetryDelay 3 on sensor-thl-001 and shows the interval change
 // and the reported value, disenrolls sensor-thl-002 and shows it refused
 // while 001 carries on, re-enrolls it and shows it provision and send again
@@ -45,6 +47,16 @@ var devices = []string{"sensor-thl-001", "sensor-thl-002"}
 const (
 	groupID = "enrollgroup-sensors"
 	caName  = "groupCA-sensors"
+)
+
+// Certificate issuance (docs/protocol.md A.5): sensor-thl-001's hub
+// certificate is issued by DPS under the emulator's credential policy,
+// with a validity short enough to watch a renewal.
+const (
+	issuingDevice  = "sensor-thl-001"
+	policyName     = "trackers"
+	issuedValidity = 30 * time.Second
+	renewAt        = 0.5
 )
 
 // The demo's reprovisionRetry (config: a duration string below a minute).
@@ -126,13 +138,15 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	d.step("3. Group enrollment %s (static to %s, initial twin telemetryDelay 1)", groupID, d.hub())
+	d.step("3. Group enrollment %s (static to %s, initial twin telemetryDelay 1, credential policy %s)", groupID, d.hub(), policyName)
 	g, err := d.fleet.CreateGroup(ctx, fleet.GroupSpec{ID: groupID, CAName: caName, Hubs: []string{d.hub()},
-		InitialDesired: map[string]any{"telemetryDelay": 1}})
+		InitialDesired: map[string]any{"telemetryDelay": 1}, CredentialPolicy: policyName})
 	if err != nil {
 		return err
 	}
-	d.say("fleetctl group create %s --ca-name %s --iot-hub %s --initial-twin '{\"telemetryDelay\":1}': %s, etag %s", groupID, caName, d.hub(), g.ProvisioningStatus, g.ETag)
+	d.say("fleetctl group create %s --ca-name %s --iot-hub %s --initial-twin '{\"telemetryDelay\":1}' --credential-policy %s: %s, etag %s",
+		groupID, caName, d.hub(), policyName, g.ProvisioningStatus, g.ETag)
+	d.say("a tracker that sends a CSR gets its hub certificate from the policy's CA (azemu --credential-policy %s --issued-cert-validity %s); one that does not keeps its own", policyName, issuedValidity)
 
 	d.step("4. Device certificates (CN = device id, signed by the intermediate)")
 	for _, id := range devices {
@@ -148,6 +162,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopMon()
+	renewed := d.waitLog(issuingDevice, 60*time.Second, "hub accepted the new operational certificate; switched to it")
 	stopTrackers, err := d.startTrackers(ctx)
 	if err != nil {
 		return err
@@ -161,6 +176,10 @@ func run(ctx context.Context, args []string) error {
 	}
 	before := seen.interval(one)
 	d.say("%s sends every %.1f s (the enrollment's initial twin)", one, before.Seconds())
+
+	if err := d.showIssued(ctx, events, seen, renewed); err != nil {
+		return err
+	}
 
 	d.step("6. Twin update: desired telemetryDelay 3 on %s", one)
 	version, err := d.patchDesired(ctx, one, map[string]any{"telemetryDelay": 3})
@@ -243,9 +262,10 @@ func run(ctx context.Context, args []string) error {
 	stopTrackers()
 	stopMon()
 	stopEmu()
-	fmt.Fprintf(d.out, "\nDemo finished in %.0f s: both trackers provisioned through DPS and sent telemetry, %s followed its twin, "+
+	fmt.Fprintf(d.out, "\nDemo finished in %.0f s: both trackers provisioned through DPS and sent telemetry, %s on a hub certificate DPS issued "+
+		"for a key it made and renewed before expiry, %s followed its twin, "+
 		"%s was disenrolled, refused and re-enrolled without a restart, and the group was deprovisioned down to its CA.\n",
-		time.Since(d.start).Seconds(), one, two)
+		time.Since(d.start).Seconds(), issuingDevice, one, two)
 	return nil
 }
 

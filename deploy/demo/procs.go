@@ -19,7 +19,8 @@ import (
 
 func (d *demo) startEmulator(ctx context.Context) (stop func(), err error) {
 	data := filepath.Join(d.work, "azemu")
-	cmd := exec.Command(d.azemu, "--data", data, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--log-level", "info")
+	cmd := exec.Command(d.azemu, "--data", data, "--mqtt", "127.0.0.1:0", "--https", "127.0.0.1:0", "--log-level", "info",
+		"--credential-policy", policyName, "--issued-cert-validity", issuedValidity.String())
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -101,6 +102,11 @@ func (d *demo) trackerConfig(id, state string) ([]byte, error) {
 		// The demo's short retry while DPS refuses the device; the
 		// default is 5 to 60 minutes.
 		"reprovisionRetry": map[string]any{"min": retryMin.String(), "max": retryMax.String()},
+	}
+	if id == issuingDevice {
+		// Its hub certificate comes from DPS for a key it makes itself,
+		// renewed at half of the demo's short validity.
+		cfg["certificateIssuance"] = map[string]any{"enabled": true, "renewAt": renewAt}
 	}
 	return json.MarshalIndent(cfg, "", "  ")
 }
@@ -233,7 +239,8 @@ func interesting(line string) bool {
 	if strings.Contains(line, "level=ERROR") || strings.Contains(line, "SIMULATED") {
 		return true
 	}
-	for _, msg := range []string{`msg="hub refused the device`, "msg=provisioned ", "msg=connected ", `msg="desired properties applied"`, "msg=ready", "msg=stopping", `msg="stopped"`, "msg=stopped"} {
+	for _, msg := range []string{`msg="hub refused the device`, `msg="DPS issued an operational certificate"`,
+		`msg="hub accepted the new operational certificate; switched to it"`, `msg="renewing the operational certificate`, "msg=provisioned ", "msg=connected ", `msg="desired properties applied"`, "msg=ready", "msg=stopping", `msg="stopped"`, "msg=stopped"} {
 		if strings.Contains(line, msg) {
 			return true
 		}

@@ -86,6 +86,9 @@ type Enrollment struct {
 	LastUpdatedDateTimeUTC string             `json:"lastUpdatedDateTimeUtc,omitempty"`
 	Capabilities           json.RawMessage    `json:"capabilities,omitempty"`
 	CustomAllocation       json.RawMessage    `json:"customAllocationDefinition,omitempty"`
+	// CredentialPolicyName names the credential policy whose CA signs the
+	// CSR of a registering device (certificate issuance, docs/protocol.md A.5).
+	CredentialPolicyName string `json:"credentialPolicyName,omitempty"`
 }
 
 // EnrollmentGroup (docs/protocol.md D).

@@ -148,6 +148,12 @@ func TestGroupLifecycle(t *testing.T) {
 		t.Errorf("group create table:\n%s", out)
 	}
 	fe.fails(t, ExitFailed, "already exists", "group", "create", "fleet-a", "--ca-name", "groupCA")
+	// A group whose devices get their hub certificates issued by DPS.
+	fe.ok(t, "group", "create", "fleet-issued", "--ca-name", "groupCA", "--credential-policy", "trackers", "--disabled")
+	if g, err := fe.e.Store().GetEnrollmentGroup("fleet-issued"); err != nil || g.CredentialPolicyName != "trackers" {
+		t.Errorf("fleet-issued: credentialPolicyName %q, %v; want trackers", g.CredentialPolicyName, err)
+	}
+	fe.ok(t, "group", "delete", "fleet-issued")
 
 	for _, id := range []string{"box-1", "box-2"} {
 		if res, err := fe.register(t, id); err != nil || res.DeviceID != id {

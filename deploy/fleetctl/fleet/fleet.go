@@ -61,6 +61,9 @@ type GroupSpec struct {
 	InitialDesired         map[string]any
 	InitialTags            map[string]any
 	Disabled               bool
+	// CredentialPolicy has DPS issue the devices' hub certificates from
+	// their CSRs (credentialPolicyName, docs/protocol.md A.5).
+	CredentialPolicy string
 }
 
 // CreateGroup creates an X.509 enrollment group. PUT creates or replaces,
@@ -93,6 +96,7 @@ func (f *Fleet) CreateGroup(ctx context.Context, s GroupSpec) (azrest.Enrollment
 	if s.Disabled {
 		g.ProvisioningStatus = azrest.StatusDisabled
 	}
+	g.CredentialPolicyName = s.CredentialPolicy
 	if len(s.InitialDesired) > 0 || len(s.InitialTags) > 0 {
 		g.InitialTwin = &azrest.InitialTwin{Tags: s.InitialTags}
 		g.InitialTwin.Properties.Desired = s.InitialDesired
