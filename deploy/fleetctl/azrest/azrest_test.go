@@ -2,10 +2,12 @@ package azrest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -92,7 +94,7 @@ func TestRequestShape(t *testing.T) {
 	if _, err := d.Bulk(context.Background(), BulkDelete, []IndividualEnrollment{{RegistrationID: "a b"}}); err != nil {
 		t.Fatal(err)
 	}
-	if last.Method != "POST" || last.URL.Path != "/enrollments" || last.URL.Query().Get("api-version") != DPSAPIVersion {
+	if last.Method != "POST" || last.URL.Path != "/enrollments" || last.URL.Query().Get("api-version") != DPSEnrollmentAPIVersion {
 		t.Errorf("request %s %s", last.Method, last.URL)
 	}
 	auth := last.Header.Get("Authorization")
@@ -119,5 +121,118 @@ func TestMonitorOnAzureIsUnsupported(t *testing.T) {
 	err := h.Monitor(context.Background(), "", func(Event) bool { return true })
 	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "az iot hub monitor-events") {
 		t.Errorf("Monitor on a 404 = %v; want ErrUnsupported naming az iot hub monitor-events", err)
+	}
+}
+
+// Every enrollment route goes out under the preview api-version, the
+// first with credentialPolicyName, so a read-modify-write keeps it; the
+// other DPS routes stay on the stable one (docs/protocol.md D).
+func TestDPSAPIVersionPerRoute(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	got := map[string]string{} // "METHOD path" -> api-version
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Method+" "+r.URL.Path] = r.URL.Query().Get("api-version")
+		mu.Unlock()
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/query"), r.URL.Path == "/credentialPolicies":
+			w.Write([]byte(`[]`))
+		case r.URL.Path == "/enrollments" && r.Method == http.MethodPost:
+			w.Write([]byte(`{"isSuccessful":true,"errors":[]}`))
+		default:
+			w.Write([]byte(`{}`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	d, _ := NewDPS(ConnectionString{HostName: "dps.example.net", KeyName: "p", Key: "a2V5"}, Options{BaseURL: srv.URL, HTTP: srv.Client()})
+	ctx := context.Background()
+	calls := []func() error{
+		func() error { _, err := d.GetGroup(ctx, "g"); return err },
+		func() error { _, err := d.PutGroup(ctx, EnrollmentGroup{EnrollmentGroupID: "g"}, ""); return err },
+		func() error { return d.DeleteGroup(ctx, "g", "") },
+		func() error { _, err := d.ListGroups(ctx); return err },
+		func() error { _, err := d.GetEnrollment(ctx, "e"); return err },
+		func() error {
+			_, err := d.PutEnrollment(ctx, IndividualEnrollment{RegistrationID: "e"}, "")
+			return err
+		},
+		func() error { return d.DeleteEnrollment(ctx, "e", "") },
+		func() error {
+			_, err := d.Bulk(ctx, BulkUpdate, []IndividualEnrollment{{RegistrationID: "e"}})
+			return err
+		},
+		func() error { _, err := d.GetRegistration(ctx, "e"); return err },
+		func() error { return d.DeleteRegistration(ctx, "e", "") },
+		func() error { _, err := d.ListRegistrations(ctx, "g"); return err },
+		func() error { _, err := d.GetCredentialPolicy(ctx, "p"); return err },
+		func() error { _, err := d.ListCredentialPolicies(ctx); return err },
+	}
+	for i, call := range calls {
+		if err := call(); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	want := map[string]string{
+		"GET /enrollmentGroups/g":      DPSEnrollmentAPIVersion,
+		"PUT /enrollmentGroups/g":      DPSEnrollmentAPIVersion,
+		"DELETE /enrollmentGroups/g":   DPSEnrollmentAPIVersion,
+		"POST /enrollmentGroups/query": DPSEnrollmentAPIVersion,
+		"GET /enrollments/e":           DPSEnrollmentAPIVersion,
+		"PUT /enrollments/e":           DPSEnrollmentAPIVersion,
+		"DELETE /enrollments/e":        DPSEnrollmentAPIVersion,
+		"POST /enrollments":            DPSEnrollmentAPIVersion,
+		"GET /registrations/e":         DPSAPIVersion,
+		"DELETE /registrations/e":      DPSAPIVersion,
+		"POST /registrations/g/query":  DPSAPIVersion,
+		"GET /credentialPolicies/p":    DPSAPIVersion,
+		"GET /credentialPolicies":      DPSAPIVersion,
+	}
+	if DPSEnrollmentAPIVersion != "2025-07-01-preview" {
+		t.Errorf("DPSEnrollmentAPIVersion = %q; credentialPolicyName needs 2025-07-01-preview", DPSEnrollmentAPIVersion)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s sent api-version %q; want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("requests %v; want %d distinct", got, len(want))
+	}
+}
+
+// The field is sent and read under its JSON name, and left out when empty
+// (a stable-version body stays as it was).
+func TestCredentialPolicyNameJSON(t *testing.T) {
+	t.Parallel()
+	b, _ := json.Marshal(EnrollmentGroup{EnrollmentGroupID: "g", Enrollment: Enrollment{CredentialPolicyName: "trackers"}})
+	if !strings.Contains(string(b), `"credentialPolicyName":"trackers"`) {
+		t.Errorf("group JSON %s lacks credentialPolicyName", b)
+	}
+	b, _ = json.Marshal(IndividualEnrollment{RegistrationID: "d"})
+	if strings.Contains(string(b), "credentialPolicyName") {
+		t.Errorf("empty credentialPolicyName sent: %s", b)
+	}
+	var e IndividualEnrollment
+	if err := json.Unmarshal([]byte(`{"registrationId":"d","credentialPolicyName":"p1","optionalDeviceInformation":{"a":1}}`), &e); err != nil || e.CredentialPolicyName != "p1" || string(e.OptionalDeviceInformation) != `{"a":1}` {
+		t.Errorf("decoded %+v, %v", e, err)
+	}
+}
+
+// On Azure the credential policy routes do not exist: the tool says where
+// policies live instead of a bare 404.
+func TestCredentialPolicyOnAzureIsUnsupported(t *testing.T) {
+	t.Parallel()
+	srv, _ := serve(t, 404, nil, `{"errorCode":404000,"message":"not found"}`)
+	d, _ := NewDPS(ConnectionString{HostName: "dps.example.net", KeyName: "p", Key: "a2V5"}, Options{BaseURL: srv.URL, HTTP: srv.Client()})
+	_, err := d.PutCredentialPolicy(context.Background(), "p", 60, "")
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "Azure Device Registry") {
+		t.Errorf("PutCredentialPolicy on Azure = %v; want ErrUnsupported naming Azure Device Registry", err)
+	}
+	// The emulator's own 404 (that policy is missing) stays a not-found.
+	srv, _ = serve(t, 404, nil, `{"errorCode":404207,"message":"credential policy \"p\" not found"}`)
+	d, _ = NewDPS(ConnectionString{HostName: "dps.example.net", KeyName: "p", Key: "a2V5"}, Options{BaseURL: srv.URL, HTTP: srv.Client()})
+	if _, err := d.GetCredentialPolicy(context.Background(), "p"); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnsupported) {
+		t.Errorf("GetCredentialPolicy of a missing policy = %v; want ErrNotFound", err)
 	}
 }

@@ -23,17 +23,21 @@ type CACertificate struct {
 
 // On Azure a DPS's CA certificates are Azure Resource Manager resources
 // (`az iot dps certificate`), not part of the DPS service API; the
-// emulator serves them on the DPS host. A 404 from Azure is therefore
-// "not here", said plainly.
+// emulator serves them on the DPS host.
 func (d *DPS) certErr(err error) error {
+	return emulatorOnly(err, "CA certificates are Azure Resource Manager resources on Azure; use deploy/azure/fleet.sh (az iot dps certificate)")
+}
+
+// emulatorOnly turns the answer of a service that lacks an emulator-only
+// route into ErrUnsupported saying what to use instead. The emulator's own
+// 404s name what is missing with a specific errorCode; a 404 without one
+// (or the generic 404000) means the route itself is not there.
+func emulatorOnly(err error, instead string) error {
 	var ae *APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Code != 404000 && ae.Code != 0 {
-		return err // the emulator: that certificate does not exist
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || (ae.Code != 404000 && ae.Code != 0) {
+		return err
 	}
-	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-		return fmt.Errorf("%w: CA certificates are Azure Resource Manager resources on Azure; use deploy/azure/fleet.sh (az iot dps certificate). %v", ErrUnsupported, err)
-	}
-	return err
+	return fmt.Errorf("%w: %s. %v", ErrUnsupported, instead, err)
 }
 
 // UploadCA is PUT /certificates/{name} with the PEM (emulator; ARM on Azure).

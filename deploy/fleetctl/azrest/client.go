@@ -18,11 +18,14 @@ import (
 	"github.com/reefer/tracker/internal/sas"
 )
 
-// API versions the client speaks: the stable DPS service API and the
-// current IoT Hub service API (docs/protocol.md D, E). The emulator accepts both.
+// API versions the client speaks (docs/protocol.md D, E; the emulator
+// accepts all three): the stable DPS service API, the DPS preview the
+// enrollment routes use so that credentialPolicyName round-trips
+// (docs/protocol.md D "Enrollment api-version"), and the IoT Hub service API.
 const (
-	DPSAPIVersion = "2021-10-01"
-	HubAPIVersion = "2021-04-12"
+	DPSAPIVersion           = "2021-10-01"
+	DPSEnrollmentAPIVersion = "2025-07-01-preview"
+	HubAPIVersion           = "2021-04-12"
 )
 
 // tokenLifetime is how long each request's SAS token is valid; a fresh one
@@ -145,6 +148,8 @@ type request struct {
 	out     any // decoded from a 2xx answer when not nil
 	read    bool
 	respHdr *http.Header // receives the response headers
+	// apiVersion replaces the client's api-version for this call.
+	apiVersion string
 }
 
 // isRead: GETs and queries are sent even in a dry run.
@@ -155,7 +160,11 @@ func (c *client) do(ctx context.Context, r request) error {
 	for k, v := range r.query {
 		q[k] = v
 	}
-	q.Set("api-version", c.apiVersion)
+	v := c.apiVersion
+	if r.apiVersion != "" {
+		v = r.apiVersion
+	}
+	q.Set("api-version", v)
 	target := c.base + r.path + "?" + q.Encode()
 	var body []byte
 	switch b := r.body.(type) {
@@ -294,7 +303,8 @@ func (c *client) printDry(r request, target string, body []byte) {
 
 // pages runs a query (docs/protocol.md D, E: POST .../query with x-ms-max-item-count,
 // following x-ms-continuation) and calls each with every page's raw items.
-func (c *client) pages(ctx context.Context, path string, body any, each func(json.RawMessage) error) error {
+// q gives the path, the body and, if any, the api-version.
+func (c *client) pages(ctx context.Context, q request, each func(json.RawMessage) error) error {
 	cont := ""
 	for {
 		var page []json.RawMessage
@@ -303,7 +313,8 @@ func (c *client) pages(ctx context.Context, path string, body any, each func(jso
 		if cont != "" {
 			hdr["x-ms-continuation"] = cont
 		}
-		if err := c.do(ctx, request{method: http.MethodPost, path: path, header: hdr, body: body, out: &page, read: true, respHdr: &h}); err != nil {
+		r := request{method: http.MethodPost, path: q.path, header: hdr, body: q.body, out: &page, read: true, respHdr: &h, apiVersion: q.apiVersion}
+		if err := c.do(ctx, r); err != nil {
 			return err
 		}
 		for _, item := range page {

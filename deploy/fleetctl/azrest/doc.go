@@ -10,7 +10,13 @@
 // ErrThrottled. Options.DryRun prints the requests that would change
 // something instead of sending them.
 //
-// Two routes exist only on the emulator: CA certificates on the DPS host
-// (ARM resources on Azure) and the telemetry stream (Event Hubs on Azure);
-// on Azure they answer ErrUnsupported with what to use instead.
+// The enrollment routes use DPSEnrollmentAPIVersion (2025-07-01-preview),
+// the first version with credentialPolicyName, so that reading and
+// writing an enrollment back keeps its credential policy; the other DPS
+// routes use DPSAPIVersion (docs/protocol.md D).
+//
+// Three kinds of route exist only on the emulator: CA certificates and
+// credential policies on the DPS host (Azure Resource Manager and Azure
+// Device Registry resources on Azure) and the telemetry stream (Event Hubs
+// on Azure); on Azure they answer ErrUnsupported with what to use instead.
 package azrest

@@ -8,8 +8,9 @@ import (
 )
 
 // Enrollment and registration shapes of the DPS service API (docs/protocol.md D),
-// with the fields the operator tool reads or writes; a read-modify-write
-// keeps the rest through Extra.
+// with every field the service documents for them (up to
+// DPSEnrollmentAPIVersion), so that a read-modify-write sends back what it
+// read.
 
 // X509CertificateWithInfo holds a PEM (or base64 DER) certificate; the
 // service fills in Info.
@@ -86,8 +87,10 @@ type Enrollment struct {
 	LastUpdatedDateTimeUTC string             `json:"lastUpdatedDateTimeUtc,omitempty"`
 	Capabilities           json.RawMessage    `json:"capabilities,omitempty"`
 	CustomAllocation       json.RawMessage    `json:"customAllocationDefinition,omitempty"`
-	// CredentialPolicyName names the credential policy whose CA signs the
-	// CSR of a registering device (certificate issuance, docs/protocol.md A.5).
+	// CredentialPolicyName names the credential policy that issues the
+	// devices' operational certificates when they register with a CSR
+	// (docs/protocol.md A.5). It exists only from DPSEnrollmentAPIVersion
+	// on, hence that version for every enrollment route.
 	CredentialPolicyName string `json:"credentialPolicyName,omitempty"`
 }
 
@@ -102,6 +105,8 @@ type IndividualEnrollment struct {
 	RegistrationID    string          `json:"registrationId"`
 	DeviceID          string          `json:"deviceId,omitempty"`
 	RegistrationState json.RawMessage `json:"registrationState,omitempty"`
+	// OptionalDeviceInformation is kept as read (docs/protocol.md D).
+	OptionalDeviceInformation json.RawMessage `json:"optionalDeviceInformation,omitempty"`
 	Enrollment
 }
 
@@ -155,6 +160,15 @@ func NewDPS(cs ConnectionString, o Options) (*DPS, error) {
 	return &DPS{c: c}, nil
 }
 
+// enrollment sends r with the enrollment routes' api-version
+// (DPSEnrollmentAPIVersion): under the stable one the service neither
+// returns nor keeps credentialPolicyName, so a read-modify-write would
+// drop it (docs/protocol.md D "Enrollment api-version").
+func (d *DPS) enrollment(ctx context.Context, r request) error {
+	r.apiVersion = DPSEnrollmentAPIVersion
+	return d.c.do(ctx, r)
+}
+
 // HostName is the DPS host the client signs for.
 func (d *DPS) HostName() string { return d.c.cs.HostName }
 
@@ -169,7 +183,7 @@ func ifMatch(etag string) map[string]string {
 // GetGroup is GET /enrollmentGroups/{id}.
 func (d *DPS) GetGroup(ctx context.Context, id string) (EnrollmentGroup, error) {
 	var g EnrollmentGroup
-	err := d.c.do(ctx, request{method: http.MethodGet, path: "/enrollmentGroups/" + escape(id), out: &g})
+	err := d.enrollment(ctx, request{method: http.MethodGet, path: "/enrollmentGroups/" + escape(id), out: &g})
 	return g, err
 }
 
@@ -177,7 +191,7 @@ func (d *DPS) GetGroup(ctx context.Context, id string) (EnrollmentGroup, error) 
 // (etag of the version read, or "*").
 func (d *DPS) PutGroup(ctx context.Context, g EnrollmentGroup, etag string) (EnrollmentGroup, error) {
 	var out EnrollmentGroup
-	err := d.c.do(ctx, request{method: http.MethodPut, path: "/enrollmentGroups/" + escape(g.EnrollmentGroupID), header: ifMatch(etag), body: g, out: &out})
+	err := d.enrollment(ctx, request{method: http.MethodPut, path: "/enrollmentGroups/" + escape(g.EnrollmentGroupID), header: ifMatch(etag), body: g, out: &out})
 	if d.c.opts.DryRun != nil {
 		out = g
 	}
@@ -186,13 +200,13 @@ func (d *DPS) PutGroup(ctx context.Context, g EnrollmentGroup, etag string) (Enr
 
 // DeleteGroup is DELETE /enrollmentGroups/{id}.
 func (d *DPS) DeleteGroup(ctx context.Context, id, etag string) error {
-	return d.c.do(ctx, request{method: http.MethodDelete, path: "/enrollmentGroups/" + escape(id), header: ifMatch(etag)})
+	return d.enrollment(ctx, request{method: http.MethodDelete, path: "/enrollmentGroups/" + escape(id), header: ifMatch(etag)})
 }
 
 // ListGroups is POST /enrollmentGroups/query {"query":"*"}, every page.
 func (d *DPS) ListGroups(ctx context.Context) ([]EnrollmentGroup, error) {
 	var out []EnrollmentGroup
-	err := d.c.pages(ctx, "/enrollmentGroups/query", map[string]string{"query": "*"}, func(raw json.RawMessage) error {
+	err := d.c.pages(ctx, request{path: "/enrollmentGroups/query", body: map[string]string{"query": "*"}, apiVersion: DPSEnrollmentAPIVersion}, func(raw json.RawMessage) error {
 		var g EnrollmentGroup
 		if err := json.Unmarshal(raw, &g); err != nil {
 			return fmt.Errorf("DPS enrollment group query: %w", err)
@@ -206,14 +220,14 @@ func (d *DPS) ListGroups(ctx context.Context) ([]EnrollmentGroup, error) {
 // GetEnrollment is GET /enrollments/{registrationId}.
 func (d *DPS) GetEnrollment(ctx context.Context, id string) (IndividualEnrollment, error) {
 	var e IndividualEnrollment
-	err := d.c.do(ctx, request{method: http.MethodGet, path: "/enrollments/" + escape(id), out: &e})
+	err := d.enrollment(ctx, request{method: http.MethodGet, path: "/enrollments/" + escape(id), out: &e})
 	return e, err
 }
 
 // PutEnrollment is PUT /enrollments/{registrationId}.
 func (d *DPS) PutEnrollment(ctx context.Context, e IndividualEnrollment, etag string) (IndividualEnrollment, error) {
 	var out IndividualEnrollment
-	err := d.c.do(ctx, request{method: http.MethodPut, path: "/enrollments/" + escape(e.RegistrationID), header: ifMatch(etag), body: e, out: &out})
+	err := d.enrollment(ctx, request{method: http.MethodPut, path: "/enrollments/" + escape(e.RegistrationID), header: ifMatch(etag), body: e, out: &out})
 	if d.c.opts.DryRun != nil {
 		out = e
 	}
@@ -222,7 +236,7 @@ func (d *DPS) PutEnrollment(ctx context.Context, e IndividualEnrollment, etag st
 
 // DeleteEnrollment is DELETE /enrollments/{registrationId}.
 func (d *DPS) DeleteEnrollment(ctx context.Context, id, etag string) error {
-	return d.c.do(ctx, request{method: http.MethodDelete, path: "/enrollments/" + escape(id), header: ifMatch(etag)})
+	return d.enrollment(ctx, request{method: http.MethodDelete, path: "/enrollments/" + escape(id), header: ifMatch(etag)})
 }
 
 // Bulk is POST /enrollments {"enrollments":[...],"mode":...}: at most
@@ -236,7 +250,7 @@ func (d *DPS) Bulk(ctx context.Context, mode string, es []IndividualEnrollment) 
 		Mode        string                 `json:"mode"`
 	}{es, mode}
 	res := BulkResult{IsSuccessful: true}
-	err := d.c.do(ctx, request{method: http.MethodPost, path: "/enrollments", body: body, out: &res})
+	err := d.enrollment(ctx, request{method: http.MethodPost, path: "/enrollments", body: body, out: &res})
 	return res, err
 }
 
@@ -256,7 +270,7 @@ func (d *DPS) DeleteRegistration(ctx context.Context, id, etag string) error {
 // the records of the devices a group provisioned.
 func (d *DPS) ListRegistrations(ctx context.Context, group string) ([]RegistrationState, error) {
 	var out []RegistrationState
-	err := d.c.pages(ctx, "/registrations/"+escape(group)+"/query", nil, func(raw json.RawMessage) error {
+	err := d.c.pages(ctx, request{path: "/registrations/" + escape(group) + "/query"}, func(raw json.RawMessage) error {
 		var r RegistrationState
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return fmt.Errorf("DPS registration query: %w", err)

@@ -92,7 +92,7 @@ func (h *Hub) Query(ctx context.Context, where string) ([]Twin, error) {
 		q += " WHERE " + w
 	}
 	var out []Twin
-	err := h.c.pages(ctx, "/devices/query", map[string]string{"query": q}, func(raw json.RawMessage) error {
+	err := h.c.pages(ctx, request{path: "/devices/query", body: map[string]string{"query": q}}, func(raw json.RawMessage) error {
 		var t Twin
 		if err := json.Unmarshal(raw, &t); err != nil {
 			return fmt.Errorf("IoT Hub query: %w", err)

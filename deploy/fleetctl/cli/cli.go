@@ -249,6 +249,11 @@ options (before or after the command):
   --dry-run                    print the changing requests instead of sending them
   --timeout D                  give up after D (default 10m)
 
+DPS enrollment requests use api-version 2025-07-01-preview, the first with an
+enrollment's credentialPolicyName, so that changing a group or an enrollment
+keeps its credential policy; the other DPS requests use 2021-10-01 and the
+hub's 2021-04-12.
+
 exit status: 0 done, 1 failed (refused, not found, a bulk item failed), 2 bad usage,
 3 no connection string. fleetctl COMMAND -h shows a command's flags.
 `, EnvDPS, EnvHub, EnvEmulator, EnvServiceURL, EnvCAFile)

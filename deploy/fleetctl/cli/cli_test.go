@@ -148,7 +148,9 @@ func TestGroupLifecycle(t *testing.T) {
 		t.Errorf("group create table:\n%s", out)
 	}
 	fe.fails(t, ExitFailed, "already exists", "group", "create", "fleet-a", "--ca-name", "groupCA")
-	// A group whose devices get their hub certificates issued by DPS.
+	// A group whose devices get their hub certificates issued by DPS
+	// (the policy must exist on the emulator).
+	fe.ok(t, "credential-policy", "create", "trackers")
 	fe.ok(t, "group", "create", "fleet-issued", "--ca-name", "groupCA", "--credential-policy", "trackers", "--disabled")
 	if g, err := fe.e.Store().GetEnrollmentGroup("fleet-issued"); err != nil || g.CredentialPolicyName != "trackers" {
 		t.Errorf("fleet-issued: credentialPolicyName %q, %v; want trackers", g.CredentialPolicyName, err)
@@ -266,7 +268,7 @@ func TestDryRunSendsNoChange(t *testing.T) {
 	fe.ok(t, "ca", "upload", "root", "--cert", fe.file(t, "root.pem", fe.root.PEM()), "--verified")
 	fe.ok(t, "group", "create", "g", "--ca-name", "root")
 	out := fe.ok(t, "--dry-run", "group", "disable", "g")
-	for _, want := range []string{"PUT https://", "/enrollmentGroups/g?api-version=2021-10-01", "If-Match: ", `"provisioningStatus": "disabled"`, "sig=<redacted>"} {
+	for _, want := range []string{"PUT https://", "/enrollmentGroups/g?api-version=2025-07-01-preview", "If-Match: ", `"provisioningStatus": "disabled"`, "sig=<redacted>"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, out)
 		}

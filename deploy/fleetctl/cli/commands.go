@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -86,7 +88,7 @@ func groupTable(w io.Writer, v any) {
 	if !ok {
 		gs = []azrest.EnrollmentGroup{v.(azrest.EnrollmentGroup)}
 	}
-	fmt.Fprintln(w, "GROUP\tSTATUS\tATTESTATION\tHUBS\tALLOCATION\tINITIAL DESIRED")
+	fmt.Fprintln(w, "GROUP\tSTATUS\tATTESTATION\tHUBS\tALLOCATION\tCREDENTIAL POLICY\tINITIAL DESIRED")
 	for _, g := range gs {
 		att := g.Attestation.Type
 		if x := g.Attestation.X509; x != nil && x.CAReferences != nil {
@@ -103,7 +105,7 @@ func groupTable(w io.Writer, v any) {
 		if hubs == "" {
 			hubs = g.IoTHubHostName
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", g.EnrollmentGroupID, g.ProvisioningStatus, att, dash(hubs), dash(g.AllocationPolicy), desired)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.EnrollmentGroupID, g.ProvisioningStatus, att, dash(hubs), dash(g.AllocationPolicy), dash(g.CredentialPolicyName), desired)
 	}
 }
 
@@ -156,8 +158,32 @@ func deviceTable(w io.Writer, v any) {
 
 func enrollmentTable(w io.Writer, v any) {
 	e := v.(azrest.IndividualEnrollment)
-	fmt.Fprintln(w, "REGISTRATION\tSTATUS\tATTESTATION\tUPDATED")
-	fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", e.RegistrationID, e.ProvisioningStatus, e.Attestation.Type, dash(e.LastUpdatedDateTimeUTC))
+	fmt.Fprintln(w, "REGISTRATION\tSTATUS\tATTESTATION\tCREDENTIAL POLICY\tUPDATED")
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.RegistrationID, e.ProvisioningStatus, e.Attestation.Type, dash(e.CredentialPolicyName), dash(e.LastUpdatedDateTimeUTC))
+}
+
+func policyTable(w io.Writer, v any) {
+	ps, ok := v.([]azrest.CredentialPolicy)
+	if !ok {
+		ps = []azrest.CredentialPolicy{v.(azrest.CredentialPolicy)}
+	}
+	fmt.Fprintln(w, "POLICY\tVALIDITY\tISSUING CA\tCA NOT AFTER\tCREATED")
+	for _, p := range ps {
+		subject, notAfter := "-", "-"
+		if c, err := parsePEMCert(p.IssuingCertificate); err == nil {
+			subject, notAfter = c.Subject.String(), c.NotAfter.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, time.Duration(p.ValiditySeconds)*time.Second, subject, notAfter, dash(p.CreatedDateTimeUTC))
+	}
+}
+
+// parsePEMCert reads the first certificate of a PEM text.
+func parsePEMCert(s string) (*x509.Certificate, error) {
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(b.Bytes)
 }
 
 // messageTable prints a one-line result.
@@ -175,34 +201,22 @@ func done(format string, args ...any) map[string]any {
 }
 
 var commands = []command{
-	{path: "group create", args: "GROUP (--ca-name NAME | --signing-cert FILE)", summary: "create an X.509 enrollment group, with an initial twin", dps: true, nargs: [2]int{1, 1},
+	{path: "group create", args: "GROUP (--ca-name NAME | --signing-cert FILE)", summary: "create an X.509 enrollment group, with an initial twin and a credential policy", dps: true, nargs: [2]int{1, 1},
 		flags: func(fs *flag.FlagSet, run *runFunc) func() error {
-			var s fleet.GroupSpec
-			var hubs stringList
 			caName := fs.String("ca-name", "", "a verified CA uploaded to the DPS (caReferences)")
 			cert := fs.String("signing-cert", "", "PEM of the root or intermediate CA (signingCertificates)")
-			fs.Var(&hubs, "iot-hub", "linked hub host name (repeat, or comma-separated); default every linked hub")
-			alloc := fs.String("allocation-policy", "", "static, hashed or geoLatency (default static with one hub, else hashed)")
-			desired := fs.String("initial-twin", "", "initial desired properties, JSON, e.g. '{\"telemetryDelay\":1}'")
-			tags := fs.String("initial-tags", "", "initial twin tags, JSON")
-			disabled := fs.Bool("disabled", false, "create it disabled")
-			policy := fs.String("credential-policy", "", "credential policy whose CA issues the devices' hub certificates from their CSRs (credentialPolicyName, DPS 2025-07-01-preview)")
+			common := commonFlags(fs, "its devices")
 			*run = func(e *env) (any, error) {
-				s.ID, s.CAName, s.Hubs, s.AllocationPolicy, s.Disabled = e.args[0], *caName, hubs, *alloc, *disabled
-				s.CredentialPolicy = *policy
+				c, err := common()
+				if err != nil {
+					return nil, err
+				}
+				s := fleet.GroupSpec{ID: e.args[0], CAName: *caName, Hubs: c.Hubs, AllocationPolicy: c.AllocationPolicy,
+					InitialDesired: c.InitialDesired, InitialTags: c.InitialTags, Disabled: c.Disabled, CredentialPolicy: c.CredentialPolicy}
 				if *cert != "" {
-					pem, err := readFile("signing-cert", *cert)
-					if err != nil {
+					if s.SigningCertPEM, err = readFile("signing-cert", *cert); err != nil {
 						return nil, err
 					}
-					s.SigningCertPEM = pem
-				}
-				var err error
-				if s.InitialDesired, err = jsonObject("initial-twin", *desired); err != nil {
-					return nil, err
-				}
-				if s.InitialTags, err = jsonObject("initial-tags", *tags); err != nil {
-					return nil, err
 				}
 				return e.f.CreateGroup(e.ctx, s)
 			}
@@ -212,6 +226,22 @@ var commands = []command{
 				}
 				return nil
 			}
+		},
+		table: groupTable},
+	{path: "group set-credential-policy", args: "GROUP (NAME | --none)", summary: "name the credential policy that issues the group's devices their certificates (or none)", dps: true, nargs: [2]int{1, 2},
+		flags: func(fs *flag.FlagSet, run *runFunc) func() error {
+			none := fs.Bool("none", false, "remove the group's credential policy: its devices' CSRs are refused")
+			*run = func(e *env) (any, error) {
+				name := ""
+				if len(e.args) == 2 {
+					name = e.args[1]
+				}
+				if (name == "") == !*none {
+					return nil, usagef("give a policy NAME or --none")
+				}
+				return e.f.SetGroupCredentialPolicy(e.ctx, e.args[0], name)
+			}
+			return nil
 		},
 		table: groupTable},
 	{path: "group show", args: "GROUP", summary: "show an enrollment group", dps: true, nargs: [2]int{1, 1},
@@ -262,6 +292,29 @@ var commands = []command{
 			return append(out, fleet.Summary{Step: "delete enrollment group", Total: 1, Done: 1}), nil
 		}, table: summaryTable},
 
+	{path: "enrollment create", args: "DEVICE --cert FILE", summary: "enroll one device on its own: an X.509 individual enrollment, with a credential policy", dps: true, nargs: [2]int{1, 1},
+		flags: func(fs *flag.FlagSet, run *runFunc) func() error {
+			cert := fs.String("cert", "", "the device's leaf certificate, PEM (CN = DEVICE)")
+			common := commonFlags(fs, "the device")
+			*run = func(e *env) (any, error) {
+				c, err := common()
+				if err != nil {
+					return nil, err
+				}
+				pem, err := readFile("cert", *cert)
+				if err != nil {
+					return nil, err
+				}
+				return e.f.Enroll(e.ctx, fleet.DeviceSpec{ID: e.args[0], LeafPEM: pem, Common: c})
+			}
+			return func() error {
+				if *cert == "" {
+					return usagef("--cert is required")
+				}
+				return nil
+			}
+		},
+		table: enrollmentTable},
 	{path: "enrollment show", args: "DEVICE", summary: "show a device's individual enrollment", dps: true, nargs: [2]int{1, 1},
 		run: func(e *env) (any, error) { return e.f.DPS.GetEnrollment(e.ctx, e.args[0]) }, table: enrollmentTable},
 	{path: "enrollment disenroll", args: "DEVICE", summary: "block one device: disabled individual enrollment + hub identity deleted", dps: true, nargs: [2]int{1, 1},
@@ -472,6 +525,35 @@ var commands = []command{
 		},
 	},
 
+	{path: "credential-policy create", args: "NAME [--validity D]", summary: "create a credential policy: an issuing CA for DPS-issued certificates (emulator only; on Azure an Azure Device Registry resource)", dps: true, nargs: [2]int{1, 1},
+		flags: func(fs *flag.FlagSet, run *runFunc) func() error {
+			validity := fs.Duration("validity", 0, "how long the certificates it issues are valid, whole seconds, e.g. 2m or 720h (default: the emulator's --issued-cert-validity)")
+			*run = func(e *env) (any, error) {
+				if _, err := e.f.DPS.GetCredentialPolicy(e.ctx, e.args[0]); err == nil {
+					return nil, fmt.Errorf("credential policy %q: %w (credential-policy delete removes it)", e.args[0], azrest.ErrConflict)
+				} else if !errors.Is(err, azrest.ErrNotFound) {
+					return nil, err
+				}
+				return e.f.DPS.PutCredentialPolicy(e.ctx, e.args[0], int64(*validity/time.Second), "")
+			}
+			return func() error {
+				if *validity < 0 || *validity%time.Second != 0 {
+					return usagef("--validity must be a whole number of seconds, e.g. 2m or 720h, not %s", *validity)
+				}
+				return nil
+			}
+		},
+		table: policyTable},
+	{path: "credential-policy show", args: "NAME", summary: "show a credential policy and its issuing CA (emulator only)", dps: true, nargs: [2]int{1, 1},
+		run: func(e *env) (any, error) { return e.f.DPS.GetCredentialPolicy(e.ctx, e.args[0]) }, table: policyTable},
+	{path: "credential-policy list", summary: "list the credential policies (emulator only)", dps: true,
+		run: func(e *env) (any, error) { return e.f.DPS.ListCredentialPolicies(e.ctx) }, table: policyTable},
+	{path: "credential-policy delete", args: "NAME", summary: "delete a credential policy (emulator only): enrollments naming it get CSRs refused", dps: true, nargs: [2]int{1, 1},
+		run: func(e *env) (any, error) {
+			ctx := e.ctx
+			return done("credential policy %s deleted", e.args[0]), e.f.DPS.DeleteCredentialPolicy(ctx, e.args[0])
+		}, table: messageTable},
+
 	{path: "ca upload", args: "NAME --cert FILE", summary: "upload a CA certificate to the DPS (emulator; on Azure: fleet.sh / az iot dps certificate)", dps: true, nargs: [2]int{1, 1},
 		flags: caCert(func(e *env, pem string, verified bool) (any, error) {
 			return e.f.DPS.UploadCA(e.ctx, e.args[0], pem, verified)
@@ -555,6 +637,29 @@ func caCert(fn func(e *env, pem string, verified bool) (any, error), withVerifie
 			}
 			return nil
 		}
+	}
+}
+
+// commonFlags registers the flags every new enrollment takes (who is
+// named in the help: "its devices", "the device") and returns what reads
+// them once parsed.
+func commonFlags(fs *flag.FlagSet, who string) func() (fleet.Common, error) {
+	var hubs stringList
+	fs.Var(&hubs, "iot-hub", "linked hub host name (repeat, or comma-separated); default every linked hub")
+	alloc := fs.String("allocation-policy", "", "static, hashed or geoLatency (default static with one hub, else hashed)")
+	desired := fs.String("initial-twin", "", "initial desired properties, JSON, e.g. '{\"telemetryDelay\":1}'")
+	tags := fs.String("initial-tags", "", "initial twin tags, JSON")
+	disabled := fs.Bool("disabled", false, "create it disabled")
+	policy := fs.String("credential-policy", "", "credential policy that issues "+who+" operational certificates when registering with a CSR "+
+		"(Azure Device Registry policy on Azure; fleetctl credential-policy on the emulator)")
+	return func() (fleet.Common, error) {
+		c := fleet.Common{Hubs: hubs, AllocationPolicy: *alloc, Disabled: *disabled, CredentialPolicy: *policy}
+		var err error
+		if c.InitialDesired, err = jsonObject("initial-twin", *desired); err != nil {
+			return c, err
+		}
+		c.InitialTags, err = jsonObject("initial-tags", *tags)
+		return c, err
 	}
 }
 

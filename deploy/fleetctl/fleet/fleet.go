@@ -50,6 +50,40 @@ func (s Summary) Err() error {
 
 // ---- enrollment groups ----
 
+// Common is what an operator chooses for any new enrollment, group or
+// individual.
+type Common struct {
+	Hubs             []string // linked hub host names
+	AllocationPolicy string   // default static with one hub, else hashed
+	InitialDesired   map[string]any
+	InitialTags      map[string]any
+	Disabled         bool
+	// CredentialPolicy names the credential policy that issues the
+	// devices' operational certificates (docs/protocol.md A.5); "" for none.
+	CredentialPolicy string
+}
+
+// enrollment is the azrest form of c with attestation a.
+func (c Common) enrollment(a azrest.Attestation) azrest.Enrollment {
+	e := azrest.Enrollment{Attestation: a, IoTHubs: c.Hubs, AllocationPolicy: c.AllocationPolicy,
+		ProvisioningStatus: azrest.StatusEnabled, CredentialPolicyName: c.CredentialPolicy,
+		ReprovisionPolicy: &azrest.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}}
+	if e.AllocationPolicy == "" {
+		e.AllocationPolicy = "hashed"
+		if len(c.Hubs) == 1 {
+			e.AllocationPolicy = "static"
+		}
+	}
+	if c.Disabled {
+		e.ProvisioningStatus = azrest.StatusDisabled
+	}
+	if len(c.InitialDesired) > 0 || len(c.InitialTags) > 0 {
+		e.InitialTwin = &azrest.InitialTwin{Tags: c.InitialTags}
+		e.InitialTwin.Properties.Desired = c.InitialDesired
+	}
+	return e
+}
+
 // GroupSpec is what an operator chooses for a new enrollment group.
 type GroupSpec struct {
 	ID string
@@ -61,8 +95,8 @@ type GroupSpec struct {
 	InitialDesired         map[string]any
 	InitialTags            map[string]any
 	Disabled               bool
-	// CredentialPolicy has DPS issue the devices' hub certificates from
-	// their CSRs (credentialPolicyName, docs/protocol.md A.5).
+	// CredentialPolicy names the credential policy that issues the
+	// devices' operational certificates (docs/protocol.md A.5); "" for none.
 	CredentialPolicy string
 }
 
@@ -78,44 +112,96 @@ func (f *Fleet) CreateGroup(ctx context.Context, s GroupSpec) (azrest.Enrollment
 	} else if !errors.Is(err, azrest.ErrNotFound) {
 		return azrest.EnrollmentGroup{}, err
 	}
-	g := azrest.EnrollmentGroup{EnrollmentGroupID: s.ID, Enrollment: azrest.Enrollment{
-		Attestation: azrest.Attestation{Type: azrest.AttestationX509, X509: &azrest.X509Attestation{}},
-		IoTHubs:     s.Hubs, AllocationPolicy: s.AllocationPolicy, ProvisioningStatus: azrest.StatusEnabled,
-		ReprovisionPolicy: &azrest.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}}}
+	if err := f.checkPolicy(ctx, s.CredentialPolicy); err != nil {
+		return azrest.EnrollmentGroup{}, err
+	}
+	x := &azrest.X509Attestation{}
 	if s.CAName != "" {
-		g.Attestation.X509.CAReferences = &azrest.X509CAReferences{Primary: s.CAName}
+		x.CAReferences = &azrest.X509CAReferences{Primary: s.CAName}
 	} else {
-		g.Attestation.X509.SigningCertificates = &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: s.SigningCertPEM}}
+		x.SigningCertificates = &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: s.SigningCertPEM}}
 	}
-	if g.AllocationPolicy == "" {
-		g.AllocationPolicy = "hashed"
-		if len(s.Hubs) == 1 {
-			g.AllocationPolicy = "static"
-		}
-	}
-	if s.Disabled {
-		g.ProvisioningStatus = azrest.StatusDisabled
-	}
-	g.CredentialPolicyName = s.CredentialPolicy
-	if len(s.InitialDesired) > 0 || len(s.InitialTags) > 0 {
-		g.InitialTwin = &azrest.InitialTwin{Tags: s.InitialTags}
-		g.InitialTwin.Properties.Desired = s.InitialDesired
-	}
+	c := Common{Hubs: s.Hubs, AllocationPolicy: s.AllocationPolicy, InitialDesired: s.InitialDesired, InitialTags: s.InitialTags,
+		Disabled: s.Disabled, CredentialPolicy: s.CredentialPolicy}
+	g := azrest.EnrollmentGroup{EnrollmentGroupID: s.ID, Enrollment: c.enrollment(azrest.Attestation{Type: azrest.AttestationX509, X509: x})}
 	return f.DPS.PutGroup(ctx, g, "")
 }
 
-// SetGroupStatus enables or disables a group (read, change, write with the
-// etag read so a concurrent change is not overwritten).
-func (f *Fleet) SetGroupStatus(ctx context.Context, id, status string) (azrest.EnrollmentGroup, error) {
+// UpdateGroup reads a group, lets change alter it and writes it back with
+// the etag read, so a concurrent change is not overwritten. What the
+// service returned and change leaves alone (credentialPolicyName among
+// it, azrest.DPSEnrollmentAPIVersion) goes back unchanged.
+func (f *Fleet) UpdateGroup(ctx context.Context, id string, change func(*azrest.EnrollmentGroup)) (azrest.EnrollmentGroup, error) {
 	g, err := f.DPS.GetGroup(ctx, id)
 	if err != nil {
 		return g, err
 	}
-	g.ProvisioningStatus = status
+	change(&g)
 	return f.DPS.PutGroup(ctx, g, g.ETag)
 }
 
+// SetGroupCredentialPolicy names the credential policy of a group ("":
+// none), checked as CreateGroup checks it.
+func (f *Fleet) SetGroupCredentialPolicy(ctx context.Context, id, policy string) (azrest.EnrollmentGroup, error) {
+	if err := f.checkPolicy(ctx, policy); err != nil {
+		return azrest.EnrollmentGroup{}, err
+	}
+	return f.UpdateGroup(ctx, id, func(g *azrest.EnrollmentGroup) { g.CredentialPolicyName = policy })
+}
+
+// ErrNoSuchPolicy: the emulator has no credential policy of that name.
+var ErrNoSuchPolicy = errors.New("no such credential policy")
+
+// checkPolicy refuses a credential policy name the service says it does
+// not have. Only the emulator can say (its /credentialPolicies routes);
+// on Azure the policy is an Azure Device Registry resource the DPS API
+// does not show (docs/protocol.md A.5), so any other answer lets the name
+// through as given.
+func (f *Fleet) checkPolicy(ctx context.Context, name string) error {
+	if name == "" {
+		return nil
+	}
+	_, err := f.DPS.GetCredentialPolicy(ctx, name)
+	if errors.Is(err, azrest.ErrNotFound) {
+		return fmt.Errorf("credential policy %q: %w on this emulator (fleetctl credential-policy create %s, or azemu --credential-policy %s)", name, ErrNoSuchPolicy, name, name)
+	}
+	return nil
+}
+
+// SetGroupStatus enables or disables a group.
+func (f *Fleet) SetGroupStatus(ctx context.Context, id, status string) (azrest.EnrollmentGroup, error) {
+	return f.UpdateGroup(ctx, id, func(g *azrest.EnrollmentGroup) { g.ProvisioningStatus = status })
+}
+
 // ---- one device ----
+
+// DeviceSpec is what an operator chooses for a new individual enrollment.
+type DeviceSpec struct {
+	ID string // registration id = the leaf certificate's CN
+	// LeafPEM is the device's leaf certificate (clientCertificates).
+	LeafPEM string
+	Common
+}
+
+// Enroll creates an X.509 individual enrollment for one device. An
+// existing enrollment under the id (a disenrolled device's disabled one,
+// say) is refused with azrest.ErrConflict, as CreateGroup does.
+func (f *Fleet) Enroll(ctx context.Context, s DeviceSpec) (azrest.IndividualEnrollment, error) {
+	if s.LeafPEM == "" {
+		return azrest.IndividualEnrollment{}, errors.New("an individual X.509 enrollment needs the device's leaf certificate")
+	}
+	if _, err := f.DPS.GetEnrollment(ctx, s.ID); err == nil {
+		return azrest.IndividualEnrollment{}, fmt.Errorf("individual enrollment %q: %w (enrollment reenroll deletes it)", s.ID, azrest.ErrConflict)
+	} else if !errors.Is(err, azrest.ErrNotFound) {
+		return azrest.IndividualEnrollment{}, err
+	}
+	if err := f.checkPolicy(ctx, s.CredentialPolicy); err != nil {
+		return azrest.IndividualEnrollment{}, err
+	}
+	e := azrest.IndividualEnrollment{RegistrationID: s.ID, Enrollment: s.enrollment(azrest.Attestation{Type: azrest.AttestationX509,
+		X509: &azrest.X509Attestation{ClientCertificates: &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: s.LeafPEM}}}})}
+	return f.DPS.PutEnrollment(ctx, e, "")
+}
 
 // disabledEnrollment blocks one device of a group: with its leaf
 // certificate an X.509 individual enrollment, without it a symmetric-key
