@@ -107,12 +107,8 @@ func (f *Fleet) CreateGroup(ctx context.Context, s GroupSpec) (azrest.Enrollment
 	if (s.CAName == "") == (s.SigningCertPEM == "") {
 		return azrest.EnrollmentGroup{}, errors.New("a group needs exactly one of a CA name (caReferences) or a signing certificate")
 	}
-	if _, err := f.DPS.GetGroup(ctx, s.ID); err == nil {
-		return azrest.EnrollmentGroup{}, fmt.Errorf("enrollment group %q: %w (use enable/disable, or delete it first)", s.ID, azrest.ErrConflict)
-	} else if !errors.Is(err, azrest.ErrNotFound) {
-		return azrest.EnrollmentGroup{}, err
-	}
-	if err := f.checkPolicy(ctx, s.CredentialPolicy); err != nil {
+	get := func() error { _, err := f.DPS.GetGroup(ctx, s.ID); return err }
+	if err := f.creatable(ctx, fmt.Sprintf("enrollment group %q", s.ID), get, "use enable/disable, or delete it first", s.CredentialPolicy); err != nil {
 		return azrest.EnrollmentGroup{}, err
 	}
 	x := &azrest.X509Attestation{}
@@ -147,6 +143,18 @@ func (f *Fleet) SetGroupCredentialPolicy(ctx context.Context, id, policy string)
 		return azrest.EnrollmentGroup{}, err
 	}
 	return f.UpdateGroup(ctx, id, func(g *azrest.EnrollmentGroup) { g.CredentialPolicyName = policy })
+}
+
+// creatable checks that a create will create: get, the GET of what it
+// would write, must answer not found (PUT would otherwise replace it), and
+// the credential policy named must pass checkPolicy.
+func (f *Fleet) creatable(ctx context.Context, what string, get func() error, hint, policy string) error {
+	if err := get(); err == nil {
+		return fmt.Errorf("%s: %w (%s)", what, azrest.ErrConflict, hint)
+	} else if !errors.Is(err, azrest.ErrNotFound) {
+		return err
+	}
+	return f.checkPolicy(ctx, policy)
 }
 
 // ErrNoSuchPolicy: the emulator has no credential policy of that name.
@@ -190,17 +198,19 @@ func (f *Fleet) Enroll(ctx context.Context, s DeviceSpec) (azrest.IndividualEnro
 	if s.LeafPEM == "" {
 		return azrest.IndividualEnrollment{}, errors.New("an individual X.509 enrollment needs the device's leaf certificate")
 	}
-	if _, err := f.DPS.GetEnrollment(ctx, s.ID); err == nil {
-		return azrest.IndividualEnrollment{}, fmt.Errorf("individual enrollment %q: %w (enrollment reenroll deletes it)", s.ID, azrest.ErrConflict)
-	} else if !errors.Is(err, azrest.ErrNotFound) {
+	get := func() error { _, err := f.DPS.GetEnrollment(ctx, s.ID); return err }
+	if err := f.creatable(ctx, fmt.Sprintf("individual enrollment %q", s.ID), get, "enrollment reenroll deletes it", s.CredentialPolicy); err != nil {
 		return azrest.IndividualEnrollment{}, err
 	}
-	if err := f.checkPolicy(ctx, s.CredentialPolicy); err != nil {
-		return azrest.IndividualEnrollment{}, err
-	}
-	e := azrest.IndividualEnrollment{RegistrationID: s.ID, Enrollment: s.enrollment(azrest.Attestation{Type: azrest.AttestationX509,
-		X509: &azrest.X509Attestation{ClientCertificates: &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: s.LeafPEM}}}})}
+	e := azrest.IndividualEnrollment{RegistrationID: s.ID, Enrollment: s.enrollment(leafAttestation(s.LeafPEM))}
 	return f.DPS.PutEnrollment(ctx, e, "")
+}
+
+// leafAttestation is the X.509 attestation of one device by its leaf
+// certificate (clientCertificates).
+func leafAttestation(leafPEM string) azrest.Attestation {
+	return azrest.Attestation{Type: azrest.AttestationX509, X509: &azrest.X509Attestation{
+		ClientCertificates: &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: leafPEM}}}}
 }
 
 // disabledEnrollment blocks one device of a group: with its leaf
@@ -211,8 +221,7 @@ func disabledEnrollment(id, leafPEM string) azrest.IndividualEnrollment {
 	e := azrest.IndividualEnrollment{RegistrationID: id, Enrollment: azrest.Enrollment{ProvisioningStatus: azrest.StatusDisabled,
 		Attestation: azrest.Attestation{Type: azrest.AttestationSymmetricKey}}}
 	if leafPEM != "" {
-		e.Attestation = azrest.Attestation{Type: azrest.AttestationX509, X509: &azrest.X509Attestation{
-			ClientCertificates: &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: leafPEM}}}}
+		e.Attestation = leafAttestation(leafPEM)
 	}
 	return e
 }
