@@ -34,6 +34,10 @@ type provisionReport struct {
 	Source     string    `json:"source,omitempty"`
 	AssignedAt time.Time `json:"assignedAt,omitzero"`
 	CacheFile  string    `json:"cacheFile,omitempty"`
+	// IssuedNotAfter is the end of the hub certificate DPS issued with
+	// this registration (certificateIssuance); the tracker switches to it
+	// once the hub accepts it.
+	IssuedNotAfter time.Time `json:"issuedNotAfter,omitzero"`
 	// Meaning says what a refusal means and what the operator must do.
 	Meaning   string `json:"meaning,omitempty"`
 	ErrorCode int    `json:"errorCode,omitempty"`
@@ -99,6 +103,9 @@ func runProvision(ctx context.Context, io stdio, args []string) error {
 	if out != nil {
 		rep.Status, rep.Substatus, rep.Source = out.Result.Status, out.Result.Substatus, "dps"
 		rep.Hub, rep.DeviceID, rep.AssignedAt = out.Assignment.Hub, out.Assignment.DeviceID, out.Assignment.AssignedAt
+		if out.Issued != nil {
+			rep.IssuedNotAfter = out.Issued.Leaf.NotAfter
+		}
 	}
 	if perr != nil {
 		rep.Error = perr.Error()
@@ -161,6 +168,9 @@ func printProvision(w io.Writer, r provisionReport, asJSON bool) error {
 	}
 	if r.Source != "" {
 		row("cache", r.CacheFile)
+	}
+	if !r.IssuedNotAfter.IsZero() {
+		row("hub certificate", "issued by DPS, valid until "+r.IssuedNotAfter.UTC().Format(time.RFC3339)+"; used once the hub accepts it")
 	}
 	if r.ErrorCode != 0 {
 		row("error code", fmt.Sprint(r.ErrorCode))

@@ -13,6 +13,7 @@ import (
 	"github.com/reefer/tracker/provisioning/cache"
 	"github.com/reefer/tracker/provisioning/certs"
 	"github.com/reefer/tracker/provisioning/certs/certstest"
+	"github.com/reefer/tracker/provisioning/opcert"
 )
 
 // provisionFixture is a config file with a device certificate and key.
@@ -316,5 +317,47 @@ func TestProvisionEmulator(t *testing.T) {
 	code, out, _ = provision("--json")
 	if code != exitOK || !strings.Contains(out, `"source": "cache"`) {
 		t.Errorf("provision (cached) = %d\n%s; want 0 from the cache", code, out)
+	}
+}
+
+// With certificateIssuance: DPS issues the hub certificate with the
+// registration, the report says until when, and it waits as the pending
+// bundle for the tracker's first hub connection.
+func TestProvisionIssuesHubCertificate(t *testing.T) {
+	t.Parallel()
+	e := emulatortest.Start(t)
+	pol := emulatortest.CredentialPolicy(t, e, "trackers", time.Hour)
+	root := certstest.Root(t, "groupCA-sensors", certstest.Options{})
+	inter := root.Intermediate(t, "groupCA-sensors-intermediate", certstest.Options{})
+	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, func(g *store.EnrollmentGroup) { g.CredentialPolicyName = pol.Name }); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cn := "sensor-thl-003"
+	leaf := inter.Leaf(t, cn, certstest.Options{})
+	f := provisionFixture{dir: dir, config: filepath.Join(dir, "tracker.json"), cert: filepath.Join(dir, cn+"-chain.pem"),
+		key: filepath.Join(dir, cn+".key"), state: filepath.Join(dir, "state")}
+	certstest.WriteCerts(t, f.cert, leaf.Cert, inter.Cert)
+	certstest.WriteKey(t, f.key, leaf.Key, certstest.PKCS8)
+	f.writeConfig(t, map[string]any{
+		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(), "caFile": e.Info().CACertPath,
+		"certFile": f.cert, "keyFile": f.key, "stateDir": f.state, "certificateIssuance": map[string]any{"enabled": true},
+	})
+	code, out, stderr := runArgs(t, "provision", "--config", f.config, "--timeout", "30s")
+	if code != exitOK {
+		t.Fatalf("provision = %d; want 0\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	id, err := opcert.Store{Dir: f.state}.Pending()
+	if err != nil {
+		t.Fatalf("pending bundle: %v", err)
+	}
+	if want := "hub certificate  issued by DPS, valid until " + id.Leaf.NotAfter.UTC().Format(time.RFC3339); !strings.Contains(out, want) {
+		t.Errorf("stdout lacks %q:\n%s", want, out)
+	}
+	if err := id.Leaf.CheckSignatureFrom(pol.IssuingCA); err != nil || id.RegistrationID != cn {
+		t.Errorf("issued %q, signature %v; want CN %s from the policy's CA", id.RegistrationID, err, cn)
+	}
+	if a, err := cache.Load(f.state); err != nil || a.CertFingerprintSHA256 != id.FingerprintSHA256 {
+		t.Errorf("cache %+v, %v; want it bound to the issued certificate", a, err)
 	}
 }
