@@ -205,7 +205,7 @@ var commands = []command{
 		flags: func(fs *flag.FlagSet, run *runFunc) func() error {
 			caName := fs.String("ca-name", "", "a verified CA uploaded to the DPS (caReferences)")
 			cert := fs.String("signing-cert", "", "PEM of the root or intermediate CA (signingCertificates)")
-			common := commonFlags(fs, "its devices")
+			common := commonFlags(fs, "its devices'")
 			*run = func(e *env) (any, error) {
 				c, err := common()
 				if err != nil {
@@ -295,7 +295,7 @@ var commands = []command{
 	{path: "enrollment create", args: "DEVICE --cert FILE", summary: "enroll one device on its own: an X.509 individual enrollment, with a credential policy", dps: true, nargs: [2]int{1, 1},
 		flags: func(fs *flag.FlagSet, run *runFunc) func() error {
 			cert := fs.String("cert", "", "the device's leaf certificate, PEM (CN = DEVICE)")
-			common := commonFlags(fs, "the device")
+			common := commonFlags(fs, "the device's")
 			*run = func(e *env) (any, error) {
 				c, err := common()
 				if err != nil {
@@ -641,7 +641,7 @@ func caCert(fn func(e *env, pem string, verified bool) (any, error), withVerifie
 }
 
 // commonFlags registers the flags every new enrollment takes (who is
-// named in the help: "its devices", "the device") and returns what reads
+// named in the help, possessive: "its devices'", "the device's") and returns what reads
 // them once parsed.
 func commonFlags(fs *flag.FlagSet, who string) func() (fleet.Common, error) {
 	var hubs stringList
