@@ -613,8 +613,10 @@ func parseHubUsername(u string) (host, deviceID, module string, q url.Values, er
 
 // maxUserParams bounds a hub user name's parameters. Clients send a handful
 // (api-version, DeviceClientType, model-id); one carrying thousands is
-// refused before they are decoded, and stays well under the 10,000 that
-// net/url accepts in a query since Go 1.26 (found by FuzzMQTTUsername).
+// refused before they are decoded, well under the 10,000 that net/url
+// parses in one query (GODEBUG urlmaxqueryparams, in Go 1.26):
+// FuzzMQTTUsername's re-encode check failed past that (seed
+// regression-10001-parameters).
 const maxUserParams = 32
 
 // userParams parses the user name's parameters. Only "&" separates them:
