@@ -151,6 +151,7 @@ type state struct {
 	interval       time.Duration
 	override       *command.Override
 	lastCmd        *command.Outcome
+	handledCmds    []string // command.Record.Handled: ids done or rejected
 	threshold      float64
 	desiredVersion int64
 	desiredErr     string

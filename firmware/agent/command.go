@@ -32,7 +32,7 @@ func (a *Agent) loadCommands() {
 		a.log.Error("command record unreadable; starting without an interval override", "err", err)
 		return
 	}
-	a.st.override, a.st.lastCmd = r.Override, r.Last
+	a.st.override, a.st.lastCmd, a.st.handledCmds = r.Override, r.Last, r.Handled
 	if o := r.Override; o != nil {
 		a.log.Info("telemetry interval override restored", "seconds", o.Seconds, "until", o.Until, "command", o.MessageID)
 	}
@@ -49,16 +49,21 @@ func (a *Agent) loadCommands() {
 // A rejected command (not JSON, unknown, bad parameters) returns nil: MQTT
 // cannot reject a message (docs/protocol.md B.4), and one never acknowledged would be
 // delivered again at every reconnect until it expires, and rejected again
-// each time. The message id makes a redelivery of a command already done
-// (a crash between the record and the acknowledgement) a no-op.
+// each time.
+//
+// Delivery is at least once: a connection that drops between the record
+// and the acknowledgement brings the message again on the next one. The
+// message ids of recent commands done or rejected are on disk with the
+// record (command.Record.Handled), so such a message is acknowledged and
+// logged as a duplicate, not carried out again.
 func (a *Agent) HandleCommand(ctx context.Context, messageID string, body []byte) error {
 	a.cmdMu.Lock()
 	defer a.cmdMu.Unlock()
 	a.mu.Lock()
-	last := a.st.lastCmd
+	dup := a.recordLocked().WasHandled(messageID)
 	a.mu.Unlock()
-	if messageID != "" && last != nil && last.MessageID == messageID && last.Status != command.StatusFailed {
-		a.log.Info("command delivered again, already handled", "id", messageID, "command", last.Command, "status", last.Status)
+	if dup {
+		a.log.Info("command duplicate: delivered again, already handled; acknowledged, not carried out again", "id", messageID)
 		return nil
 	}
 	out := command.Outcome{MessageID: messageID, At: a.clock.Now()}
@@ -130,11 +135,13 @@ func (a *Agent) finish(out command.Outcome, o *command.Override, setOverride boo
 	a.recMu.Lock()
 	defer a.recMu.Unlock()
 	a.mu.Lock()
-	rec := command.Record{Override: a.st.override, Last: &out}
+	rec := a.recordLocked()
+	rec.Last = &out
 	if setOverride {
 		rec.Override = o
 	}
 	a.mu.Unlock()
+	rec = rec.Remember(out)
 	if err := a.cfg.Commands.Save(rec); err != nil {
 		a.log.Error("command record not saved; the hub delivers the command again", "id", out.MessageID, "err", err)
 		// Not in force, but the operator sees why (in memory only).
@@ -158,7 +165,7 @@ func (a *Agent) finish(out command.Outcome, o *command.Override, setOverride boo
 func (a *Agent) setRecord(rec command.Record) {
 	a.mu.Lock()
 	before := a.effectiveLocked()
-	a.st.override, a.st.lastCmd = rec.Override, rec.Last
+	a.st.override, a.st.lastCmd, a.st.handledCmds = rec.Override, rec.Last, rec.Handled
 	changed := a.effectiveLocked() != before
 	a.mu.Unlock()
 	if changed {
@@ -176,7 +183,8 @@ func (a *Agent) expireOverride() bool {
 	defer a.recMu.Unlock()
 	a.mu.Lock()
 	o := a.st.override
-	rec := command.Record{Last: a.st.lastCmd}
+	rec := a.recordLocked()
+	rec.Override = nil
 	a.mu.Unlock()
 	if o == nil || !o.Ended(a.clock.Now()) {
 		return false
@@ -190,6 +198,11 @@ func (a *Agent) expireOverride() bool {
 	a.log.Info("telemetry interval override ended; the twin's telemetryDelay applies", "command", o.MessageID,
 		"until", o.Until, "interval", a.interval())
 	return true
+}
+
+// recordLocked is the command record in force. Caller holds mu.
+func (a *Agent) recordLocked() command.Record {
+	return command.Record{Override: a.st.override, Last: a.st.lastCmd, Handled: a.st.handledCmds}
 }
 
 // overrideUntil is when the override in force ends; zero when there is

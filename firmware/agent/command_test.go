@@ -172,3 +172,45 @@ func TestCommandRecordRestored(t *testing.T) {
 	}
 	r.waitDeadline(2 * time.Second)
 }
+
+// A message delivered again after later commands were handled (the
+// connection dropped before its acknowledgement) is acknowledged and not
+// carried out again, also after a restart: its old interval must not come
+// back over the newer one, a sendNow not queue a second reading.
+func TestCommandRedeliveredAfterOthers(t *testing.T) {
+	t.Parallel()
+	rec := &record{}
+	r := newRig(t, func(c *agent.Config) { c.Commands = rec })
+	r.a.SetConnected(true)
+	r.start()
+	puts := r.q.Puts()
+	for _, c := range []struct{ id, body string }{
+		{"a", `{"command":"setTelemetryInterval","seconds":5}`},
+		{"s", `{"command":"sendNow"}`},
+		{"b", `{"command":"setTelemetryInterval","seconds":7}`},
+		{"a", `{"command":"setTelemetryInterval","seconds":5}`}, // duplicates
+		{"s", `{"command":"sendNow"}`},
+	} {
+		if err := handle(t, r.a, c.id, c.body); err != nil {
+			t.Fatalf("%s: %v", c.id, err)
+		}
+	}
+	if st := r.a.Status(); st.TelemetryInterval != 7 || st.LastCommand == nil || st.LastCommand.MessageID != "b" {
+		t.Errorf("after duplicates of a and s: interval %v, last %+v; want 7 and b", st.TelemetryInterval, st.LastCommand)
+	}
+	if got := r.q.Puts() - puts; got != 1 {
+		t.Errorf("sendNow delivered twice queued %d readings; want 1", got)
+	}
+	if h := rec.get().Handled; len(h) != 3 {
+		t.Errorf("saved handled ids %v; want a, s, b", h)
+	}
+
+	r2 := newRig(t, func(c *agent.Config) { c.Commands = rec })
+	r2.start()
+	if err := handle(t, r2.a, "a", `{"command":"setTelemetryInterval","seconds":5}`); err != nil {
+		t.Fatal(err)
+	}
+	if st := r2.a.Status(); st.TelemetryInterval != 7 {
+		t.Errorf("a delivered again after a restart: interval %v; want 7", st.TelemetryInterval)
+	}
+}

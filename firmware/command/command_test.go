@@ -2,6 +2,7 @@ package command_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,5 +93,43 @@ func TestFileRoundTrip(t *testing.T) {
 	}
 	if _, err := f.Load(); err == nil || !strings.Contains(err.Error(), f.Path) {
 		t.Errorf("Load(corrupt) = %v; want an error naming the file", err)
+	}
+}
+
+// Handled remembers commands done or rejected, not failed ones, and only
+// the last MaxHandled; a record written before Handled existed knows its
+// last command as handled once loaded.
+func TestRecordRemembersHandled(t *testing.T) {
+	t.Parallel()
+	var r command.Record
+	r = r.Remember(command.Outcome{MessageID: "f", Status: command.StatusFailed})
+	r = r.Remember(command.Outcome{MessageID: "", Status: command.StatusDone})
+	if r.WasHandled("f") || r.WasHandled("") || len(r.Handled) != 0 {
+		t.Fatalf("failed or id-less outcome remembered: %v", r.Handled)
+	}
+	r = r.Remember(command.Outcome{MessageID: "rej", Status: command.StatusRejected})
+	before := r
+	r = r.Remember(command.Outcome{MessageID: "m0", Status: command.StatusDone})
+	if len(before.Handled) != 1 || !r.WasHandled("rej") || !r.WasHandled("m0") {
+		t.Fatalf("Remember: before %v, after %v", before.Handled, r.Handled)
+	}
+	r = r.Remember(command.Outcome{MessageID: "m0", Status: command.StatusDone})
+	if len(r.Handled) != 2 {
+		t.Errorf("an id remembered twice: %v", r.Handled)
+	}
+	for i := 1; i < command.MaxHandled; i++ {
+		r = r.Remember(command.Outcome{MessageID: fmt.Sprintf("m%d", i), Status: command.StatusDone})
+	}
+	if len(r.Handled) != command.MaxHandled || r.WasHandled("rej") || !r.WasHandled("m0") ||
+		!r.WasHandled(fmt.Sprintf("m%d", command.MaxHandled-1)) {
+		t.Errorf("bound: %d ids, oldest %q; want %d, the oldest (rej) dropped", len(r.Handled), r.Handled[0], command.MaxHandled)
+	}
+
+	f := command.File{Path: filepath.Join(t.TempDir(), "commands.json")}
+	if err := os.WriteFile(f.Path, []byte(`{"last":{"messageId":"old","command":"sendNow","status":"done"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if old, err := f.Load(); err != nil || !old.WasHandled("old") {
+		t.Errorf("Load(record without handled) = %+v, %v; want its last command handled", old, err)
 	}
 }

@@ -44,10 +44,49 @@ func (o Override) Interval() time.Duration {
 // Ended says whether the override is over at now.
 func (o Override) Ended(now time.Time) bool { return !o.Until.IsZero() && !now.Before(o.Until) }
 
+// MaxHandled bounds the message ids a Record remembers as handled. It is
+// above the hub's 50 queued messages per device (docs/protocol.md B.4): a
+// whole queue carried out at a reconnect and delivered again after the
+// connection dropped before the acknowledgements is recognised entirely.
+const MaxHandled = 64
+
 // Record is what the tracker keeps about commands across restarts.
 type Record struct {
 	Override *Override `json:"override,omitempty"`
 	Last     *Outcome  `json:"last,omitempty"`
+	// Handled holds the message ids of the last MaxHandled commands done
+	// or rejected, oldest first: delivery is at least once, and a message
+	// delivered again is acknowledged, not carried out again.
+	Handled []string `json:"handled,omitempty"`
+}
+
+// WasHandled says whether the command with message id was done or
+// rejected already. An empty id (the sender set none) never was.
+func (r Record) WasHandled(id string) bool {
+	if id == "" {
+		return false
+	}
+	for _, h := range r.Handled {
+		if h == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Remember returns r with out's message id among the handled ones when out
+// was done or rejected, the oldest dropped beyond MaxHandled. r's own
+// slice is not modified: a record not saved stays as it was.
+func (r Record) Remember(out Outcome) Record {
+	if out.MessageID == "" || out.Status == StatusFailed || r.WasHandled(out.MessageID) {
+		return r
+	}
+	h := append(append(make([]string, 0, len(r.Handled)+1), r.Handled...), out.MessageID)
+	if len(h) > MaxHandled {
+		h = h[len(h)-MaxHandled:]
+	}
+	r.Handled = h
+	return r
 }
 
 // File keeps a Record in one file, replaced atomically and fsynced on
@@ -66,6 +105,11 @@ func (f File) Load() (Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
 		return Record{}, fmt.Errorf("command record %s: %w", f.Path, err)
+	}
+	if len(r.Handled) == 0 && r.Last != nil {
+		// Written before Handled existed: the last outcome names the one
+		// command known to be handled.
+		r = r.Remember(*r.Last)
 	}
 	return r, nil
 }
