@@ -92,7 +92,9 @@
 //   - C2D follows IoT Hub, not MQTT: a message stays locked while in
 //     flight, the device's PUBACK of that packet id completes it, and it
 //     is delivered again after Config.C2DLockTimeout or on a reconnect
-//     (the lock belongs to the connection). The session maps its own packet
+//     (the lock belongs to the connection), never twice on one connection
+//     while locked: an acknowledged message keeps its lock until a delivery
+//     pass reads the queue without it. The session maps its own packet
 //     ids to C2D message ids for that; mochi's in-flight store resends
 //     only to a resumed persistent session and knows no lock.
 //

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -373,15 +374,29 @@ func (h *hubService) C2DEnqueued(hub, id string) {
 
 // ---- cloud-to-device (docs/protocol.md B.4) ----
 
+// c2dTopicBase is the topic C2D messages go out on, before the property bag.
+func (s *session) c2dTopicBase() string { return "devices/" + s.deviceID + "/messages/devicebound/" }
+
+// deliverC2D runs one delivery pass: every pending message not locked on
+// this connection goes out and is locked. Passes run one at a time on the
+// session's writer.
 func (s *session) deliverC2D() {
-	topicBase := "devices/" + s.deviceID + "/messages/devicebound/"
-	if !s.subscribed(topicBase) {
+	if !s.subscribed(s.c2dTopicBase()) {
 		return
 	}
 	msgs, err := s.e.store.PendingC2D(s.hub, s.deviceID)
 	if err != nil {
 		return
 	}
+	s.deliverPending(msgs)
+}
+
+// deliverPending delivers msgs, the pending messages as read at the start
+// of the pass. A PUBACK may complete one of them meanwhile: its lock stays
+// until a pass reads the queue without it (see puback), so a pass that
+// read the queue before the completion does not deliver it again.
+func (s *session) deliverPending(msgs []store.C2DMessage) {
+	topicBase := s.c2dTopicBase()
 	defer func() {
 		// Locks of messages no longer pending (completed, expired) go;
 		// while any remain, their expiry is checked again.
@@ -446,20 +461,32 @@ func (s *session) allocPID() uint16 {
 	return 0
 }
 
+// completedLock is the lock of a message acknowledged on this connection:
+// it never expires, and goes once a delivery pass reads the queue without
+// the message.
+const completedLock = math.MaxInt64
+
 // puback completes a C2D message (docs/protocol.md B.4: PUBACK completes).
+// The message stays locked: a delivery pass that read the queue before the
+// completion must not deliver it a second time on this connection (a
+// message is delivered again only once its lock expired, or on a new
+// connection: docs/protocol.md B.4).
 func (h *hubService) puback(s *session, pid uint16) {
 	s.mu.Lock()
 	id, ok := s.c2dInflight[pid]
 	delete(s.c2dInflight, pid)
 	if ok {
-		delete(s.c2dLocked, id)
+		s.c2dLocked[id] = completedLock
 	}
 	s.mu.Unlock()
 	if !ok {
 		return
 	}
 	if err := h.e.store.CompleteC2D(s.hub, s.deviceID, id); err != nil && !errors.Is(err, store.ErrMessageNotFound) {
-		h.e.log.Warn("complete C2D", "hub", s.hub, "deviceId", s.deviceID, "messageId", id, "err", err)
+		h.e.log.Warn("complete C2D; the message is delivered again once its lock expires", "hub", s.hub, "deviceId", s.deviceID, "messageId", id, "err", err)
+		s.mu.Lock()
+		s.c2dLocked[id] = s.e.cfg.Now().UnixNano() + int64(s.e.cfg.C2DLockTimeout)
+		s.mu.Unlock()
 	}
 }
 

@@ -203,6 +203,62 @@ func TestC2DRedeliveredWithoutPuback(t *testing.T) {
 	waitQueueEmpty(t, e, hub, "dev-1")
 }
 
+// A message acknowledged on a connection is not delivered a second time
+// on it, not even by a delivery pass that read the queue before the
+// PUBACK completed it (a pass started by another SUBSCRIBE at connect,
+// racing the acknowledgement): docs/protocol.md B.4, a message goes out
+// again only once its lock expired or on a new connection.
+func TestC2DNotRedeliveredAfterPuback(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t)
+	hub := e.HubHost(0)
+	dev := hubDevice(t, e, "dev-1")
+	msgs := make(chan paho.Message, 10)
+	opts := paho.NewClientOptions().AddBroker("ssl://" + e.Info().Hubs[0].MQTTAddress).SetClientID("dev-1").
+		SetUsername(hub + "/dev-1/?api-version=2021-04-12").SetTLSConfig(e.ClientTLSConfig(dev.TLS())).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetAutoAckDisabled(true)
+	cl := paho.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(waitTime) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer cl.Disconnect(50)
+	tok := cl.Subscribe("devices/dev-1/messages/devicebound/#", 1, func(_ paho.Client, m paho.Message) { msgs <- m })
+	if !tok.WaitTimeout(waitTime) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	next := func() paho.Message {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			return m
+		case <-time.After(waitTime):
+			t.Fatal("no C2D message delivered")
+			return nil
+		}
+	}
+	if _, err := e.SendC2D(hub, "dev-1", []byte("once"), nil); err != nil {
+		t.Fatal(err)
+	}
+	m := next()
+	stale, err := e.store.PendingC2D(hub, "dev-1") // a pass reads the queue ...
+	if err != nil || len(stale) != 1 {
+		t.Fatalf("pending %v, %v; want the message", stale, err)
+	}
+	m.Ack() // ... the PUBACK completes the message ...
+	waitQueueEmpty(t, e, hub, "dev-1")
+	s := e.hub.conn(hub, "dev-1")
+	if s == nil {
+		t.Fatal("no session")
+	}
+	s.deliverPending(stale) // ... and the pass goes on.
+	if _, err := e.SendC2D(hub, "dev-1", []byte("after"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(); string(m.Payload()) != "after" {
+		t.Fatalf("next delivery %q; want \"after\" (the acknowledged message delivered a second time)", m.Payload())
+	}
+}
+
 func TestC2DQueueLimit(t *testing.T) {
 	t.Parallel()
 	e := StartForTest(t)
