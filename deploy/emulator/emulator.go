@@ -93,10 +93,11 @@
 //     flight, the device's PUBACK of that packet id completes it, and it
 //     is delivered again after Config.C2DLockTimeout or on a reconnect
 //     (the lock belongs to the connection), never twice on one connection
-//     while locked: an acknowledged message keeps its lock until a delivery
-//     pass reads the queue without it. The session maps its own packet
-//     ids to C2D message ids for that; mochi's in-flight store resends
-//     only to a resumed persistent session and knows no lock.
+//     while locked: a PUBACK releases the lock only once the message is
+//     completed, and a delivery pass reads the locks before the queue.
+//     The session maps its own packet ids to C2D message ids for that;
+//     mochi's in-flight store resends only to a resumed persistent
+//     session and knows no lock.
 //
 // # Throttling
 //

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -379,23 +378,40 @@ func (s *session) c2dTopicBase() string { return "devices/" + s.deviceID + "/mes
 
 // deliverC2D runs one delivery pass: every pending message not locked on
 // this connection goes out and is locked. Passes run one at a time on the
-// session's writer.
+// session's writer. The locks are read before the queue: a PUBACK
+// completes its message in the store before it releases the lock (see
+// puback), so a message this pass finds unlocked and still pending was not
+// acknowledged on this connection meanwhile, and an acknowledged one is
+// never delivered a second time on it (docs/protocol.md B.4).
 func (s *session) deliverC2D() {
 	if !s.subscribed(s.c2dTopicBase()) {
 		return
 	}
+	locked := s.lockedC2D()
 	msgs, err := s.e.store.PendingC2D(s.hub, s.deviceID)
 	if err != nil {
 		return
 	}
-	s.deliverPending(msgs)
+	s.deliverPending(locked, msgs)
 }
 
-// deliverPending delivers msgs, the pending messages as read at the start
-// of the pass. A PUBACK may complete one of them meanwhile: its lock stays
-// until a pass reads the queue without it (see puback), so a pass that
-// read the queue before the completion does not deliver it again.
-func (s *session) deliverPending(msgs []store.C2DMessage) {
+// lockedC2D is the set of message ids locked on this connection now.
+func (s *session) lockedC2D() map[string]bool {
+	now := s.e.cfg.Now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	locked := make(map[string]bool, len(s.c2dLocked))
+	for id, until := range s.c2dLocked {
+		if until > now {
+			locked[id] = true
+		}
+	}
+	return locked
+}
+
+// deliverPending delivers the messages of msgs not in locked, both read
+// at the start of the pass (locked first), and locks them.
+func (s *session) deliverPending(locked map[string]bool, msgs []store.C2DMessage) {
 	topicBase := s.c2dTopicBase()
 	defer func() {
 		// Locks of messages no longer pending (completed, expired) go;
@@ -410,19 +426,18 @@ func (s *session) deliverPending(msgs []store.C2DMessage) {
 				delete(s.c2dLocked, id)
 			}
 		}
-		locked := len(s.c2dLocked) > 0
+		anyLocked := len(s.c2dLocked) > 0
 		s.mu.Unlock()
-		if locked {
+		if anyLocked {
 			s.armLockTimer()
 		}
 	}()
 	now := s.e.cfg.Now().UnixNano()
 	for _, m := range msgs {
-		s.mu.Lock()
-		if until, ok := s.c2dLocked[m.MessageID]; ok && until > now {
-			s.mu.Unlock()
+		if locked[m.MessageID] {
 			continue
 		}
+		s.mu.Lock()
 		// A message whose lock expired is delivered again.
 		for pid, id := range s.c2dInflight {
 			if id == m.MessageID {
@@ -461,33 +476,27 @@ func (s *session) allocPID() uint16 {
 	return 0
 }
 
-// completedLock is the lock of a message acknowledged on this connection:
-// it never expires, and goes once a delivery pass reads the queue without
-// the message.
-const completedLock = math.MaxInt64
-
 // puback completes a C2D message (docs/protocol.md B.4: PUBACK completes).
-// The message stays locked: a delivery pass that read the queue before the
-// completion must not deliver it a second time on this connection (a
-// message is delivered again only once its lock expired, or on a new
-// connection: docs/protocol.md B.4).
+// The lock goes only once the store no longer holds the message: a
+// delivery pass that reads the locks before the queue then either sees it
+// locked or no longer pending, never unlocked and pending (deliverC2D).
 func (h *hubService) puback(s *session, pid uint16) {
 	s.mu.Lock()
 	id, ok := s.c2dInflight[pid]
 	delete(s.c2dInflight, pid)
-	if ok {
-		s.c2dLocked[id] = completedLock
-	}
 	s.mu.Unlock()
 	if !ok {
 		return
 	}
 	if err := h.e.store.CompleteC2D(s.hub, s.deviceID, id); err != nil && !errors.Is(err, store.ErrMessageNotFound) {
-		h.e.log.Warn("complete C2D; the message is delivered again once its lock expires", "hub", s.hub, "deviceId", s.deviceID, "messageId", id, "err", err)
-		s.mu.Lock()
-		s.c2dLocked[id] = s.e.cfg.Now().UnixNano() + int64(s.e.cfg.C2DLockTimeout)
-		s.mu.Unlock()
+		// Still pending and still locked: delivered again once the lock
+		// expires, as a message whose completion failed.
+		h.e.log.Warn("complete C2D", "hub", s.hub, "deviceId", s.deviceID, "messageId", id, "err", err)
+		return
 	}
+	s.mu.Lock()
+	delete(s.c2dLocked, id)
+	s.mu.Unlock()
 }
 
 // ---- direct methods (docs/protocol.md B.6, E) ----

@@ -204,10 +204,11 @@ func TestC2DRedeliveredWithoutPuback(t *testing.T) {
 }
 
 // A message acknowledged on a connection is not delivered a second time
-// on it, not even by a delivery pass that read the queue before the
-// PUBACK completed it (a pass started by another SUBSCRIBE at connect,
-// racing the acknowledgement): docs/protocol.md B.4, a message goes out
-// again only once its lock expired or on a new connection.
+// on it, not even by a delivery pass that read the locks and the queue
+// before the PUBACK completed it (a pass started by another SUBSCRIBE at
+// connect, racing the acknowledgement): docs/protocol.md B.4, a message
+// goes out again only once its lock expired or on a new connection. A new
+// message with the same message id (a sender's retry) is delivered.
 func TestC2DNotRedeliveredAfterPuback(t *testing.T) {
 	t.Parallel()
 	e := StartForTest(t)
@@ -236,27 +237,40 @@ func TestC2DNotRedeliveredAfterPuback(t *testing.T) {
 			return nil
 		}
 	}
-	if _, err := e.SendC2D(hub, "dev-1", []byte("once"), nil); err != nil {
-		t.Fatal(err)
-	}
-	m := next()
-	stale, err := e.store.PendingC2D(hub, "dev-1") // a pass reads the queue ...
-	if err != nil || len(stale) != 1 {
-		t.Fatalf("pending %v, %v; want the message", stale, err)
-	}
-	m.Ack() // ... the PUBACK completes the message ...
-	waitQueueEmpty(t, e, hub, "dev-1")
 	s := e.hub.conn(hub, "dev-1")
 	if s == nil {
 		t.Fatal("no session")
 	}
-	s.deliverPending(stale) // ... and the pass goes on.
+	once, err := e.SendC2D(hub, "dev-1", []byte("once"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := next()
+	locked := s.lockedC2D() // a pass reads the locks and the queue ...
+	stale, err := e.store.PendingC2D(hub, "dev-1")
+	if err != nil || len(stale) != 1 || !locked[once] {
+		t.Fatalf("pending %v, %v, locked %v; want the message, locked", stale, err, locked)
+	}
+	m.Ack() // ... the PUBACK completes the message ...
+	waitQueueEmpty(t, e, hub, "dev-1")
+	s.deliverPending(locked, stale) // ... and the pass goes on.
 	if _, err := e.SendC2D(hub, "dev-1", []byte("after"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if m := next(); string(m.Payload()) != "after" {
 		t.Fatalf("next delivery %q; want \"after\" (the acknowledged message delivered a second time)", m.Payload())
+	} else {
+		m.Ack()
 	}
+	if _, err := e.store.EnqueueC2D(hub, "dev-1", store.C2DMessage{MessageID: once, Body: []byte("retry")}); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(); string(m.Payload()) != "retry" {
+		t.Fatalf("next delivery %q; want the sender's retry with the same message id", m.Payload())
+	} else {
+		m.Ack()
+	}
+	waitQueueEmpty(t, e, hub, "dev-1")
 }
 
 func TestC2DQueueLimit(t *testing.T) {

@@ -3,6 +3,8 @@ package daemon_test
 import (
 	"strings"
 	"testing"
+
+	"github.com/reefer/tracker/deploy/emulator/store"
 )
 
 // lastCommand is the lastCommand reported property.
@@ -124,6 +126,18 @@ func TestCloudToDeviceCommands(t *testing.T) {
 		return pendingC2D(t, e, id) == 0 && countLines(tr.logs.String(), "command done", flush) == 1 &&
 			countLines(tr.logs.String(), "command done", clear) == 1
 	})
+	// Delivery is at least once: a connection lost before the PUBACK brings
+	// a command back after later ones were handled. The same message id
+	// again is acknowledged as a duplicate, not carried out a second time.
+	if _, err := e.Store().EnqueueC2D(hub, id, store.C2DMessage{MessageID: flush, Body: []byte(`{"command":"flushQueue"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the redelivered flushQueue acknowledged as a duplicate", func() bool {
+		return pendingC2D(t, e, id) == 0 && countLines(tr.logs.String(), "command duplicate", flush) == 1
+	})
+	if n := countLines(tr.logs.String(), "command done", flush); n != 1 {
+		t.Errorf("flushQueue delivered twice: %d 'command done' lines; want 1", n)
+	}
 	eventually(t, "override gone, the twin's 1 s in force and reported", func() bool {
 		r := reported(t, e, id)
 		_, has := r["telemetryIntervalOverride"]
