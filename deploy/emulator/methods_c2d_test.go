@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -165,31 +164,33 @@ func TestC2DDelivery(t *testing.T) {
 	waitQueueEmpty(t, e, hub, "dev-1")
 }
 
-func TestC2DRedeliveredWithoutPuback(t *testing.T) {
-	t.Parallel()
-	e := StartForTest(t, func(c *Config) { c.C2DLockTimeout = 300 * time.Millisecond })
+// manualAckC2D connects id with acknowledgements left to the test and
+// subscribes to its C2D messages, which arrive on the channel returned.
+func manualAckC2D(t *testing.T, e *Emulator, id string) <-chan paho.Message {
+	t.Helper()
 	hub := e.HubHost(0)
-	dev := hubDevice(t, e, "dev-1")
-	var mu sync.Mutex
-	deliveries := 0
+	dev := hubDevice(t, e, id)
 	msgs := make(chan paho.Message, 10)
-	opts := paho.NewClientOptions().AddBroker("ssl://" + e.Info().Hubs[0].MQTTAddress).SetClientID("dev-1").
-		SetUsername(hub + "/dev-1/?api-version=2021-04-12").SetTLSConfig(e.ClientTLSConfig(dev.TLS())).
+	opts := paho.NewClientOptions().AddBroker("ssl://" + e.Info().Hubs[0].MQTTAddress).SetClientID(id).
+		SetUsername(hub + "/" + id + "/?api-version=2021-04-12").SetTLSConfig(e.ClientTLSConfig(dev.TLS())).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetAutoAckDisabled(true)
 	cl := paho.NewClient(opts)
 	if tok := cl.Connect(); !tok.WaitTimeout(waitTime) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
-	defer cl.Disconnect(50)
-	tok := cl.Subscribe("devices/dev-1/messages/devicebound/#", 1, func(_ paho.Client, m paho.Message) {
-		mu.Lock()
-		deliveries++
-		mu.Unlock()
-		msgs <- m
-	})
+	t.Cleanup(func() { cl.Disconnect(50) })
+	tok := cl.Subscribe("devices/"+id+"/messages/devicebound/#", 1, func(_ paho.Client, m paho.Message) { msgs <- m })
 	if !tok.WaitTimeout(waitTime) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
+	return msgs
+}
+
+func TestC2DRedeliveredWithoutPuback(t *testing.T) {
+	t.Parallel()
+	e := StartForTest(t, func(c *Config) { c.C2DLockTimeout = 300 * time.Millisecond })
+	hub := e.HubHost(0)
+	msgs := manualAckC2D(t, e, "dev-1")
 	if _, err := e.SendC2D(hub, "dev-1", []byte("again"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -213,20 +214,7 @@ func TestC2DNotRedeliveredAfterPuback(t *testing.T) {
 	t.Parallel()
 	e := StartForTest(t)
 	hub := e.HubHost(0)
-	dev := hubDevice(t, e, "dev-1")
-	msgs := make(chan paho.Message, 10)
-	opts := paho.NewClientOptions().AddBroker("ssl://" + e.Info().Hubs[0].MQTTAddress).SetClientID("dev-1").
-		SetUsername(hub + "/dev-1/?api-version=2021-04-12").SetTLSConfig(e.ClientTLSConfig(dev.TLS())).
-		SetProtocolVersion(4).SetAutoReconnect(false).SetAutoAckDisabled(true)
-	cl := paho.NewClient(opts)
-	if tok := cl.Connect(); !tok.WaitTimeout(waitTime) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	defer cl.Disconnect(50)
-	tok := cl.Subscribe("devices/dev-1/messages/devicebound/#", 1, func(_ paho.Client, m paho.Message) { msgs <- m })
-	if !tok.WaitTimeout(waitTime) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	msgs := manualAckC2D(t, e, "dev-1")
 	next := func() paho.Message {
 		t.Helper()
 		select {
