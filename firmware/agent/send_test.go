@@ -531,8 +531,12 @@ func TestDrainKeepsTwoBatchesInFlight(t *testing.T) {
 			t.Fatalf("Append %d: %v", i, err)
 		}
 	}
+	// The first sample (backlog+1) is queued before the drain starts: had
+	// it arrived after the second batch was read, it would wait for a
+	// third batch and the two-deep check below would never be met.
+	r.start()
+	eventually(t, "the first sample queued", func() bool { n, _ := r.q.Len(); return n == backlog+1 })
 	r.a.SetConnected(true)
-	r.start() // its first sample makes backlog+1
 	eventually(t, "both batches in flight before any acknowledgement", func() bool { return len(p.Published()) == backlog+1 })
 	got := p.Published()
 	for i, seq := range got {
