@@ -19,15 +19,28 @@ import (
 // provisionFixture is a config file with a device certificate and key.
 type provisionFixture struct {
 	dir, config, cert, key, state string
+	device                        *certstest.Cert // the leaf in cert
 }
 
 // newProvisionFixture writes a CA-signed device certificate for cn (chain:
 // leaf, intermediate) and a config using it with dpsEndpoint.
 func newProvisionFixture(t *testing.T, cn, dpsEndpoint string) provisionFixture {
 	t.Helper()
-	dir := t.TempDir()
 	root := certstest.Root(t, "test root", certstest.Options{})
-	inter := root.Intermediate(t, "test intermediate", certstest.Options{})
+	f := deviceFiles(t, root.Intermediate(t, "test intermediate", certstest.Options{}), cn)
+	f.writeConfig(t, map[string]any{
+		"version": 1, "idScope": "0ne00000A0A", "dpsEndpoint": dpsEndpoint,
+		"certFile": f.cert, "keyFile": f.key, "stateDir": f.state,
+	})
+	return f
+}
+
+// deviceFiles writes a certificate for cn signed by inter (chain: leaf,
+// intermediate) and its key into a new directory; the caller writes the
+// config.
+func deviceFiles(t *testing.T, inter *certstest.Cert, cn string) provisionFixture {
+	t.Helper()
+	dir := t.TempDir()
 	leaf := inter.Leaf(t, cn, certstest.Options{})
 	f := provisionFixture{
 		dir:    dir,
@@ -35,13 +48,10 @@ func newProvisionFixture(t *testing.T, cn, dpsEndpoint string) provisionFixture 
 		cert:   filepath.Join(dir, cn+"-chain.pem"),
 		key:    filepath.Join(dir, cn+".key"),
 		state:  filepath.Join(dir, "state"),
+		device: leaf,
 	}
 	certstest.WriteCerts(t, f.cert, leaf.Cert, inter.Cert)
 	certstest.WriteKey(t, f.key, leaf.Key, certstest.PKCS8)
-	f.writeConfig(t, map[string]any{
-		"version": 1, "idScope": "0ne00000A0A", "dpsEndpoint": dpsEndpoint,
-		"certFile": f.cert, "keyFile": f.key, "stateDir": f.state,
-	})
 	return f
 }
 
@@ -259,13 +269,8 @@ func TestProvisionEmulator(t *testing.T) {
 	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, nil); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	cn := "sensor-thl-002"
-	leaf := inter.Leaf(t, cn, certstest.Options{})
-	f := provisionFixture{dir: dir, config: filepath.Join(dir, "tracker.json"), cert: filepath.Join(dir, cn+"-chain.pem"),
-		key: filepath.Join(dir, cn+".key"), state: filepath.Join(dir, "state")}
-	certstest.WriteCerts(t, f.cert, leaf.Cert, inter.Cert)
-	certstest.WriteKey(t, f.key, leaf.Key, certstest.PKCS8)
+	f := deviceFiles(t, inter, cn)
 	f.writeConfig(t, map[string]any{
 		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(), "caFile": e.Info().CACertPath,
 		"certFile": f.cert, "keyFile": f.key, "stateDir": f.state,
@@ -293,7 +298,7 @@ func TestProvisionEmulator(t *testing.T) {
 	}
 
 	// Disabled by an individual enrollment: --force asks DPS, which refuses.
-	if _, err := e.EnrollDevice(leaf.Cert, func(en *store.IndividualEnrollment) { en.ProvisioningStatus = store.StatusDisabled }); err != nil {
+	if _, err := e.EnrollDevice(f.device.Cert, func(en *store.IndividualEnrollment) { en.ProvisioningStatus = store.StatusDisabled }); err != nil {
 		t.Fatal(err)
 	}
 	code, out, stderr = provision("--force", "--json")
@@ -332,13 +337,8 @@ func TestProvisionIssuesHubCertificate(t *testing.T) {
 	if _, err := e.EnrollGroup("enrollgroup-sensors", root.Cert, func(g *store.EnrollmentGroup) { g.CredentialPolicyName = pol.Name }); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	cn := "sensor-thl-003"
-	leaf := inter.Leaf(t, cn, certstest.Options{})
-	f := provisionFixture{dir: dir, config: filepath.Join(dir, "tracker.json"), cert: filepath.Join(dir, cn+"-chain.pem"),
-		key: filepath.Join(dir, cn+".key"), state: filepath.Join(dir, "state")}
-	certstest.WriteCerts(t, f.cert, leaf.Cert, inter.Cert)
-	certstest.WriteKey(t, f.key, leaf.Key, certstest.PKCS8)
+	f := deviceFiles(t, inter, cn)
 	f.writeConfig(t, map[string]any{
 		"version": 1, "idScope": e.IDScope(), "dpsEndpoint": e.DPSEndpoint(), "caFile": e.Info().CACertPath,
 		"certFile": f.cert, "keyFile": f.key, "stateDir": f.state, "certificateIssuance": map[string]any{"enabled": true},
