@@ -93,8 +93,8 @@ func newRig(ctx context.Context, o options, name, stateDir string, delay int) (*
 	if _, err := r.fleet.DPS.VerifyCA(ctx, "faults-root", proof.PEM()); err != nil {
 		return nil, err
 	}
-	if _, err := r.fleet.CreateGroup(ctx, fleet.GroupSpec{ID: "faults", CAName: "faults-root", Hubs: []string{r.hub},
-		InitialDesired: map[string]any{"telemetryDelay": delay}}); err != nil {
+	if _, err := r.fleet.CreateGroup(ctx, fleet.GroupSpec{ID: "faults", CAName: "faults-root", Common: fleet.Common{Hubs: []string{r.hub},
+		InitialDesired: map[string]any{"telemetryDelay": delay}}}); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	var info struct {

@@ -139,8 +139,8 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	d.step("3. Group enrollment %s (static to %s, initial twin telemetryDelay 1, credential policy %s)", groupID, d.hub(), policyName)
-	g, err := d.fleet.CreateGroup(ctx, fleet.GroupSpec{ID: groupID, CAName: caName, Hubs: []string{d.hub()},
-		InitialDesired: map[string]any{"telemetryDelay": 1}, CredentialPolicy: policyName})
+	g, err := d.fleet.CreateGroup(ctx, fleet.GroupSpec{ID: groupID, CAName: caName, Common: fleet.Common{Hubs: []string{d.hub()},
+		InitialDesired: map[string]any{"telemetryDelay": 1}, CredentialPolicy: policyName}})
 	if err != nil {
 		return err
 	}

@@ -211,8 +211,7 @@ var commands = []command{
 				if err != nil {
 					return nil, err
 				}
-				s := fleet.GroupSpec{ID: e.args[0], CAName: *caName, Hubs: c.Hubs, AllocationPolicy: c.AllocationPolicy,
-					InitialDesired: c.InitialDesired, InitialTags: c.InitialTags, Disabled: c.Disabled, CredentialPolicy: c.CredentialPolicy}
+				s := fleet.GroupSpec{ID: e.args[0], CAName: *caName, Common: c}
 				if *cert != "" {
 					if s.SigningCertPEM, err = readFile("signing-cert", *cert); err != nil {
 						return nil, err

@@ -90,14 +90,7 @@ type GroupSpec struct {
 	// CAName names a verified CA uploaded to the DPS (caReferences), or
 	// SigningCertPEM is the root/intermediate itself.
 	CAName, SigningCertPEM string
-	Hubs                   []string // linked hub host names
-	AllocationPolicy       string   // default static with one hub, else hashed
-	InitialDesired         map[string]any
-	InitialTags            map[string]any
-	Disabled               bool
-	// CredentialPolicy names the credential policy that issues the
-	// devices' operational certificates (docs/protocol.md A.5); "" for none.
-	CredentialPolicy string
+	Common
 }
 
 // CreateGroup creates an X.509 enrollment group. PUT creates or replaces,
@@ -117,9 +110,7 @@ func (f *Fleet) CreateGroup(ctx context.Context, s GroupSpec) (azrest.Enrollment
 	} else {
 		x.SigningCertificates = &azrest.X509Certificates{Primary: &azrest.X509CertificateWithInfo{Certificate: s.SigningCertPEM}}
 	}
-	c := Common{Hubs: s.Hubs, AllocationPolicy: s.AllocationPolicy, InitialDesired: s.InitialDesired, InitialTags: s.InitialTags,
-		Disabled: s.Disabled, CredentialPolicy: s.CredentialPolicy}
-	g := azrest.EnrollmentGroup{EnrollmentGroupID: s.ID, Enrollment: c.enrollment(azrest.Attestation{Type: azrest.AttestationX509, X509: x})}
+	g := azrest.EnrollmentGroup{EnrollmentGroupID: s.ID, Enrollment: s.enrollment(azrest.Attestation{Type: azrest.AttestationX509, X509: x})}
 	return f.DPS.PutGroup(ctx, g, "")
 }
 
