@@ -87,8 +87,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	}
 	cmd, rest := lookup(rest)
 	if cmd == nil {
-		fmt.Fprintf(stderr, "fleetctl: unknown command %q; run fleetctl help\n", strings.Join(rest[:min(2, len(rest))], " "))
-		return ExitUsage
+		return unknownCommand(rest, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("fleetctl "+cmd.path, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -211,6 +210,56 @@ func progressTo(w io.Writer) func(step string, done, total int) {
 	}
 }
 
+// unknownCommand answers a command line that names no command. A group
+// alone ("fleetctl group", "fleetctl credential-policy -h") lists that
+// group's commands, as a stranger trying the tool expects; anything else
+// is an unknown command.
+func unknownCommand(words []string, stdout, stderr io.Writer) int {
+	grp := words[0]
+	var buf strings.Builder
+	if !commandTable(&buf, grp) {
+		fmt.Fprintf(stderr, "fleetctl: unknown command %q; run fleetctl help\n", grp)
+		return ExitUsage
+	}
+	if len(words) == 2 && (words[1] == "-h" || words[1] == "-help" || words[1] == "--help") {
+		fmt.Fprintf(stdout, "usage: fleetctl %s COMMAND [ARGS] [flags]\n\ncommands:\n%s\nfleetctl %s COMMAND -h shows a command's flags; fleetctl help the global options.\n", grp, buf.String(), grp)
+		return ExitOK
+	}
+	if len(words) == 1 {
+		fmt.Fprintf(stderr, "fleetctl %s: which command? one of:\n%s", grp, buf.String())
+	} else {
+		fmt.Fprintf(stderr, "fleetctl: unknown command %q; the %s commands are:\n%s", grp+" "+words[1], grp, buf.String())
+	}
+	return ExitUsage
+}
+
+// commandTable writes the commands of group grp ("" for every group),
+// groups in alphabetical order, and says whether there was any.
+func commandTable(w io.Writer, grp string) bool {
+	byGroup := map[string][]*command{}
+	var groups []string
+	for i := range commands {
+		c := &commands[i]
+		g, _, _ := strings.Cut(c.path, " ")
+		if grp != "" && g != grp {
+			continue
+		}
+		if byGroup[g] == nil {
+			groups = append(groups, g)
+		}
+		byGroup[g] = append(byGroup[g], c)
+	}
+	sort.Strings(groups)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, g := range groups {
+		for _, c := range byGroup[g] {
+			fmt.Fprintf(tw, "  %s %s\t%s\n", c.path, c.args, c.summary)
+		}
+	}
+	tw.Flush()
+	return len(groups) > 0
+}
+
 func usage(w io.Writer) {
 	fmt.Fprint(w, `fleetctl: the operator's tool for a tracker fleet on Azure IoT DPS + IoT Hub,
 or on the local emulator (azemu). It speaks the services' REST APIs with the
@@ -220,24 +269,7 @@ usage: fleetctl [options] COMMAND [ARGS] [flags]
 
 commands:
 `)
-	byGroup := map[string][]*command{}
-	var groups []string
-	for i := range commands {
-		c := &commands[i]
-		grp, _, _ := strings.Cut(c.path, " ")
-		if byGroup[grp] == nil {
-			groups = append(groups, grp)
-		}
-		byGroup[grp] = append(byGroup[grp], c)
-	}
-	sort.Strings(groups)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, grp := range groups {
-		for _, c := range byGroup[grp] {
-			fmt.Fprintf(tw, "  %s %s\t%s\n", c.path, c.args, c.summary)
-		}
-	}
-	tw.Flush()
+	commandTable(w, "")
 	fmt.Fprintf(w, `
 options (before or after the command):
   --dps-connection-string CS   DPS service policy (env %s)

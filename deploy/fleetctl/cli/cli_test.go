@@ -431,3 +431,33 @@ func TestMonitorMethodAndDeprovision(t *testing.T) {
 		t.Errorf("%d identities left", n)
 	}
 }
+
+// A group word alone, or with -h, lists that group's commands instead of
+// calling the group an unknown command.
+func TestGroupAloneListsItsCommands(t *testing.T) {
+	t.Parallel()
+	none := func(string) string { return "" }
+	tests := []struct {
+		args       []string
+		code       int
+		toStdout   bool
+		want, deny string
+	}{
+		{[]string{"credential-policy", "-h"}, ExitOK, true, "credential-policy create NAME", "group create"},
+		{[]string{"group", "--help"}, ExitOK, true, "group set-credential-policy GROUP", "credential-policy create"},
+		{[]string{"group"}, ExitUsage, false, "which command?", "enrollment create"},
+		{[]string{"group", "explode"}, ExitUsage, false, "unknown command \"group explode\"; the group commands are:\n  group create", "credential-policy create"},
+		{[]string{"nope", "-h"}, ExitUsage, false, "unknown command \"nope\"; run fleetctl help", "group"},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		code := Main(context.Background(), tt.args, &out, &errb, none)
+		got, other := errb.String(), out.String()
+		if tt.toStdout {
+			got, other = other, got
+		}
+		if code != tt.code || !strings.Contains(got, tt.want) || strings.Contains(got, tt.deny) || other != "" {
+			t.Errorf("fleetctl %s: exit %d, stdout %q, stderr %q; want exit %d and %q (not %q) on one stream", strings.Join(tt.args, " "), code, out.String(), errb.String(), tt.code, tt.want, tt.deny)
+		}
+	}
+}
