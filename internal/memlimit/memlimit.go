@@ -82,7 +82,9 @@ const Min = 64 << 20
 // the limit in force. It returns that limit, math.MaxInt64 for none.
 func Apply(b Bytes, log *slog.Logger) (int64, error) {
 	if b != 0 && b < Min {
-		return 0, fmt.Errorf("%w: %s", ErrTooLow, b)
+		// A bare number is bytes, as in GOMEMLIMIT: "900" is 900B, which
+		// someone who meant megabytes learns from the hint.
+		return 0, fmt.Errorf("%w: %s (a number without a unit is bytes; give one, e.g. 900MiB)", ErrTooLow, b)
 	}
 	if b != 0 {
 		debug.SetMemoryLimit(int64(b))

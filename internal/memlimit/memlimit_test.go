@@ -66,6 +66,10 @@ func TestApply(t *testing.T) {
 	if _, err := Apply(1<<20, log); !errors.Is(err, ErrTooLow) {
 		t.Errorf("Apply(1MiB) = %v, want ErrTooLow", err)
 	}
+	// "--memory-limit 900" is 900 bytes: the error says how to give a unit.
+	if _, err := Apply(900, log); err == nil || !strings.Contains(err.Error(), "900B") || !strings.Contains(err.Error(), "e.g. 900MiB") {
+		t.Errorf("Apply(900) = %v, want the bytes named and a unit suggested", err)
+	}
 	if debug.SetMemoryLimit(-1) != math.MaxInt64 {
 		t.Error("a refused limit changed the runtime's")
 	}
