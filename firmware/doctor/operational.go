@@ -46,7 +46,7 @@ func CheckOperational(stateDir string, renewAt float64, now time.Time) (Check, *
 	switch v.State {
 	case certs.ExpiryOK:
 		ck.Status = OK
-		ck.Detail = fmt.Sprintf("CN %q, valid until %s (%s left), renewed from %s%s", cur.RegistrationID, date(cur.Leaf.NotAfter),
+		ck.Detail = fmt.Sprintf("CN %q, valid until %s (%s left), renewal due %s%s", cur.RegistrationID, date(cur.Leaf.NotAfter),
 			humanDays(cur.Leaf.NotAfter.Sub(now)), date(due), note)
 	case certs.ExpiryExpired:
 		ck.Status = Fail

@@ -41,7 +41,7 @@ func TestCheckOperational(t *testing.T) {
 	}{
 		{"none", func(opcert.Store) {}, Warn, "none yet", "credentialPolicyName", time.Time{}},
 		{"pending only", func(s opcert.Store) { issue(t, s, ca, now.Add(-day), now.Add(29*day), false) }, OK, "waiting for the hub", "", now.Add(-day)},
-		{"fresh", func(s opcert.Store) { issue(t, s, ca, now.Add(-day), now.Add(29*day), true) }, OK, "(29 days left), renewed from", "", now.Add(-day)},
+		{"fresh", func(s opcert.Store) { issue(t, s, ca, now.Add(-day), now.Add(29*day), true) }, OK, "(29 days left), renewal due", "", now.Add(-day)},
 		{"renewal late", func(s opcert.Store) { issue(t, s, ca, now.Add(-21*day), now.Add(9*day), true) }, Warn, "renewal late since", "keeps retrying", now.Add(-21 * day)},
 		{"under a week", func(s opcert.Store) { issue(t, s, ca, now.Add(-25*day), now.Add(5*day), true) }, Fail, "in 5 days", "keeps retrying", now.Add(-25 * day)},
 		{"expired, renewed one waiting", func(s opcert.Store) {
