@@ -158,7 +158,7 @@ func (s *Store) toMemory(why error) {
 	s.fallback = &Fallback{Since: s.o.Now().UTC(), Reason: why.Error(), Dir: dir}
 	n, _ := s.mem.Len()
 	s.log.Error("state directory unusable: readings are kept IN MEMORY and are lost if the tracker restarts; "+
-		"check the state filesystem (read-only? full of errors? removed?)", "dir", dir, "err", why, "queued", n,
+		"check the state filesystem (read-only? full of errors? removed?) and that no other tracker runs on it", "dir", dir, "err", why, "queued", n,
 		"retry_every", s.o.ProbeInterval)
 	s.changed()
 }
