@@ -716,6 +716,7 @@ func TestExplain(t *testing.T) {
 		{notAuthorized(), "registering with DPS again"},
 		{dpsErr(dps.ErrNotFound, 0), "ID scope"},
 		{dpsErr(dps.ErrFailed, 0), AdviceFailed},
+		{dpsErr(dps.ErrBadRequest, 0), "credentialPolicyName"},
 		{dpsErr(dps.ErrTransient, 0), ""},
 	}
 	for _, tt := range tests {

@@ -99,6 +99,11 @@ const (
 		"the tracker retries by itself"
 	AdviceFailed = "DPS registration failed (custom allocation error or a request DPS rejects): check the enrollment's " +
 		"allocation policy, the ID scope and the DPS logs"
+	// A 400 is most likely the certificate request (docs/protocol.md A.5):
+	// the one part of the request the device adds on its own.
+	AdviceBadRequest = "DPS rejected the registration request (the error says why): with certificateIssuance enabled, " +
+		"the enrollment must name a credential policy (credentialPolicyName; fleetctl's --credential-policy) " +
+		"or the config must turn issuance off; otherwise check the enrollment, the ID scope and the DPS logs"
 )
 
 // Explain says what a provisioning error means for the operator, or ""
@@ -117,7 +122,9 @@ func Explain(err error) string {
 		return "IoT Hub refused the device (identity deleted or disabled, or certificate changed): registering with DPS again"
 	case errors.Is(err, dps.ErrNotFound):
 		return "DPS does not know this ID scope: check idScope in the config (az iot dps show --query properties.idScope)"
-	case errors.Is(err, dps.ErrFailed), errors.Is(err, dps.ErrBadRequest):
+	case errors.Is(err, dps.ErrBadRequest):
+		return AdviceBadRequest
+	case errors.Is(err, dps.ErrFailed):
 		return AdviceFailed
 	case errors.Is(err, dps.ErrThrottled):
 		return "DPS is throttling this device; waiting as it asks"
