@@ -80,6 +80,7 @@ func readSensorsOnce(ctx context.Context, c *config.Config, fixWait time.Duratio
 }
 
 const aboutDoctor = `Checks this tracker and prints OK, WARN or FAIL per check (config, key
-permissions, certificate, clock, sensors, DPS endpoint, cached hub, whether
-the hub accepts the device, queue), with the fix. Exits 1 when any check
-FAILs.`
+permissions, certificate and its expiry, the DPS-issued operational
+certificate with certificateIssuance, clock, sensors, DPS endpoint, cached
+hub, whether the hub accepts the device, queue), with the fix. Exits 1 when
+any check FAILs.`
